@@ -458,9 +458,13 @@ class StochasticDurationPredictor(nn.Module):
     runs them reversed and skips the first ConvFlow (index 1), so index 1 is a placeholder here.
     """
 
-    def __init__(self, in_channels: int, kernel_size: int = 3, n_flows: int = 4, gin_channels: int = 0) -> None:
+    def __init__(self, in_channels: int, kernel_size: int = 3, n_flows: int = 4, gin_channels: int = 0,
+                 filter_channels: int | None = None) -> None:
         super().__init__()
-        filter_channels = in_channels  # upstream overrides the requested filter size with in_channels
+        if filter_channels is None:
+            # Piper's VITS overrides the requested filter size with in_channels; Vosk's VITS2
+            # keeps it (256) and passes it explicitly.
+            filter_channels = in_channels
         self.pre = nn.Conv1d(in_channels, filter_channels, 1)
         self.proj = nn.Conv1d(filter_channels, filter_channels, 1)
         self.convs = DDSConv(filter_channels, kernel_size, n_layers=3)
