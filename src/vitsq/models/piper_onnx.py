@@ -135,6 +135,12 @@ def infer_config(config: VitsConfig, params: dict[str, np.ndarray]) -> VitsConfi
     res_kernels = tuple(shape(f"dec.resblocks.{j}.{'convs1' if rb1 else 'convs'}.0.weight")[2] for j in range(n_res))
     n_speakers, gin = (shape("emb_g.weight") if "emb_g.weight" in params else (1, 0))
     use_sdp = any(k.startswith("dp.flows.") for k in params)
+    # The JSON's own claims about the interface must agree with the weights.
+    if config.n_speakers != n_speakers:
+        raise ModelLoadError(f"config says num_speakers={config.n_speakers} but the weights have "
+                             f"{'a speaker table of ' + str(n_speakers) if n_speakers > 1 else 'no speaker table'}")
+    if config.n_vocab != n_vocab:
+        raise ModelLoadError(f"config says num_symbols={config.n_vocab} but the symbol embedding has {n_vocab} rows")
     return config.replace(
         n_vocab=n_vocab, hidden_channels=hidden, inter_channels=inter, filter_channels=filter_ch,
         kernel_size=ksize, n_layers=n_layers, n_heads=n_heads,

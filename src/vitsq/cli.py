@@ -1,0 +1,146 @@
+"""`vitsq` command line: each subcommand is a thin layer over one library function.
+
+User errors (:class:`vitsq.errors.VitsqError`) print one line and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from vitsq.errors import VitsqError
+
+# Subcommands living next to the library code they wrap: "module:register(subparsers)".
+# A module that is missing (not yet written) just leaves its command out.
+EXTRA_COMMANDS = [
+    "vitsq.quantize.cli:register",
+    "vitsq.evaluate.cli:register",
+    "vitsq.bench:register",
+    "vitsq.export.cli:register",
+    "vitsq.serve.cli:register",
+    "vitsq.report:register",
+    "vitsq.demo:register",
+]
+
+
+def _load(args: argparse.Namespace):
+    import vitsq
+
+    kw = {}
+    if getattr(args, "config", None):
+        kw["config_path"] = Path(args.config)
+    return vitsq.load(args.model, backend=args.backend, device=args.device, **kw)
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    synth = _load(args)
+    if args.warmup:
+        # the first call pays one-off kernel set-up; keep it out of the printed RTF
+        synth.synthesize_ids(synth.text_to_ids(args.text)[0], speaker=args.speaker, seed=args.seed)
+    audio = synth.synthesize(args.text, speaker=args.speaker, noise_scale=args.noise_scale,
+                             length_scale=args.length_scale, noise_w=args.noise_w, seed=args.seed)
+    out = audio.write(args.output)
+    if synth.describe().get("weights", "trained") != "trained":
+        print(f"note: {synth.name} is {synth.describe()['weights']}: the audio is not speech")
+    print(f"wrote {out}  duration {audio.duration:.2f} s  model {audio.model_seconds:.3f} s  "
+          f"front-end {audio.frontend_seconds * 1000:.1f} ms  tokens {audio.num_tokens}  RTF {audio.rtf:.4f}")
+    return 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    synth = _load(args)
+    d = synth.describe()
+    if args.json:
+        print(json.dumps(d, indent=2, default=str))
+        return 0
+    print(f"model       {d['name']}  ({d['weights']})")
+    print(f"backend     {d['backend']}")
+    print(f"arch        {d['arch']}  decoder {d['decoder']}")
+    print(f"sample rate {d['sample_rate']} Hz")
+    print(f"speakers    {d['speakers']}")
+    print(f"symbols     {d['symbols']}")
+    print(f"language    {d['language']}")
+    print(f"size        {d['size_bytes'] / 1e6:.2f} MB")
+    if d.get("quantization"):
+        print(f"quantized   {json.dumps(d['quantization'])}")
+    params = d.get("parameters")
+    if params:
+        print("parameters  (inference model)")
+        for k, v in params.items():
+            if k != "total":
+                print(f"  {k:<10} {v:>12,}")
+        print(f"  {'total':<10} {params['total']:>12,}  ({params['total'] / 1e6:.2f} M)")
+    for k, v in d.items():
+        if k.startswith("note"):
+            print(f"{k:<11} {v}")
+    return 0
+
+
+def add_model_args(p: argparse.ArgumentParser, backends: Sequence[str] = ("torch", "onnx", "executorch")) -> None:
+    p.add_argument("model", help="joe, vosk-ru-multi, a voice .onnx, a G_*.pth, a model or artifact folder")
+    p.add_argument("--backend", default="torch", choices=list(backends))
+    p.add_argument("--device", default="cpu", help="cpu or cuda (torch backend)")
+    p.add_argument("--config", help="config.json for a checkpoint, if not beside it")
+
+
+def add_synthesis_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--speaker", type=int, default=None, help="speaker id (multi-speaker models)")
+    p.add_argument("--noise-scale", type=float, default=None)
+    p.add_argument("--length-scale", type=float, default=None)
+    p.add_argument("--noise-w", type=float, default=None)
+    p.add_argument("--seed", type=int, default=0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vitsq", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="log INFO messages")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("synth", help="synthesize text to a wav file and print its RTF")
+    add_model_args(p)
+    p.add_argument("text")
+    p.add_argument("-o", "--output", required=True, help="output .wav")
+    add_synthesis_args(p)
+    p.add_argument("--no-warmup", dest="warmup", action="store_false",
+                   help="time the very first call (includes one-off kernel set-up)")
+    p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("info", help="architecture, parameters by submodule, sample rate, speakers, symbols")
+    add_model_args(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_info)
+
+    for target in EXTRA_COMMANDS:
+        module, func = target.split(":")
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name and exc.name.startswith("vitsq"):
+                continue
+            raise
+        getattr(mod, func)(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except VitsqError as exc:
+        print(f"vitsq {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

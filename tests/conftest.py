@@ -1,0 +1,34 @@
+"""Shared fixtures: the embedded voice loaded once per session, in both backends."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+def pytest_collection_modifyitems(config, items):
+    import torch
+
+    if not torch.cuda.is_available():
+        skip = pytest.mark.skip(reason="needs a CUDA GPU (none on this machine)")
+        for item in items:
+            if "cuda" in item.keywords:
+                item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def joe_torch():
+    import vitsq
+
+    return vitsq.load("joe", backend="torch")
+
+
+@pytest.fixture(scope="session")
+def joe_onnx():
+    import vitsq
+
+    return vitsq.load("joe", backend="onnx")
