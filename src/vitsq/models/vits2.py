@@ -233,3 +233,57 @@ class VITS2(VITS):
         """Latent frames [B, C, T_y] -> audio [B, 1, T_y * hop] and ``{"audio_subbands": [B, S, L]}``."""
         audio, subbands = self.dec(z, g)
         return audio, {"audio_subbands": subbands}
+
+
+# --------------------------------------------------------------------------- parameter counts
+def _numel(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def upstream_extra_parameters(model: VITS2, spec_channels: int = 80) -> dict[str, int]:
+    """Parameters an upstream ``G_*.pth`` of this config holds that the inference model has not.
+
+    ``spec_channels`` is the posterior encoder's input (80 mel channels for the Vosk models).
+    Keys: ``weight_norm_g`` (one magnitude per output channel of every weight-normed conv:
+    flow WaveNets and the decoder), ``dp.post`` (duration posterior), ``dp.flows.1`` (skipped
+    spline flow), ``enc_q`` (posterior encoder, with its weight-norm magnitudes).
+    """
+    from vitsq.models.modules import DDSConv, ConvFlow, ElementwiseAffine
+
+    c = model.config
+    wn_g = 0
+    for name, mod in model.named_modules():
+        if isinstance(mod, (nn.Conv1d, nn.ConvTranspose1d)) and (name.startswith("dec.") or ".enc." in name):
+            wn_g += mod.weight.shape[0]
+    fc = SDP_FILTER_CHANNELS
+    dp_post = 0
+    if c.use_sdp:
+        dp_post = _numel(nn.Conv1d(1, fc, 1)) + _numel(nn.Conv1d(fc, fc, 1)) + _numel(DDSConv(fc, 3, 3))
+        dp_post += _numel(ElementwiseAffine(2)) + 4 * _numel(ConvFlow(2, fc, 3, 3))
+    dp_flow1 = _numel(ConvFlow(2, fc, 3, 3)) if c.use_sdp else 0
+    h, gin = c.hidden_channels, c.gin_channels
+    enc_q_wn = WN(h, 5, 1, 16, gin)
+    enc_q = (_numel(nn.Conv1d(spec_channels, h, 1)) + _numel(enc_q_wn) + _numel(nn.Conv1d(h, 2 * c.inter_channels, 1))
+             + sum(m.weight.shape[0] for m in enc_q_wn.modules() if isinstance(m, nn.Conv1d)))
+    return {"weight_norm_g": wn_g, "dp.post": dp_post, "dp.flows.1": dp_flow1, "enc_q": enc_q}
+
+
+def parameter_report(model: VITS2) -> dict[str, object]:
+    """Inference parameters by submodule, and the totals upstream reports for the same config.
+
+    ``upstream_without_enc_q`` is what an upstream inference count gives (weight norm unfolded,
+    the duration posterior and skipped flow included: about 33.2 M for the Vosk Russian
+    model); ``upstream_total`` adds the posterior encoder (41.97 M).
+    """
+    from vitsq.models.vits import count_parameters
+
+    counts = count_parameters(model)
+    extra = upstream_extra_parameters(model)
+    without_q = counts["total"] + extra["weight_norm_g"] + extra["dp.post"] + extra["dp.flows.1"]
+    return {
+        "by_submodule": {k: v for k, v in counts.items() if k != "total"},
+        "inference_total": counts["total"],
+        "upstream_extra": extra,
+        "upstream_without_enc_q": without_q,
+        "upstream_total": without_q + extra["enc_q"],
+    }

@@ -1,0 +1,292 @@
+"""Vosk MB-iSTFT-VITS2: config mapping, checkpoint loading, golden match to upstream outputs.
+
+The golden fixtures (``../shared/fixtures/vosk_vits2``, see its README) were produced by the
+upstream vosk-tts training code on random weights. They are required test data: every test
+that needs them FAILS when they are missing.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from vitsq.errors import ModelLoadError
+from vitsq.models.config import VitsConfig
+from vitsq.models.vits2 import VITS2, InverseSTFT, parameter_report
+from vitsq.models.vosk_ckpt import load_vosk_checkpoint, read_checkpoint
+from vitsq.models.vosk_config import VoskConfigError
+
+FIXTURES = Path(__file__).resolve().parents[1].parent / "shared/fixtures/vosk_vits2"
+
+
+def fixture(name: str) -> Path:
+    path = FIXTURES / name
+    assert path.is_file(), f"golden fixture missing: {path} (CI must provide ../shared/fixtures/vosk_vits2)"
+    return path
+
+
+@pytest.fixture(scope="module")
+def full_cfg_json() -> dict:
+    return json.loads(fixture("full_config.json").read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    model, report = load_vosk_checkpoint(fixture("tiny_G_1.pth"), fixture("tiny_config.json"))
+    return model, report
+
+
+@pytest.fixture(scope="module")
+def golden():
+    return torch.load(fixture("tiny_golden_io.pt"), map_location="cpu", weights_only=False)
+
+
+def assert_rel_close(ours: torch.Tensor, ref: torch.Tensor, name: str, rel: float = 1e-4) -> None:
+    assert ours.shape == ref.shape, f"{name}: shape {tuple(ours.shape)} != {tuple(ref.shape)}"
+    scale = ref.abs().max().item()
+    err = (ours - ref).abs().max().item()
+    assert err <= rel * max(scale, 1e-12), f"{name}: max abs error {err:.3g} > {rel} x max|ref| {scale:.3g}"
+
+
+# --------------------------------------------------------------------------- config
+def test_full_config_mapping(full_cfg_json):
+    c = VitsConfig.from_vosk_json(full_cfg_json)
+    assert (c.arch, c.decoder, c.flow_type, c.phoneme_type, c.language) == ("vits2", "mb_istft", "pre_conv2", "vosk_ru", "ru")
+    assert (c.n_speakers, c.gin_channels, c.n_vocab, c.subbands, c.istft_n_fft, c.istft_hop) == (200, 256, 62, 4, 16, 4)
+    assert (c.sample_rate, c.hop_length, c.hidden_channels, c.n_layers) == (22050, 256, 192, 6)
+    assert c.use_spk_conditioned_encoder and c.cond_layer_idx == 2 and c.use_sdp
+    assert c.upsample_rates == (4, 4) and c.resblock_dilation_sizes == ((1, 3, 5),) * 3
+    assert len(c.phoneme_id_map) == 62 and c.phoneme_id_map["^"] == (1,)
+    assert VitsConfig.from_file(fixture("full_config.json")) == c.replace(source=str(fixture("full_config.json")))
+
+
+@pytest.mark.parametrize(
+    "section, key, value, message",
+    [
+        ("model", "transformer_flow_type", "pre_conv", "transformer_flow_type='pre_conv' is not supported"),
+        ("model", "transformer_flow_type", "fft", "transformer_flow_type='fft'"),
+        ("model", "use_transformer_flows", False, "use_transformer_flows=False"),
+        ("model", "ms_istft_vits", True, "ms_istft_vits=True"),
+        ("model", "istft_vits", True, "istft_vits=True"),
+        ("model", "mb_istft_vits", False, "mb_istft_vits=False"),
+        ("model", "use_spectral_norm", True, "use_spectral_norm=True"),
+        ("model", "use_bert", True, "unknown or unsupported model options use_bert"),
+        ("data", "sampling_rte", 22050, "unknown or unsupported data options sampling_rte"),
+        ("model", "hidden_channels", "192", "model.hidden_channels='192' must be of type int"),
+        ("model", "upsample_rates", [4, 8], "hop_length"),
+        ("model", "gen_istft_n_fft", 15, "gen_istft_n_fft=15"),
+    ],
+)
+def test_bad_config_rejected_by_name(full_cfg_json, section, key, value, message):
+    cfg = copy.deepcopy(full_cfg_json)
+    cfg[section][key] = value
+    with pytest.raises(ValueError) as exc:
+        VitsConfig.from_vosk_json(cfg)
+    assert message in str(exc.value)
+
+
+def test_config_structure_errors(full_cfg_json):
+    cfg = copy.deepcopy(full_cfg_json)
+    cfg["extra"] = 1
+    with pytest.raises(VoskConfigError, match="unknown top-level keys extra"):
+        VitsConfig.from_vosk_json(cfg)
+    cfg = copy.deepcopy(full_cfg_json)
+    del cfg["model"]["n_layers"]
+    with pytest.raises(VoskConfigError, match="missing model.n_layers"):
+        VitsConfig.from_vosk_json(cfg)
+    assert issubclass(VoskConfigError, ModelLoadError)
+
+
+def test_training_only_keys_are_ignored(full_cfg_json):
+    cfg = copy.deepcopy(full_cfg_json)
+    for k in ("slm_model", "slm_sr", "use_duration_discriminator", "duration_discriminator_type", "n_layers_q", "use_wd"):
+        cfg["model"].pop(k)
+    cfg["train"] = {}
+    assert VitsConfig.from_vosk_json(cfg) == VitsConfig.from_vosk_json(full_cfg_json)
+
+
+# --------------------------------------------------------------------------- golden match
+@pytest.mark.parametrize("case_index", [0, 1])
+def test_tiny_checkpoint_matches_upstream(tiny, golden, case_index):
+    model, _ = tiny
+    case = golden["cases"][case_index]
+    assert golden["noise_scale"] == 0 and golden["noise_scale_w"] == 0
+    with torch.no_grad():
+        out = model.infer(golden["x"], golden["x_lengths"], golden["sid"], noise_scale=0.0,
+                          length_scale=case["length_scale"], noise_w=0.0)
+    a = out.attn.squeeze(1)  # [B, T_y, T_x]: upstream returns the frame-level prior
+    m_p = torch.matmul(a, out.m_p.transpose(1, 2)).transpose(1, 2)
+    logs_p = torch.matmul(a, out.logs_p.transpose(1, 2)).transpose(1, 2)
+    assert torch.equal(out.y_mask, case["y_mask"])
+    assert torch.equal(out.attn, case["attn"])
+    assert_rel_close(out.z, case["z"], "z")
+    assert_rel_close(m_p, case["m_p"], "m_p")
+    assert_rel_close(logs_p, case["logs_p"], "logs_p")
+    assert_rel_close(out.extra["audio_subbands"], case["audio_subbands"], "audio_subbands")
+    assert_rel_close(out.audio, case["audio"], "audio")
+    assert out.audio.shape[-1] == out.y_mask.shape[-1] * 256
+    assert out.audio_lengths.tolist() == (case["y_mask"].sum((1, 2)) * 256).long().tolist()
+
+
+def test_load_report(tiny):
+    _, report = tiny
+    s = report.dropped_summary()
+    assert s["enc_q"] > 0 and s["dp.post_flows"] > 0 and s["dp.flows.1"] > 0
+    assert all(k.startswith(("enc_q.", "dp.post", "dp.flows.1.")) for k in report.dropped)
+    assert "dec.subband_conv_post.weight" in report.folded and report.iteration == 1
+
+
+def test_dropped_keys_are_logged(caplog):
+    with caplog.at_level(logging.INFO, logger="vitsq.models.vosk_ckpt"):
+        load_vosk_checkpoint(fixture("tiny_G_1.pth"), fixture("tiny_config.json"))
+    assert "dropped training-only tensors" in caplog.text and "enc_q" in caplog.text
+
+
+def _to_parametrizations(sd: dict) -> dict:
+    out = {}
+    for k, v in sd.items():
+        if k.endswith(".weight_g"):
+            out[k[: -len(".weight_g")] + ".parametrizations.weight.original0"] = v
+        elif k.endswith(".weight_v"):
+            out[k[: -len(".weight_v")] + ".parametrizations.weight.original1"] = v
+        else:
+            out[k] = v
+    return out
+
+
+def test_bare_state_dict_with_parametrizations(tiny, tmp_path):
+    sd, _ = read_checkpoint(fixture("tiny_G_1.pth"))
+    p = tmp_path / "G_2.pth"
+    torch.save(_to_parametrizations(sd), p)
+    model2, report = load_vosk_checkpoint(p, fixture("tiny_config.json"))
+    ref = tiny[0].state_dict()
+    assert report.iteration is None
+    for k, v in model2.state_dict().items():
+        torch.testing.assert_close(v, ref[k], rtol=1e-6, atol=1e-7)
+
+
+def test_config_found_beside_checkpoint(tmp_path):
+    (tmp_path / "config.json").write_bytes(fixture("tiny_config.json").read_bytes())
+    (tmp_path / "G_1.pth").write_bytes(fixture("tiny_G_1.pth").read_bytes())
+    model, _ = load_vosk_checkpoint(tmp_path / "G_1.pth")
+    assert model.config.hidden_channels == 32
+    (tmp_path / "config.json").unlink()
+    with pytest.raises(ModelLoadError, match="Vosk config not found.*--config"):
+        load_vosk_checkpoint(tmp_path / "G_1.pth")
+
+
+def test_same_generator_same_noise(tiny, golden):
+    model, _ = tiny
+    x, xl, sid = golden["x"], golden["x_lengths"], golden["sid"]
+
+    def run(seed):
+        with torch.no_grad():
+            return model.infer(x, xl, sid, noise_scale=0.667, length_scale=1.0, noise_w=0.8,
+                               generator=torch.Generator().manual_seed(seed)).audio
+
+    a, b, c = run(1), run(1), run(2)
+    assert torch.equal(a, b)
+    assert a.shape != c.shape or not torch.allclose(a, c)
+
+
+def test_istft_equals_torch_istft():
+    ist = InverseSTFT(16, 4)
+    g = torch.Generator().manual_seed(0)
+    mag = torch.rand(3, 9, 40, generator=g) + 0.1
+    ph = (torch.rand(3, 9, 40, generator=g) * 2 - 1) * math.pi
+    ref = torch.istft(mag * torch.exp(1j * ph), 16, 4, 16, window=torch.hann_window(16))
+    torch.testing.assert_close(ist(mag, ph), ref, rtol=1e-5, atol=1e-6)
+    assert not any("istft" in k or "pqmf" in k for k in VITS2(VitsConfig.from_file(fixture("tiny_config.json"))).state_dict())
+
+
+# --------------------------------------------------------------------------- full model
+def test_full_model_keys_and_shapes(full_cfg_json):
+    listed = json.loads(fixture("full_config_state_dict_shapes.json").read_text(encoding="utf-8"))
+    expected: dict[str, tuple[int, ...]] = {}
+    for k, shape in listed["state_dict_shapes"].items():
+        if k.startswith("enc_q.") or k.endswith(".weight_g"):
+            continue
+        # the inference SDP has no posterior and no slot for the flow upstream inference skips
+        if k.startswith(("dp.post_", "dp.flows.1.")):
+            continue
+        expected[k[: -len("_v")] if k.endswith(".weight_v") else k] = tuple(shape)
+    model = VITS2(VitsConfig.from_vosk_json(full_cfg_json))
+    ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    assert sorted(set(ours) - set(expected)) == [] and sorted(set(expected) - set(ours)) == []
+    assert ours == expected
+
+
+def test_full_model_parameter_counts(full_cfg_json):
+    listed = json.loads(fixture("full_config_state_dict_shapes.json").read_text(encoding="utf-8"))
+    shapes = listed["state_dict_shapes"]
+    report = parameter_report(VITS2(VitsConfig.from_vosk_json(full_cfg_json)))
+    assert report["upstream_total"] == listed["params"] == 41_969_592
+    without_q = sum(math.prod(s) for k, s in shapes.items() if not k.startswith("enc_q."))
+    assert report["upstream_without_enc_q"] == without_q
+    assert round(without_q / 1e6, 1) == 33.2
+    assert report["inference_total"] == sum(report["by_submodule"].values())
+    assert set(report["by_submodule"]) == {"enc_p", "dec", "flow", "dp", "emb_g"}
+    assert 31.8e6 < report["inference_total"] < 32.0e6
+
+
+# --------------------------------------------------------------------------- bad checkpoints
+def _save(tmp_path, sd, name="G_9.pth"):
+    p = tmp_path / name
+    torch.save({"model": sd, "iteration": 9}, p)
+    return p
+
+
+def test_config_weights_mismatch(tmp_path, full_cfg_json):
+    cfg = tmp_path / "full.json"
+    cfg.write_text(json.dumps(full_cfg_json))
+    with pytest.raises(ModelLoadError) as exc:
+        load_vosk_checkpoint(fixture("tiny_G_1.pth"), cfg)
+    msg = str(exc.value)
+    assert "shape mismatches" in msg and "emb_g.weight" in msg and "n_speakers=200" in msg
+
+
+def test_missing_and_unexpected_keys(tmp_path):
+    sd, _ = read_checkpoint(fixture("tiny_G_1.pth"))
+    sd = dict(sd)
+    del sd["enc_p.proj.bias"]
+    sd["flow.flows.0.extra"] = torch.zeros(3)
+    with pytest.raises(ModelLoadError) as exc:
+        load_vosk_checkpoint(_save(tmp_path, sd), fixture("tiny_config.json"))
+    assert "missing keys: enc_p.proj.bias" in str(exc.value)
+    assert "unexpected keys: flow.flows.0.extra" in str(exc.value)
+
+
+def test_other_architectures(tmp_path):
+    sd, _ = read_checkpoint(fixture("tiny_G_1.pth"))
+    hifigan = {k.replace("dec.subband_conv_post", "dec.conv_post"): v for k, v in sd.items()}
+    with pytest.raises(ModelLoadError, match="another architecture.*HiFi-GAN"):
+        load_vosk_checkpoint(_save(tmp_path, hifigan), fixture("tiny_config.json"))
+    plain_flow = {k: v for k, v in sd.items() if ".pre_transformer." not in k}
+    with pytest.raises(ModelLoadError, match="another architecture.*pre_conv2"):
+        load_vosk_checkpoint(_save(tmp_path, plain_flow), fixture("tiny_config.json"))
+    disc = {"discriminators.0.convs.0.weight": torch.zeros(2, 1, 3)}
+    with pytest.raises(ModelLoadError, match="discriminator checkpoint"):
+        load_vosk_checkpoint(_save(tmp_path, disc), fixture("tiny_config.json"))
+
+
+def test_corrupt_checkpoints(tmp_path):
+    trunc = tmp_path / "G_t.pth"
+    trunc.write_bytes(fixture("tiny_G_1.pth").read_bytes()[:5000])
+    with pytest.raises(ModelLoadError, match="not a readable PyTorch checkpoint"):
+        load_vosk_checkpoint(trunc, fixture("tiny_config.json"))
+    lst = tmp_path / "G_l.pth"
+    torch.save([1, 2, 3], lst)
+    with pytest.raises(ModelLoadError, match="expected a state dict"):
+        load_vosk_checkpoint(lst, fixture("tiny_config.json"))
+    sd, _ = read_checkpoint(fixture("tiny_G_1.pth"))
+    sd = {k: v for k, v in sd.items() if k != "dec.conv_pre.weight_v"}
+    with pytest.raises(ModelLoadError, match="weight norm of dec.conv_pre: found only the magnitude"):
+        load_vosk_checkpoint(_save(tmp_path, sd), fixture("tiny_config.json"))
+    with pytest.raises(ModelLoadError, match="checkpoint not found"):
+        load_vosk_checkpoint(tmp_path / "nope.pth", fixture("tiny_config.json"))
