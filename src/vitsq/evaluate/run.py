@@ -1,0 +1,639 @@
+"""End-to-end quality evaluation of model variants against an FP32 reference.
+
+:func:`evaluate` synthesizes every sentence with the reference and with each variant using the
+same speaker and the same noise seed (sentence ``i`` uses ``seed + i``), transcribes everything
+with Whisper, and scores:
+
+* WER / CER per variant (corpus-level, normalized text) and ΔWER vs. the reference with a paired
+  bootstrap 95 % CI;
+* speaker similarity (resemblyzer cosine) of each variant clip to its reference clip;
+* distance to the reference clip: log-mel L1, SNR, MCD (see :mod:`vitsq.evaluate.metrics` for how
+  different lengths are handled).
+
+The reference audio is cached under ``<cache>/eval-reference/`` keyed by a fingerprint of the
+reference model (its description and the sha256 of its files), the sentences, speakers, seed and
+synthesis settings, so repeated runs compare against exactly the same clips.
+
+A sentence that fails (synthesis or ASR raises) in any model is kept: it is scored as an empty
+transcript, listed with its error, and counted in ``failed``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import platform
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from vitsq.errors import InputError, ModelLoadError, VitsqError
+from vitsq.evaluate.metrics import (
+    AudioDistance,
+    DeltaWer,
+    DistanceStats,
+    ErrorRate,
+    SimilarityStats,
+    audio_distance,
+    distance_stats,
+    paired_bootstrap_delta_wer,
+    score_transcripts,
+    similarity_stats,
+)
+
+log = logging.getLogger(__name__)
+
+#: Bump when anything that changes the cached reference audio changes.
+REFERENCE_CACHE_VERSION = 1
+#: Speakers evaluated by default on a multi-speaker model (evenly spread ids).
+DEFAULT_MULTI_SPEAKERS = 4
+
+
+@dataclass(frozen=True)
+class VariantResult:
+    """Scores of one model (the reference or a variant) over the evaluation sentences."""
+
+    label: str  # what the user passed (spec) or the model name
+    name: str
+    backend: str
+    size_bytes: int | None
+    description: dict[str, Any]
+    error_rate: ErrorRate
+    synthesis_errors: tuple[str | None, ...]  # per sentence; None when it synthesized
+    delta_wer: DeltaWer | None = None  # None for the reference
+    similarity: SimilarityStats | None = None
+    distance: DistanceStats | None = None
+    is_reference: bool = False
+
+    @property
+    def num_failed(self) -> int:
+        """Sentences that failed in synthesis or ASR."""
+        return self.error_rate.num_failed
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Everything :func:`evaluate` measured, plus the settings needed to reproduce it."""
+
+    reference: VariantResult
+    variants: tuple[VariantResult, ...]
+    language: str
+    sentences: tuple[str, ...]
+    speakers: tuple[int | None, ...]  # per sentence
+    seeds: tuple[int, ...]  # per sentence
+    settings: dict[str, Any]
+    asr: dict[str, Any]
+    versions: dict[str, Any]
+    reference_cache: str | None = None
+    reference_from_cache: bool = False
+
+    @property
+    def rows(self) -> tuple[VariantResult, ...]:
+        """Reference first, then the variants."""
+        return (self.reference, *self.variants)
+
+    def table(self) -> str:
+        """Markdown table of the headline numbers."""
+        from vitsq.evaluate.table import markdown_table
+
+        return markdown_table(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dictionary (non-finite floats become "inf"/"-inf"/null)."""
+        return _jsonable(
+            {
+                "language": self.language,
+                "num_sentences": len(self.sentences),
+                "settings": self.settings,
+                "asr": self.asr,
+                "versions": self.versions,
+                "reference_cache": self.reference_cache,
+                "reference_from_cache": self.reference_from_cache,
+                "notes": {
+                    "wer": "corpus-level: total word edits / total reference words, after normalization",
+                    "failed": "sentences whose synthesis or ASR raised; scored as empty transcripts",
+                    "length_mismatch": "log-mel L1 and SNR compare the common prefix; MCD uses DTW",
+                    "seeds": "sentence i is synthesized with seed + i in every model",
+                },
+                "results": [_variant_dict(v, self) for v in self.rows],
+            }
+        )
+
+    def write_json(self, path: str | Path) -> Path:
+        """Write :meth:`to_dict` to ``path`` (UTF-8, indented)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False, allow_nan=False) + "\n")
+        return path
+
+
+def _f(x: float | None) -> Any:
+    if x is None:
+        return None
+    x = float(x)
+    if math.isnan(x):
+        return None
+    if math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    return x
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (float, np.floating)):
+        return _f(float(obj))
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    if obj is None or isinstance(obj, (str, int, bool)):
+        return obj
+    return str(obj)
+
+
+def _variant_dict(v: VariantResult, res: EvalResult) -> dict[str, Any]:
+    er = v.error_rate
+    d: dict[str, Any] = {
+        "variant": v.label,
+        "name": v.name,
+        "backend": v.backend,
+        "reference": v.is_reference,
+        "size_bytes": v.size_bytes,
+        "wer": er.wer,
+        "cer": er.cer,
+        "word_totals": er.totals(),
+        "reference_chars": er.reference_chars,
+        "char_edits": er.char_edits,
+        "failed": v.num_failed,
+        "description": v.description,
+    }
+    if v.delta_wer is not None:
+        dw = v.delta_wer
+        d["delta_wer"] = {
+            "delta": dw.delta,
+            "ci_low": dw.ci_low,
+            "ci_high": dw.ci_high,
+            "confidence": dw.confidence,
+            "n_boot": dw.n_boot,
+            "seed": dw.seed,
+        }
+    if v.similarity is not None:
+        d["speaker_similarity"] = {
+            "mean": v.similarity.mean,
+            "worst": v.similarity.worst,
+            "worst_sentence": v.similarity.worst_index,
+            "compared": v.similarity.num_compared,
+        }
+    if v.distance is not None:
+        ds = v.distance
+        d["distance_to_reference"] = {
+            "log_mel_l1": ds.log_mel_l1,
+            "snr_db": ds.snr_db,
+            "mcd_db": ds.mcd_db,
+            "compared": ds.num_compared,
+            "length_mismatch_sentences": ds.num_length_mismatch,
+            "max_abs_length_difference_samples": ds.max_abs_length_difference,
+        }
+    per = []
+    for i, s in enumerate(er.sentences):
+        item: dict[str, Any] = {
+            "index": i,
+            "text": s.reference,
+            "speaker": res.speakers[i],
+            "seed": res.seeds[i],
+            "hypothesis": s.hypothesis,
+            "reference_normalized": s.reference_normalized,
+            "hypothesis_normalized": s.hypothesis_normalized,
+            "wer": s.wer,
+            "cer": s.cer,
+            "word_edits": {
+                "substitutions": s.words.substitutions,
+                "deletions": s.words.deletions,
+                "insertions": s.words.insertions,
+                "reference_words": s.words.reference_length,
+            },
+            "error": s.error,
+        }
+        if v.similarity is not None:
+            item["speaker_similarity"] = v.similarity.per_sentence[i]
+        if v.distance is not None:
+            dist: AudioDistance | None = v.distance.per_sentence[i]
+            item["distance"] = (
+                None
+                if dist is None
+                else {
+                    "log_mel_l1": dist.log_mel_l1,
+                    "snr_db": dist.snr_db,
+                    "mcd_db": dist.mcd_db,
+                    "reference_samples": dist.reference_samples,
+                    "test_samples": dist.test_samples,
+                }
+            )
+        per.append(item)
+    d["sentences"] = per
+    return d
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _versions() -> dict[str, Any]:
+    from importlib import metadata
+
+    out: dict[str, Any] = {"python": platform.python_version(), "platform": platform.platform()}
+    for dist in ("vitsq", "torch", "numpy", "onnxruntime", "faster-whisper", "ctranslate2", "resemblyzer", "scipy", "librosa"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = None
+    if out["vitsq"] is None:
+        import vitsq
+
+        out["vitsq"] = getattr(vitsq, "__version__", None)
+    return out
+
+
+def _split_backend(spec: str, default: str) -> tuple[str, str]:
+    """``onnx:path`` -> (path, "onnx"); other specs keep ``default``."""
+    from vitsq.synth import BACKENDS
+
+    head, sep, tail = spec.partition(":")
+    if sep and head in BACKENDS and tail:
+        return tail, head
+    return spec, default
+
+
+def _load_model(spec: Any, role: str, backend: str, device: str) -> tuple[Any, str]:
+    """Load ``spec`` (or accept an already-loaded Synthesizer); returns (synth, label)."""
+    if not isinstance(spec, (str, Path)):
+        for attr in ("synthesize", "sample_rate", "num_speakers", "language"):
+            if not hasattr(spec, attr):
+                raise InputError(f"{role} {spec!r} is neither a model spec nor a Synthesizer (no {attr!r})")
+        return spec, str(getattr(spec, "name", role))
+    import vitsq
+
+    path, be = _split_backend(str(spec), backend)
+    try:
+        return vitsq.load(path, backend=be, device=device), str(spec)
+    except VitsqError as e:
+        raise type(e)(f"{role} {str(spec)!r} could not be loaded: {e}") from e
+    except (OSError, RuntimeError, ValueError, KeyError) as e:
+        raise ModelLoadError(f"{role} {str(spec)!r} could not be loaded: {type(e).__name__}: {e}") from e
+
+
+_FILE_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def _hash_path(p: Path) -> str:
+    """sha256 of a file, or of a folder's files (relative names + contents); memoized by size/mtime."""
+    files = [p] if p.is_file() else sorted(q for q in p.rglob("*") if q.is_file())
+    h = hashlib.sha256()
+    for f in files:
+        st = f.stat()
+        key = (str(f.resolve()), st.st_size, st.st_mtime_ns)
+        if key not in _FILE_HASHES:
+            fh = hashlib.sha256()
+            with open(f, "rb") as fp:
+                for chunk in iter(lambda: fp.read(1 << 20), b""):
+                    fh.update(chunk)
+            _FILE_HASHES[key] = fh.hexdigest()
+        h.update(str(f.relative_to(p) if p.is_dir() else f.name).encode())
+        h.update(_FILE_HASHES[key].encode())
+    return h.hexdigest()
+
+
+def model_fingerprint(synth: Any, spec: Any = None) -> str:
+    """A sha256 identifying a model: its description plus the contents of its files."""
+    desc = {}
+    try:
+        desc = dict(synth.describe())
+    except Exception as e:  # a description is best-effort metadata
+        log.debug("describe() failed: %s", e)
+    desc.pop("device", None)
+    paths = []
+    for cand in (spec if isinstance(spec, (str, Path)) else None, desc.get("source")):
+        if cand:
+            p = Path(str(cand)).expanduser()
+            if p.exists():
+                paths.append(p)
+    for p in getattr(synth, "artifact_paths", []) or []:
+        if Path(p).exists():
+            paths.append(Path(p))
+    h = hashlib.sha256(json.dumps(desc, sort_keys=True, default=str).encode())
+    for p in sorted(set(paths)):
+        h.update(_hash_path(p).encode())
+    # In-memory weights (a torch module edited after loading) are part of the identity too.
+    module = getattr(synth, "model", None)
+    state_dict = getattr(module, "state_dict", None)
+    if callable(state_dict):
+        for name, tensor in sorted(state_dict().items()):
+            h.update(name.encode())
+            try:
+                h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+            except (TypeError, RuntimeError, AttributeError):  # quantized/packed tensors
+                h.update(repr(tensor).encode())
+    return h.hexdigest()
+
+
+def _reference_cache_path(cache_root: Path, key_payload: dict[str, Any]) -> Path:
+    key = hashlib.sha256(json.dumps(key_payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:32]
+    return cache_root / "eval-reference" / f"{key}.npz"
+
+
+def _load_reference_cache(path: Path, n: int, sample_rate: int) -> tuple[list[np.ndarray | None], list[str | None]] | None:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            if meta.get("n") != n or meta.get("sample_rate") != sample_rate:
+                return None
+            audios: list[np.ndarray | None] = []
+            for i in range(n):
+                audios.append(None if meta["errors"][i] is not None else np.asarray(z[f"a{i}"], dtype=np.float32))
+            return audios, list(meta["errors"])
+    except (OSError, ValueError, KeyError) as e:
+        log.warning("ignoring unreadable reference cache %s (%s); re-synthesizing", path, e)
+        return None
+
+
+def _save_reference_cache(path: Path, audios: Sequence[np.ndarray | None], errors: Sequence[str | None],
+                          sample_rate: int, payload: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = {f"a{i}": a for i, a in enumerate(audios) if a is not None}
+    meta = {"n": len(audios), "sample_rate": sample_rate, "errors": list(errors), "key": payload}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npz")
+    os.close(fd)
+    try:
+        np.savez(tmp, meta=np.array(json.dumps(meta, ensure_ascii=False)), **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _synthesize_all(synth: Any, sentences: Sequence[str], speakers: Sequence[int | None], seeds: Sequence[int],
+                    scales: dict[str, float | None], desc: str, progress: bool) -> tuple[list[np.ndarray | None], list[str | None]]:
+    from tqdm.auto import tqdm
+
+    audios: list[np.ndarray | None] = []
+    errors: list[str | None] = []
+    for i, text in enumerate(tqdm(sentences, desc=desc, unit="sent", disable=not progress, leave=False)):
+        try:
+            a = synth.synthesize(text, speaker=speakers[i], seed=seeds[i], **scales)
+            if int(a.sample_rate) != int(synth.sample_rate):
+                raise ModelLoadError(f"returned audio at {a.sample_rate} Hz but the model says {synth.sample_rate} Hz")
+            x = np.asarray(a.samples, dtype=np.float32).reshape(-1)
+            if x.size == 0:
+                raise InputError("synthesis returned no samples")
+            if not np.all(np.isfinite(x)):
+                raise InputError("synthesis returned NaN/inf samples")
+            audios.append(x)
+            errors.append(None)
+        except Exception as e:  # noqa: BLE001 - a failing sentence is reported, not fatal
+            log.warning("%s: sentence %d failed: %s: %s", desc, i, type(e).__name__, e)
+            audios.append(None)
+            errors.append(f"synthesis failed: {type(e).__name__}: {e}")
+    return audios, errors
+
+
+def _transcribe_all(asr: Any, audios: Sequence[np.ndarray | None], errors: Sequence[str | None], sample_rate: int,
+                    language: str, desc: str, progress: bool) -> tuple[list[str | None], list[str | None]]:
+    from tqdm.auto import tqdm
+
+    hyps: list[str | None] = []
+    errs: list[str | None] = list(errors)
+    for i, a in enumerate(tqdm(audios, desc=desc, unit="sent", disable=not progress, leave=False)):
+        if a is None:
+            hyps.append(None)
+            continue
+        try:
+            hyps.append(asr.transcribe(a, sample_rate, language))
+        except Exception as e:  # noqa: BLE001 - reported per sentence
+            log.warning("%s: ASR failed on sentence %d: %s", desc, i, e)
+            hyps.append(None)
+            errs[i] = f"ASR failed: {type(e).__name__}: {e}"
+    return hyps, errs
+
+
+def _embed_all(encoder: Any, audios: Sequence[np.ndarray | None], sample_rate: int) -> list[np.ndarray | None]:
+    out: list[np.ndarray | None] = []
+    for i, a in enumerate(audios):
+        if a is None:
+            out.append(None)
+            continue
+        try:
+            out.append(encoder.embed(a, sample_rate))
+        except Exception as e:  # noqa: BLE001 - similarity is then missing for that sentence
+            log.warning("speaker embedding failed on sentence %d: %s", i, e)
+            out.append(None)
+    return out
+
+
+def _default_speakers(num_speakers: int) -> list[int | None]:
+    if num_speakers <= 1:
+        return [None]
+    k = min(DEFAULT_MULTI_SPEAKERS, num_speakers)
+    return sorted({int(round(j * (num_speakers - 1) / max(k - 1, 1))) for j in range(k)})
+
+
+# ----------------------------------------------------------------------------- main entry
+
+
+def evaluate(
+    reference: Any,
+    variants: Sequence[Any],
+    sentences: Sequence[str] | None = None,
+    speakers: Sequence[int] | None = None,
+    seed: int = 0,
+    asr_model: str | Path | None = None,
+    out: str | Path | None = None,
+    *,
+    num_sentences: int | None = None,
+    backend: str = "torch",
+    device: str = "cpu",
+    noise_scale: float | None = None,
+    length_scale: float | None = None,
+    noise_w: float | None = None,
+    n_boot: int = 2000,
+    asr: Any = None,
+    speaker_encoder: Any = None,
+    use_cache: bool = True,
+    cache_root: str | Path | None = None,
+    progress: bool = True,
+) -> EvalResult:
+    """Evaluate ``variants`` against the FP32 ``reference``; optionally write JSON to ``out``.
+
+    Args:
+        reference: model spec for :func:`vitsq.load` (e.g. ``"joe"``) or a loaded Synthesizer.
+        variants: specs (``"path"``, or ``"onnx:path"`` to pick a backend) or Synthesizers.
+        sentences: texts to speak; default: the shipped *evaluation* split of the reference's
+            language (first ``num_sentences`` of it).
+        speakers: speaker ids, assigned round-robin to sentences (sentence ``i`` gets
+            ``speakers[i % len]``); default: the single speaker, or 4 evenly spread ids.
+        seed: base noise seed; sentence ``i`` uses ``seed + i`` in every model. Also seeds the
+            bootstrap.
+        asr_model: Whisper model (``None``/"base" = packaged base, a folder, or a name).
+        out: JSON output path.
+        asr / speaker_encoder: pre-built :class:`WhisperASR` / :class:`SpeakerEncoder` (reuse).
+        use_cache / cache_root: reference-audio cache (default ``$VITSQ_CACHE`` or ~/.cache/vitsq).
+    """
+    from vitsq.evaluate.asr import WhisperASR, cache_dir
+    from vitsq.evaluate.metrics import SpeakerEncoder
+    from vitsq.evaluate.sentences import load_split
+    from vitsq.synth import check_speaker
+
+    if not variants:
+        raise InputError("give at least one variant to compare with the reference")
+    if n_boot < 1:
+        raise InputError(f"n_boot must be >= 1, got {n_boot}")
+
+    # ASR first: an incomplete model folder should fail before minutes of synthesis.
+    if asr is None:
+        asr = WhisperASR(asr_model, device=device if device.startswith("cuda") else "cpu")
+
+    ref_synth, ref_label = _load_model(reference, "reference", backend, device)
+    loaded = [_load_model(v, "variant", backend, device) for v in variants]
+    for synth, label in loaded:
+        if int(synth.sample_rate) != int(ref_synth.sample_rate):
+            raise InputError(
+                f"variant {label!r} runs at {synth.sample_rate} Hz but the reference {ref_label!r} at "
+                f"{ref_synth.sample_rate} Hz: variants must be versions of the same model"
+            )
+        if int(synth.num_speakers) != int(ref_synth.num_speakers):
+            raise InputError(
+                f"variant {label!r} has {synth.num_speakers} speakers but the reference {ref_label!r} has "
+                f"{ref_synth.num_speakers}: variants must be versions of the same model"
+            )
+        if str(synth.language) != str(ref_synth.language):
+            raise InputError(
+                f"variant {label!r} speaks {synth.language!r} but the reference {ref_label!r} speaks "
+                f"{ref_synth.language!r}"
+            )
+    language = str(ref_synth.language)
+    sample_rate = int(ref_synth.sample_rate)
+
+    if sentences is None:
+        sents = load_split(language, "evaluation", num_sentences)
+    else:
+        sents = [str(s).strip() for s in sentences]
+        if not sents or not any(sents):
+            raise InputError("no sentences to evaluate: the sentence list is empty")
+        empty = [i for i, s in enumerate(sents) if not s]
+        if empty:
+            raise InputError(f"sentences {empty[:5]} are empty strings: remove them")
+        if num_sentences is not None:
+            if num_sentences < 1 or num_sentences > len(sents):
+                raise InputError(f"num_sentences={num_sentences} but {len(sents)} sentences were given")
+            sents = sents[:num_sentences]
+
+    spk_list = list(speakers) if speakers else _default_speakers(int(ref_synth.num_speakers))
+    for s in spk_list:
+        check_speaker(s, int(ref_synth.num_speakers))
+    per_speaker = [spk_list[i % len(spk_list)] for i in range(len(sents))]
+    seeds = [int(seed) + i for i in range(len(sents))]
+    scales = {"noise_scale": noise_scale, "length_scale": length_scale, "noise_w": noise_w}
+
+    # ---- reference audio (cached)
+    payload = {
+        "version": REFERENCE_CACHE_VERSION,
+        "model": model_fingerprint(ref_synth, reference),
+        "backend": getattr(ref_synth, "backend", None),
+        "sentences": sents,
+        "speakers": per_speaker,
+        "seeds": seeds,
+        "scales": scales,
+        "sample_rate": sample_rate,
+    }
+    cache_path = _reference_cache_path(Path(cache_root) if cache_root else cache_dir(), payload) if use_cache else None
+    cached = _load_reference_cache(cache_path, len(sents), sample_rate) if cache_path and cache_path.exists() else None
+    from_cache = cached is not None
+    if cached is not None:
+        ref_audio, ref_syn_err = cached
+        log.info("reference audio loaded from cache %s", cache_path)
+    else:
+        ref_audio, ref_syn_err = _synthesize_all(ref_synth, sents, per_speaker, seeds, scales, f"synth {ref_label}", progress)
+        if cache_path is not None:
+            _save_reference_cache(cache_path, ref_audio, ref_syn_err, sample_rate, payload)
+
+    if speaker_encoder is None:
+        speaker_encoder = SpeakerEncoder()
+    ref_hyps, ref_err = _transcribe_all(asr, ref_audio, ref_syn_err, sample_rate, language, f"asr {ref_label}", progress)
+    ref_er = score_transcripts(sents, ref_hyps, language, ref_err)
+    ref_emb = _embed_all(speaker_encoder, ref_audio, sample_rate)
+    ref_result = VariantResult(
+        label=ref_label,
+        name=str(getattr(ref_synth, "name", ref_label)),
+        backend=str(getattr(ref_synth, "backend", "")),
+        size_bytes=_size(ref_synth),
+        description=_describe(ref_synth),
+        error_rate=ref_er,
+        synthesis_errors=tuple(ref_syn_err),
+        is_reference=True,
+    )
+
+    results = []
+    for synth, label in loaded:
+        audio, syn_err = _synthesize_all(synth, sents, per_speaker, seeds, scales, f"synth {label}", progress)
+        hyps, errs = _transcribe_all(asr, audio, syn_err, sample_rate, language, f"asr {label}", progress)
+        er = score_transcripts(sents, hyps, language, errs)
+        emb = _embed_all(speaker_encoder, audio, sample_rate)
+        dists: list[AudioDistance | None] = []
+        for r, t in zip(ref_audio, audio):
+            dists.append(None if (r is None or t is None) else audio_distance(r, t, sample_rate))
+        results.append(
+            VariantResult(
+                label=label,
+                name=str(getattr(synth, "name", label)),
+                backend=str(getattr(synth, "backend", "")),
+                size_bytes=_size(synth),
+                description=_describe(synth),
+                error_rate=er,
+                synthesis_errors=tuple(syn_err),
+                delta_wer=paired_bootstrap_delta_wer(ref_er, er, n_boot=n_boot, seed=seed),
+                similarity=similarity_stats(ref_emb, emb),
+                distance=distance_stats(dists),
+            )
+        )
+
+    result = EvalResult(
+        reference=ref_result,
+        variants=tuple(results),
+        language=language,
+        sentences=tuple(sents),
+        speakers=tuple(per_speaker),
+        seeds=tuple(seeds),
+        settings={"seed": seed, "speakers": spk_list, "n_boot": n_boot, "backend": backend, "device": device,
+                  "sample_rate": sample_rate, **scales},
+        asr=asr.describe() if hasattr(asr, "describe") else {"model": str(asr)},
+        versions=_versions(),
+        reference_cache=str(cache_path) if cache_path else None,
+        reference_from_cache=from_cache,
+    )
+    if out is not None:
+        result.write_json(out)
+        log.info("wrote %s", out)
+    return result
+
+
+def _size(synth: Any) -> int | None:
+    try:
+        return int(synth.size_bytes())
+    except Exception as e:  # noqa: BLE001 - size is informative only
+        log.debug("size_bytes() failed: %s", e)
+        return None
+
+
+def _describe(synth: Any) -> dict[str, Any]:
+    try:
+        return dict(synth.describe())
+    except Exception as e:  # noqa: BLE001 - description is informative only
+        log.debug("describe() failed: %s", e)
+        return {}
