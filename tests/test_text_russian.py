@@ -178,6 +178,20 @@ def test_model_id_map_is_used():
     assert len(DEFAULT_SYMBOLS) == 62 and DEFAULT_SYMBOLS.index("zj") == 61
 
 
+def test_frontend_from_vosk_config():
+    from vitsq.models.config import VitsConfig
+    from vitsq.text import make_frontend
+
+    cfg = VitsConfig(arch="vits2", decoder="mb_istft", flow_type="pre_conv2", subbands=4, upsample_rates=(4, 4),
+                     upsample_kernel_sizes=(16, 16), n_vocab=62, phoneme_type="vosk_ru", language="ru",
+                     phoneme_id_map={s: (i,) for s, (i,) in DEFAULT_PHONEME_ID_MAP.items()})
+    fe = make_frontend(cfg, dictionary=str(DATA / "ru_dictionary.txt"))
+    assert fe.language == "ru"
+    assert fe.phonemize("замок")[1:-1] == ["z", "a1", "m", "a0", "k"]  # dictionary path was read
+    assert fe.text_to_ids("да") == [[1, 0, 20, 0, 15, 0, 2]]  # dictionary: d a1
+    assert RussianFrontend(cfg.replace(add_blank=False)).utterance_ids("да") == [1, 20, 14, 2]
+
+
 @pytest.mark.parametrize(
     "text, words",
     [
@@ -201,7 +215,7 @@ def test_bad_text(frontend, text, words):
 
 
 def test_unknown_dictionary_phoneme_is_an_error():
-    fe = RussianFrontend({"слово": ("s", "l", "xx")})
+    fe = RussianFrontend(dictionary={"слово": ("s", "l", "xx")})
     with pytest.raises(InputError, match="'xx' is not in the model's phoneme_id_map"):
         fe.utterance_ids("слово")
 

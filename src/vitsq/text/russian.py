@@ -37,9 +37,12 @@ import logging
 import math
 import re
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
 from vitsq.errors import InputError, ModelLoadError
+
+if TYPE_CHECKING:
+    from vitsq.models.config import VitsConfig
 
 log = logging.getLogger(__name__)
 
@@ -185,18 +188,30 @@ class RussianFrontend:
     """Vosk Russian G2P: text -> phonemes -> ids (see the module docstring for the rules).
 
     Args:
-        dictionary: word -> phonemes (e.g. from :func:`load_dictionary`); None = rules only.
-        phoneme_id_map: symbol -> id(s) of the model; None/empty = the 62-symbol default.
-        add_blank: interleave the blank id 0 between symbols (all Vosk models do).
+        config: the model's :class:`~vitsq.models.config.VitsConfig` (its ``phoneme_id_map``
+            and ``add_blank`` are used); None = the 62-symbol default with blanks.
+        dictionary: word -> phonemes, or the path of a Vosk ``dictionary`` file; None = rules only.
+        phoneme_id_map: symbol -> id(s), overriding the config's map.
+        add_blank: interleave the blank id 0 between symbols, overriding the config.
     """
+
+    language = "ru"
 
     def __init__(
         self,
-        dictionary: Mapping[str, Sequence[str]] | None = None,
+        config: "VitsConfig | None" = None,
+        dictionary: Mapping[str, Sequence[str]] | str | Path | None = None,
+        *,
         phoneme_id_map: Mapping[str, int | Sequence[int]] | None = None,
-        add_blank: bool = True,
+        add_blank: bool | None = None,
     ) -> None:
+        if isinstance(dictionary, (str, Path)):
+            dictionary = load_dictionary(dictionary)
         self.dictionary: Mapping[str, Sequence[str]] = dictionary or {}
+        if phoneme_id_map is None and config is not None:
+            phoneme_id_map = config.phoneme_id_map
+        if add_blank is None:
+            add_blank = config.add_blank if config is not None else True
         self.phoneme_id_map = _normalize_id_map(phoneme_id_map or DEFAULT_PHONEME_ID_MAP)
         self.add_blank = add_blank
         for sym in (BOS, EOS):
@@ -211,8 +226,7 @@ class RussianFrontend:
         add_blank: bool = True,
     ) -> "RussianFrontend":
         """Front-end with the dictionary file of a Vosk model folder (or rules only)."""
-        dic = load_dictionary(dictionary_path) if dictionary_path is not None else None
-        return cls(dic, phoneme_id_map, add_blank)
+        return cls(None, dictionary_path, phoneme_id_map=phoneme_id_map, add_blank=add_blank)
 
     # ------------------------------------------------------------------ text
     @staticmethod
