@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -238,3 +239,98 @@ def load_vosk_checkpoint(
     it = meta.get("iteration")
     report.iteration = int(it) if isinstance(it, (int, float)) else None
     return model.eval(), report
+
+
+# --------------------------------------------------------------------------- synthesizers
+PRESET_NAME = "vosk-ru-multi"
+PRESET_SEED = 1234
+PRESET_CONFIG = "vosk_ru_multi_config.json"  # upstream configs/mb_istft_vits2_multi.json
+RANDOM_FRAMES_PER_TOKEN = 1.8  # before ceil(); about 3 frames per token after it
+
+
+def preset_config() -> VitsConfig:
+    """The full Vosk Russian multi-speaker config shipped with vitsq (package data)."""
+    from importlib.resources import files
+
+    raw = json.loads(files("vitsq").joinpath("data", PRESET_CONFIG).read_text(encoding="utf-8"))
+    return VitsConfig.from_vosk_json(raw, source=f"preset:{PRESET_NAME}")
+
+
+def random_vosk_model(config: VitsConfig, seed: int = PRESET_SEED) -> VITS2:
+    """VITS2 with seeded random weights (global RNG untouched): for speed/size work only.
+
+    Decoder convolutions get upstream's N(0, 0.01) initialisation, so the random model's audio
+    stays in a normal range (it is not speech). The duration predictor's output offset
+    (``RANDOM_FRAMES_PER_TOKEN`` before rounding up) makes tokens last about 3 frames, the rate
+    of trained Vosk voices (~30 tokens/s with blanks at ~86 frames/s); otherwise random weights give ~1 frame per
+    token and speed numbers would under-weight the decoder.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = VITS2(config)
+        for name, mod in model.dec.named_modules():
+            if isinstance(mod, (torch.nn.Conv1d, torch.nn.ConvTranspose1d)):
+                torch.nn.init.normal_(mod.weight, 0.0, 0.01)
+        if config.use_sdp:
+            with torch.no_grad():
+                # generation inverts y = m + exp(logs) x, so logw = x - m: m = -log(frames)
+                model.dp.flows[0].m[0] = -math.log(RANDOM_FRAMES_PER_TOKEN)
+    return model.eval()
+
+
+def _parameter_notes(model: VITS2) -> dict[str, str]:
+    from vitsq.models.vits2 import parameter_report
+
+    r = parameter_report(model)
+    return {
+        "note_parameters": (
+            f"inference model {r['inference_total'] / 1e6:.2f} M; as upstream counts it "
+            f"{r['upstream_without_enc_q'] / 1e6:.2f} M without the posterior encoder (adds weight-norm "
+            f"magnitudes, the duration posterior and the skipped duration flow, unused at inference) "
+            f"and {r['upstream_total'] / 1e6:.2f} M with it"
+        ),
+    }
+
+
+def _torch_only(backend: str, what: str) -> None:
+    from vitsq.errors import UnsupportedError
+
+    if backend != "torch":
+        raise UnsupportedError(
+            f"{what} runs on the torch backend, not {backend!r}: export it first "
+            "(`vitsq export ... --format onnx|executorch`) and load the exported artifact"
+        )
+
+
+def load_preset(backend: str = "torch", device: str = "cpu", **kw: Any):
+    """The ``vosk-ru-multi`` preset: full config, seeded random weights, labelled untrained."""
+    from vitsq.registry import UNTRAINED
+    from vitsq.synth import TorchSynthesizer
+    from vitsq.text.russian import RussianFrontend
+
+    _torch_only(backend, f"the {PRESET_NAME} preset")
+    cfg = preset_config()
+    model = random_vosk_model(cfg)
+    info = {"source": f"upstream config mb_istft_vits2_multi.json, seed {PRESET_SEED}", **_parameter_notes(model)}
+    return TorchSynthesizer(model, PRESET_NAME, RussianFrontend(cfg), device=device, label=UNTRAINED,
+                            extra_info=info)
+
+
+def load_checkpoint_synthesizer(path: str | Path, backend: str = "torch", device: str = "cpu",
+                                config_path: str | Path | None = None, dictionary: str | Path | None = None,
+                                **kw: Any):
+    """A ``G_*.pth`` behind the Synthesizer interface (torch backend).
+
+    ``config_path``: the training ``config.json`` (default: beside the checkpoint);
+    ``dictionary``: a Vosk pronunciation dictionary for the front-end (default: rules only).
+    """
+    from vitsq.synth import TorchSynthesizer
+    from vitsq.text.russian import RussianFrontend
+
+    _torch_only(backend, "a Vosk checkpoint")
+    path = Path(path)
+    model, report = load_vosk_checkpoint(path, config_path)
+    info = {"source": str(path), "iteration": report.iteration,
+            "dropped_training_only": report.dropped_summary(), **_parameter_notes(model)}
+    return TorchSynthesizer(model, path.stem, RussianFrontend(model.config, dictionary), device=device,
+                            artifact_paths=[path], extra_info=info)
