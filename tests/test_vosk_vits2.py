@@ -13,14 +13,16 @@ import logging
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-from vitsq.errors import ModelLoadError
+from vitsq.errors import InputError, ModelLoadError, UnsupportedError
 from vitsq.models.config import VitsConfig
 from vitsq.models.vits2 import VITS2, InverseSTFT, parameter_report
 from vitsq.models.vosk_ckpt import load_vosk_checkpoint, read_checkpoint
 from vitsq.models.vosk_config import VoskConfigError
+from vitsq.text.russian import DEFAULT_PHONEME_ID_MAP, RussianFrontend
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared/fixtures/vosk_vits2"
 
@@ -290,3 +292,165 @@ def test_corrupt_checkpoints(tmp_path):
         load_vosk_checkpoint(_save(tmp_path, sd), fixture("tiny_config.json"))
     with pytest.raises(ModelLoadError, match="checkpoint not found"):
         load_vosk_checkpoint(tmp_path / "nope.pth", fixture("tiny_config.json"))
+
+
+# --------------------------------------------------------------------------- synthesizers, CLI
+@pytest.fixture(scope="module")
+def preset():
+    import vitsq
+
+    return vitsq.load("vosk-ru-multi")
+
+
+def test_preset_is_labelled_untrained(preset):
+    from vitsq.registry import UNTRAINED
+
+    d = preset.describe()
+    assert d["weights"] == UNTRAINED == "untrained (random weights)"
+    assert (d["arch"], d["decoder"], d["speakers"], d["symbols"], d["language"]) == ("vits2", "mb_istft", 200, 62, "ru")
+    assert d["parameters"]["total"] == 31_876_379
+    assert "33.23 M" in d["note_parameters"] and "41.97 M" in d["note_parameters"]
+
+
+def test_preset_synthesizes_deterministically(preset):
+    a = preset.synthesize("Привет, мир.", speaker=3, seed=5)
+    b = preset.synthesize("Привет, мир.", speaker=3, seed=5)
+    c = preset.synthesize("Привет, мир.", speaker=4, seed=5)
+    assert a.sample_rate == 22050 and len(a.samples) > 0 and len(a.samples) % 256 == 0
+    assert np.isfinite(a.samples).all() and 0 < np.abs(a.samples).max() < 1
+    assert np.array_equal(a.samples, b.samples)
+    assert len(a.samples) != len(c.samples) or not np.array_equal(a.samples, c.samples)
+    ids = preset.text_to_ids("Привет, мир.")
+    assert ids == [RussianFrontend().utterance_ids("Привет, мир.")]
+
+
+def test_preset_bad_input(preset):
+    import vitsq
+
+    with pytest.raises(InputError, match="speaker 200 out of range.*0..199"):
+        preset.synthesize("Привет.", speaker=200)
+    with pytest.raises(InputError, match="Latin letters only"):
+        preset.synthesize("Hello world")
+    with pytest.raises(UnsupportedError, match="torch backend"):
+        vitsq.load("vosk-ru-multi", backend="onnx")
+
+
+def test_checkpoint_synthesizer_equals_model(tiny):
+    import vitsq
+
+    s = vitsq.load(str(fixture("tiny_G_1.pth")), config_path=fixture("tiny_config.json"))
+    assert s.num_speakers == 4 and s.describe()["weights"] == "trained"
+    assert s.describe()["dropped_training_only"]["enc_q"] > 0
+    audio = s.synthesize("Съешь ещё этих булок.", speaker=2, seed=7, noise_scale=0.5, noise_w=0.6)
+    ids = RussianFrontend().utterance_ids("Съешь ещё этих булок.")
+    with torch.no_grad():
+        out = tiny[0].infer(torch.tensor([ids]), torch.tensor([len(ids)]), torch.tensor([2]), noise_scale=0.5,
+                            length_scale=1.0, noise_w=0.6, generator=[torch.Generator().manual_seed(7)])
+    np.testing.assert_allclose(audio.samples, out.audio[0, 0].numpy(), rtol=0, atol=1e-6)
+    with pytest.raises(InputError, match="speaker 4 out of range"):
+        s.synthesize("да", speaker=4)
+
+
+def test_cli_synth_and_info(tmp_path, capsys):
+    from vitsq.cli import main
+
+    wav = tmp_path / "x.wav"
+    assert main(["synth", "vosk-ru-multi", "Привет, мир.", "--speaker", "3", "-o", str(wav)]) == 0
+    out = capsys.readouterr().out
+    assert wav.stat().st_size > 1000 and "untrained (random weights)" in out
+    assert main(["info", "vosk-ru-multi"]) == 0
+    out = capsys.readouterr().out
+    assert "untrained (random weights)" in out and "31,876,379" in out and "33.23 M" in out
+    for name in ("enc_p", "dec", "flow", "dp", "emb_g"):
+        assert f"  {name} " in out
+    assert main(["synth", "vosk-ru-multi", "Привет", "--speaker", "300", "-o", str(wav)]) == 2
+    assert "out of range" in capsys.readouterr().err
+
+
+def test_cli_checkpoint_with_config(tmp_path, capsys):
+    from vitsq.cli import main
+
+    (tmp_path / "G_1.pth").write_bytes(fixture("tiny_G_1.pth").read_bytes())
+    wav = tmp_path / "y.wav"
+    assert main(["synth", str(tmp_path / "G_1.pth"), "Привет.", "--config", str(fixture("tiny_config.json")),
+                 "-o", str(wav)]) == 0
+    assert wav.is_file()
+    assert main(["synth", str(tmp_path / "G_1.pth"), "Привет.", "-o", str(wav)]) == 2
+    assert "--config" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- Vosk model folder
+def _identity_tts_onnx(path: Path, with_bert: bool = False) -> None:
+    """A graph with the Vosk I/O contract whose audio is the input ids as floats [1, 1, T]."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    inputs = [helper.make_tensor_value_info("input", TensorProto.INT64, [1, None]),
+              helper.make_tensor_value_info("input_lengths", TensorProto.INT64, [1]),
+              helper.make_tensor_value_info("scales", TensorProto.FLOAT, [3]),
+              helper.make_tensor_value_info("sid", TensorProto.INT64, [1])]
+    if with_bert:
+        inputs.append(helper.make_tensor_value_info("bert", TensorProto.FLOAT, [1, 768, None]))
+    out = helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 1, None])
+    emb = helper.make_tensor("emb_g.weight", TensorProto.FLOAT, [5, 2], [0.0] * 10)
+    nodes = [helper.make_node("Cast", ["input"], ["f"], to=TensorProto.FLOAT),
+             helper.make_node("Unsqueeze", ["f", "axes"], ["output"])]
+    axes = helper.make_tensor("axes", TensorProto.INT64, [1], [1])
+    graph = helper.make_graph(nodes, "tts", inputs, [out], initializer=[axes, emb])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+
+
+def _vosk_folder(tmp_path: Path, **cfg_extra) -> Path:
+    d = tmp_path / "vosk-model-tts-ru-test"
+    d.mkdir()
+    _identity_tts_onnx(d / "model.onnx", with_bert=cfg_extra.pop("bert_input", False))
+    (d / "dictionary").write_bytes((Path(__file__).parent / "data/ru_dictionary.txt").read_bytes())
+    cfg = {"phoneme_id_map": {s: list(v) for s, v in DEFAULT_PHONEME_ID_MAP.items()},
+           "inference": {"noise_level": 0.7, "speech_rate": 1.25, "duration_noise_level": 0.6},
+           "audio": {"sample_rate": 22050}, **cfg_extra}
+    (d / "config.json").write_text(json.dumps(cfg, ensure_ascii=False), encoding="utf-8")
+    return d
+
+
+def test_vosk_folder_onnx_backend(tmp_path):
+    import vitsq
+
+    folder = _vosk_folder(tmp_path)
+    s = vitsq.load(folder, backend="onnx")
+    assert s.backend == "onnx" and s.num_speakers == 5 and s.language == "ru"
+    assert (s.config.noise_scale, s.config.length_scale, s.config.noise_w) == (0.7, 0.8, 0.6)
+    audio = s.synthesize("Замок, мир!", speaker=4)
+    # the identity graph returns the ids it was fed: the folder's dictionary was used
+    expected = RussianFrontend.from_files(folder / "dictionary").utterance_ids("Замок, мир!")
+    assert audio.samples.tolist() == [float(i) for i in expected]
+    with pytest.raises(InputError, match="speaker 5 out of range"):
+        s.synthesize("да", speaker=5)
+    with pytest.raises(UnsupportedError, match="onnx backend"):
+        vitsq.load(folder, backend="torch")
+
+
+def test_vosk_folder_bert_unsupported(tmp_path):
+    import vitsq
+
+    folder = _vosk_folder(tmp_path)
+    (folder / "bert").mkdir()
+    with pytest.raises(UnsupportedError, match="BERT"):
+        vitsq.load(folder, backend="onnx")
+    (tmp_path / "b").mkdir()
+    folder2 = _vosk_folder(tmp_path / "b", bert_input=True)
+    with pytest.raises(UnsupportedError, match="'bert' input"):
+        vitsq.load(folder2, backend="onnx")
+
+
+def test_vosk_folder_missing_files(tmp_path):
+    import vitsq
+
+    folder = _vosk_folder(tmp_path)
+    (folder / "dictionary").unlink()
+    with pytest.raises(ModelLoadError, match="no dictionary"):
+        vitsq.load(folder, backend="onnx")
+    (folder / "config.json").unlink()
+    with pytest.raises(ModelLoadError, match="no config.json"):
+        vitsq.load(folder, backend="onnx")
