@@ -1,0 +1,835 @@
+"""`vitsq bench`: real-time-factor benchmark over batch sizes x devices x backends x variants.
+
+What is measured, and how:
+
+* **Inputs** are real sentences (the shipped *evaluation* split of the model's language, or a
+  ``--sentences`` file), shuffled with a fixed seed; batch size ``b`` uses the first ``b`` of them,
+  padded and masked in one call. Every variant gets the same texts (each through its own
+  front-end, which for versions of one model yields the same ids; the token counts are recorded).
+* **RTF** = compute seconds / seconds of audio produced, where audio seconds = samples / sample
+  rate summed over the batch items (never latent frames). Each iteration times one
+  ``synthesize_ids_batch`` call (model only, front-end excluded) and yields one RTF; we report
+  the median with p10/p90 over iterations, the latency per call, and the aggregate
+  (sum of seconds / sum of audio).
+* **Memory**: peak CPU RSS per cell (Linux ``VmHWM`` reset through ``/proc/self/clear_refs``;
+  otherwise the process-lifetime ``ru_maxrss``), and ``torch.cuda.max_memory_allocated`` on GPU.
+* **Random-weight models** (``describe()["weights"] != "trained"``) are run with a
+  ``length_scale`` calibrated so the audio has ~3 latent frames per input token, like real
+  speech, and every row they appear in is labelled as a random-weight run.
+* **Devices**: ``cpu``; ``cuda`` (FP32), ``cuda-fp16``, ``cuda-bf16`` and ``cuda-compile``
+  (FP16 with ``torch.compile`` on the encoder, flow and decoder). CUDA devices on a machine
+  without a GPU are skipped with a message; the other devices still run. Non-torch backends run
+  on CPU only.
+
+A variant that fails to load or fails mid-run is recorded as failed (with its error) in the
+JSON and the table; the remaining cells still run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import platform
+import random
+import resource
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from vitsq.errors import InputError, UnsupportedError, VitsqError
+
+log = logging.getLogger(__name__)
+
+SCHEMA = "vitsq-bench/1"
+#: Device names accepted by ``--device``; the cuda ones map to (torch device, dtype, compile).
+DEVICES: dict[str, tuple[str, str, bool]] = {
+    "cpu": ("cpu", "float32", False),
+    "cuda": ("cuda", "float32", False),
+    "cuda-fp16": ("cuda", "float16", False),
+    "cuda-bf16": ("cuda", "bfloat16", False),
+    "cuda-compile": ("cuda", "float16", True),
+}
+#: Latent frames per input token that random-weight models are calibrated to (real speech: ~3).
+RANDOM_WEIGHT_FRAMES_PER_TOKEN = 3.0
+DEFAULT_BATCHES = (1, 2, 4, 8)
+
+
+# ----------------------------------------------------------------------------- parsing
+@dataclass(frozen=True)
+class VariantSpec:
+    """One benchmarked model: ``label`` (shown in tables), ``spec`` for vitsq.load, ``backend``."""
+
+    label: str
+    spec: str
+    backend: str = "torch"
+
+
+def parse_variant(text: str, default_backend: str = "torch") -> VariantSpec:
+    """Parse ``[LABEL=]SPEC[@BACKEND]`` (also ``BACKEND:SPEC``, as ``vitsq eval`` takes).
+
+    Examples: ``joe`` (torch), ``joe@onnx``, ``out/int8@torch``, ``int8=out/joe-int8``,
+    ``onnx:voice.onnx``. The label defaults to the text itself.
+    """
+    from vitsq.synth import BACKENDS
+
+    raw = str(text).strip()
+    if not raw:
+        raise InputError("empty model/variant spec: give a name (joe), a path, optionally with @backend")
+    label = raw
+    body = raw
+    if "=" in raw:
+        label, _, body = raw.partition("=")
+        label, body = label.strip(), body.strip()
+        if not label or not body:
+            raise InputError(f"variant {raw!r}: use LABEL=SPEC[@BACKEND] with both parts non-empty")
+    backend = default_backend
+    head, sep, tail = body.partition(":")
+    if sep and head in BACKENDS and tail:
+        body, backend = tail, head
+    elif "@" in body:
+        spec, _, be = body.rpartition("@")
+        if be not in BACKENDS:
+            raise InputError(f"variant {raw!r}: unknown backend {be!r} after '@'; valid backends are "
+                             f"{', '.join(BACKENDS)}")
+        if not spec:
+            raise InputError(f"variant {raw!r}: nothing before '@{be}': give a model name or path")
+        body, backend = spec, be
+    if backend not in BACKENDS:
+        raise InputError(f"unknown backend {backend!r}: valid backends are {', '.join(BACKENDS)}")
+    return VariantSpec(label=label, spec=body, backend=backend)
+
+
+def parse_batches(text: str | Sequence[int]) -> list[int]:
+    """``"1,2,4,8"`` -> [1, 2, 4, 8]; every size must be an integer >= 1."""
+    items = text.split(",") if isinstance(text, str) else list(text)
+    out: list[int] = []
+    for item in items:
+        s = str(item).strip()
+        if not s:
+            continue
+        try:
+            b = int(s)
+        except ValueError:
+            raise InputError(f"batch size {s!r} is not an integer: give sizes like 1,2,4,8") from None
+        if b < 1:
+            raise InputError(f"batch size {b} is not valid: batch sizes must be integers >= 1 (e.g. 1,2,4,8)")
+        if b not in out:
+            out.append(b)
+    if not out:
+        raise InputError("no batch sizes given: use e.g. --batch 1,2,4,8")
+    return out
+
+
+def parse_devices(text: str | Sequence[str]) -> list[str]:
+    """``"cpu,cuda"`` -> ["cpu", "cuda"]; unknown names raise, naming the valid ones."""
+    items = text.split(",") if isinstance(text, str) else list(text)
+    out: list[str] = []
+    for item in items:
+        d = str(item).strip().lower()
+        if not d:
+            continue
+        if d not in DEVICES:
+            raise InputError(f"unknown device {d!r}: valid devices are {', '.join(DEVICES)}")
+        if d not in out:
+            out.append(d)
+    if not out:
+        raise InputError(f"no devices given: use e.g. --device cpu (valid: {', '.join(DEVICES)})")
+    return out
+
+
+# ----------------------------------------------------------------------------- machine
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _version(dist: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def machine_info(name: str | None = None) -> dict[str, Any]:
+    """CPU model, cores, memory, library versions and GPU name (if any) of this machine."""
+    import torch
+
+    try:
+        affinity = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        affinity = os.cpu_count()
+    mem_gb = None
+    try:
+        mem_gb = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (ValueError, OSError, AttributeError):
+        pass
+    gpu = None
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        gpu = {"name": props.name, "memory_gb": round(props.total_memory / 2**30, 1),
+               "count": torch.cuda.device_count(), "cuda": torch.version.cuda}
+    return {
+        "name": name or platform.node(),
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "cores_available": affinity,
+        "memory_gb": mem_gb,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "gpu": gpu,
+        "versions": {d: _version(d) for d in ("vitsq", "torch", "numpy", "onnxruntime", "executorch")},
+    }
+
+
+# ----------------------------------------------------------------------------- memory
+def _reset_peak_rss() -> str:
+    """Reset the kernel's peak-RSS mark for this process; returns the method used."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return "VmHWM (reset per cell)"
+    except OSError:
+        return "ru_maxrss (process lifetime)"
+
+
+def _peak_rss_mb() -> float:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+
+
+# ----------------------------------------------------------------------------- inputs
+def benchmark_texts(language: str, batches: Sequence[int], seed: int = 0,
+                    sentences_file: str | Path | None = None) -> list[str]:
+    """``max(batches)`` texts: a seeded shuffle of the evaluation split (or of a sentence file)."""
+    from vitsq.evaluate.sentences import load_split, read_sentence_file
+
+    pool = read_sentence_file(sentences_file) if sentences_file else load_split(language, "evaluation")
+    pool = list(pool)
+    random.Random(seed).shuffle(pool)
+    need = max(batches)
+    if len(pool) < need:
+        # a short file still works for large batches: repeat it, in the same shuffled order
+        pool = (pool * math.ceil(need / len(pool)))[:need]
+    return pool[:need]
+
+
+def _text_ids(synth: Any, texts: Sequence[str]) -> list[list[int]]:
+    """One id sequence per text (multi-sentence texts are joined: one batch item per text)."""
+    out = []
+    for t in texts:
+        sents = synth.text_to_ids(t)
+        ids = [i for s in sents for i in s]
+        out.append(ids)
+    return out
+
+
+# ----------------------------------------------------------------------------- results
+@dataclass
+class Cell:
+    """One (variant, device, batch) measurement."""
+
+    variant: str
+    device: str
+    batch: int
+    status: str  # "ok", "failed", "skipped"
+    error: str | None = None
+    iters: int = 0
+    tokens: int = 0
+    audio_seconds: float | None = None  # per call (mean over iterations)
+    rtf: dict[str, float] | None = None  # median / p10 / p90 / mean over iterations
+    rtf_aggregate: float | None = None  # sum seconds / sum audio seconds
+    latency_s: dict[str, float] | None = None
+    tokens_per_second: float | None = None
+    peak_rss_mb: float | None = None
+    gpu_max_allocated_mb: float | None = None
+    speedup_vs_baseline: float | None = None  # baseline median RTF / this median RTF
+    random_weights: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class BenchResult:
+    """Everything one benchmark run measured; :meth:`to_dict` is the JSON written to disk."""
+
+    machine: dict[str, Any]
+    settings: dict[str, Any]
+    variants: list[dict[str, Any]]
+    cells: list[Cell]
+    inputs: dict[str, Any]
+    messages: list[str] = field(default_factory=list)
+    created: str = ""
+
+    def cell(self, variant: str, device: str, batch: int) -> Cell | None:
+        for c in self.cells:
+            if c.variant == variant and c.device == device and c.batch == batch:
+                return c
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        return _jsonable({
+            "schema": SCHEMA,
+            "created": self.created,
+            "machine": self.machine,
+            "settings": self.settings,
+            "notes": {
+                "rtf": "compute seconds / seconds of audio (samples / sample_rate summed over the batch); "
+                       "median and p10/p90 over iterations; model call only (front-end excluded)",
+                "speedup_vs_baseline": "baseline median RTF / variant median RTF, same device and batch, same run",
+                "random_weights": "rows of random-weight models measure speed only, with a length_scale "
+                                  "calibrated to ~3 frames per input token",
+            },
+            "inputs": self.inputs,
+            "variants": self.variants,
+            "results": [c.to_dict() for c in self.cells],
+            "messages": self.messages,
+        })
+
+    def table(self) -> str:
+        return markdown_table(self.to_dict())
+
+    def write(self, out: str | Path, plot: bool = True) -> dict[str, Path]:
+        """Write ``out`` (JSON), ``out`` with ``.md`` (table) and ``.png`` (plot); returns the paths."""
+        out = Path(out)
+        if out.suffix != ".json":
+            out = out.with_suffix(out.suffix + ".json") if out.suffix else out.with_suffix(".json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        data = self.to_dict()
+        out.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+        paths = {"json": out}
+        md = out.with_suffix(".md")
+        md.write_text(markdown_report(data), encoding="utf-8")
+        paths["md"] = md
+        if plot:
+            paths["png"] = plot_rtf(data, out.with_suffix(".png"))
+        return paths
+
+
+def _f(x: Any) -> Any:
+    if x is None:
+        return None
+    x = float(x)
+    if math.isnan(x) or math.isinf(x):
+        return None
+    return x
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (float, np.floating)):
+        return _f(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    if obj is None or isinstance(obj, (str, int, bool)):
+        return obj
+    return str(obj)
+
+
+def _stats(values: Sequence[float]) -> dict[str, float]:
+    arr = np.asarray(values, dtype=np.float64)
+    return {"median": float(np.median(arr)), "p10": float(np.percentile(arr, 10)),
+            "p90": float(np.percentile(arr, 90)), "mean": float(arr.mean()),
+            "min": float(arr.min()), "max": float(arr.max())}
+
+
+# ----------------------------------------------------------------------------- devices
+def _cuda_available() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def _prepare_for_device(synth: Any, device: str) -> Any:
+    """Move/cast a torch synthesizer for ``device``; raises UnsupportedError for other backends."""
+    import torch
+
+    torch_device, dtype, compiled = DEVICES[device]
+    if torch_device == "cpu":
+        return synth
+    if getattr(synth, "backend", None) != "torch" or not hasattr(synth, "model"):
+        raise UnsupportedError(f"device {device} needs the torch backend; {getattr(synth, 'backend', '?')} "
+                               "runs on cpu only")
+    synth.model = synth.model.to(torch.device(torch_device), dtype=getattr(torch, dtype)).eval()
+    synth.device = torch.device(torch_device)
+    if compiled:
+        # shapes vary with durations, so compile the big submodules with dynamic shapes rather
+        # than capturing the whole data-dependent forward in one graph
+        for name in ("enc_p", "flow", "dec"):
+            sub = getattr(synth.model, name, None)
+            if sub is not None:
+                setattr(synth.model, name, torch.compile(sub, dynamic=True))
+    return synth
+
+
+# ----------------------------------------------------------------------------- core
+Loader = Callable[[VariantSpec, str], Any]
+
+
+def _default_loader(threads: int | None) -> Loader:
+    def load(v: VariantSpec, device: str) -> Any:
+        import vitsq
+
+        kw: dict[str, Any] = {}
+        if v.backend == "onnx" and threads:
+            kw["threads"] = threads
+        return vitsq.load(v.spec, backend=v.backend, device="cpu", **kw)
+
+    return load
+
+
+def _is_trained(synth: Any) -> bool:
+    try:
+        return synth.describe().get("weights", "trained") == "trained"
+    except Exception:  # noqa: BLE001 - description is informative
+        return True
+
+
+def _calibrate_length_scale(synth: Any, batch: list[list[int]], seed: int) -> tuple[float, float]:
+    """length_scale giving ~3 latent frames per input token on ``batch``; returns (scale, frames/token)."""
+    hop = int(getattr(synth.config, "hop_length", 256))
+    tokens = sum(len(x) for x in batch)
+    scale, fpt = 1.0, float("nan")
+    for _ in range(3):
+        outs, _ = synth.synthesize_ids_batch(batch, 0, length_scale=scale, seed=seed)
+        frames = sum(len(o) for o in outs) / hop
+        fpt = frames / tokens
+        if fpt <= 0:
+            break
+        if abs(fpt - RANDOM_WEIGHT_FRAMES_PER_TOKEN) / RANDOM_WEIGHT_FRAMES_PER_TOKEN < 0.05:
+            break
+        scale = float(min(max(scale * RANDOM_WEIGHT_FRAMES_PER_TOKEN / fpt, 0.01), 100.0))
+    return scale, fpt
+
+
+def _measure(synth: Any, batch: list[list[int]], device: str, warmup: int, iters: int, seed: int,
+             length_scale: float | None) -> dict[str, Any]:
+    import torch
+
+    on_cuda = DEVICES[device][0] == "cuda"
+    sr = float(synth.sample_rate)
+    for _ in range(warmup):
+        synth.synthesize_ids_batch(batch, 0, length_scale=length_scale, seed=seed)
+    rss_method = _reset_peak_rss()
+    if on_cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    seconds, audio = [], []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        outs, _model_s = synth.synthesize_ids_batch(batch, 0, length_scale=length_scale, seed=seed)
+        if on_cuda:
+            torch.cuda.synchronize()
+        seconds.append(time.perf_counter() - t0)
+        audio.append(sum(int(len(o)) for o in outs) / sr)  # samples / rate, summed over the batch
+    if min(audio) <= 0:
+        raise RuntimeError("the model produced empty audio: RTF is undefined")
+    rtfs = [s / a for s, a in zip(seconds, audio)]
+    out = {
+        "rtf": _stats(rtfs),
+        "rtf_aggregate": sum(seconds) / sum(audio),
+        "latency_s": _stats(seconds),
+        "audio_seconds": float(np.mean(audio)),
+        "peak_rss_mb": _peak_rss_mb(),
+        "rss_method": rss_method,
+        "gpu_max_allocated_mb": torch.cuda.max_memory_allocated() / 2**20 if on_cuda else None,
+    }
+    return out
+
+
+def run_benchmark(
+    model: str | VariantSpec | Any,
+    variants: Sequence[str | VariantSpec | Any] = (),
+    batches: Sequence[int] | str = DEFAULT_BATCHES,
+    devices: Sequence[str] | str = ("cpu",),
+    threads: int | None = None,
+    warmup: int = 10,
+    iters: int = 100,
+    sentences: str | Path | None = None,
+    seed: int = 0,
+    baseline: str | None = None,
+    machine_name: str | None = None,
+    progress: bool = True,
+    loader: Loader | None = None,
+) -> BenchResult:
+    """Benchmark ``model`` and ``variants`` on every (device, batch); see the module docstring.
+
+    ``model``/``variants`` are variant strings (:func:`parse_variant`), :class:`VariantSpec` or
+    already-loaded Synthesizers (used on CPU as given). ``baseline`` is the label speedups are
+    relative to (default: ``model``'s label). ``loader(spec, device)`` overrides how specs load.
+    """
+    import torch
+
+    batches = parse_batches(batches)
+    devices = parse_devices(devices)
+    if warmup < 0:
+        raise InputError(f"warmup must be >= 0 iterations, got {warmup}")
+    if iters < 1:
+        raise InputError(f"iters must be >= 1, got {iters}")
+    if threads is not None:
+        if threads < 1:
+            raise InputError(f"threads must be >= 1, got {threads}")
+        torch.set_num_threads(threads)
+    threads_used = torch.get_num_threads()
+    load = loader or _default_loader(threads)
+
+    entries: list[tuple[str, VariantSpec | None, Any]] = []  # (label, spec, preloaded synth)
+    for item in [model, *variants]:
+        if isinstance(item, VariantSpec):
+            entries.append((item.label, item, None))
+        elif isinstance(item, (str, Path)):
+            v = parse_variant(str(item))
+            entries.append((v.label, v, None))
+        else:
+            for attr in ("synthesize_ids_batch", "text_to_ids", "sample_rate"):
+                if not hasattr(item, attr):
+                    raise InputError(f"{item!r} is neither a variant spec nor a Synthesizer (no {attr!r})")
+            entries.append((str(getattr(item, "label_for_bench", None) or item.name), None, item))
+    labels = [e[0] for e in entries]
+    dupes = sorted({x for x in labels if labels.count(x) > 1})
+    if dupes:
+        raise InputError(f"variant labels must be unique, {dupes} repeat: name them with LABEL=SPEC")
+    baseline = baseline or labels[0]
+    if baseline not in labels:
+        raise InputError(f"baseline {baseline!r} is not one of the benchmarked variants: {', '.join(labels)}")
+
+    messages: list[str] = []
+    run_devices = []
+    for d in devices:
+        if DEVICES[d][0] == "cuda" and not _cuda_available():
+            messages.append(f"device {d} skipped: no CUDA GPU on this machine (torch.cuda.is_available() is False)")
+            log.warning(messages[-1])
+        run_devices.append(d)
+
+    language = None
+    cells: list[Cell] = []
+    variant_info: list[dict[str, Any]] = []
+    texts: list[str] | None = None
+    inputs: dict[str, Any] = {}
+
+    from tqdm.auto import tqdm
+
+    total = len(entries) * len(run_devices) * len(batches)
+    bar = tqdm(total=total, desc="bench", unit="cell", disable=not progress)
+    for label, vspec, pre in entries:
+        info: dict[str, Any] = {"label": label, "spec": vspec.spec if vspec else None,
+                                "backend": vspec.backend if vspec else getattr(pre, "backend", None),
+                                "status": "ok", "error": None}
+        variant_info.append(info)
+        for device in run_devices:
+            def mark(status: str, error: str, batches_left: Sequence[int]) -> None:
+                for b in batches_left:
+                    cells.append(Cell(label, device, b, status, error, random_weights=info.get("random_weights", False)))
+                    bar.update(1)
+
+            if DEVICES[device][0] == "cuda" and not _cuda_available():
+                mark("skipped", "no CUDA GPU on this machine", batches)
+                continue
+            # ---- load (fresh per device so casts/compiles do not leak between devices)
+            try:
+                if pre is not None:
+                    if device != "cpu":
+                        raise UnsupportedError(f"a preloaded synthesizer runs on cpu only, not {device}")
+                    synth = pre
+                else:
+                    synth = load(vspec, device)
+                synth = _prepare_for_device(synth, device)
+            except UnsupportedError as e:
+                msg = f"{label} on {device}: {e}"
+                messages.append(msg)
+                log.warning(msg)
+                mark("skipped", str(e), batches)
+                continue
+            except Exception as e:  # noqa: BLE001 - one bad variant must not stop the run
+                err = f"{type(e).__name__}: {e}" if not isinstance(e, VitsqError) else str(e)
+                msg = f"{label} on {device} failed to load: {err}"
+                messages.append(msg)
+                log.error(msg)
+                info["status"], info["error"] = "failed", err
+                mark("failed", err, batches)
+                continue
+            # ---- describe, inputs
+            try:
+                desc = synth.describe()
+            except Exception as e:  # noqa: BLE001
+                desc = {"error": f"describe() failed: {e}"}
+            trained = _is_trained(synth)
+            info.update({"name": getattr(synth, "name", label), "backend": getattr(synth, "backend", info["backend"]),
+                         "weights": desc.get("weights", "trained"), "random_weights": not trained,
+                         "size_bytes": _size(synth), "sample_rate": int(synth.sample_rate),
+                         "description": desc})
+            if texts is None:
+                language = str(getattr(synth, "language", "en"))
+                texts = benchmark_texts(language, batches, seed, sentences)
+                inputs = {"language": language, "seed": seed,
+                          "source": str(sentences) if sentences else f"{language} evaluation split",
+                          "texts": texts}
+            try:
+                ids = _text_ids(synth, texts)
+            except Exception as e:  # noqa: BLE001
+                err = f"front-end failed: {type(e).__name__}: {e}"
+                info["status"], info["error"] = "failed", err
+                messages.append(f"{label}: {err}")
+                mark("failed", err, batches)
+                continue
+            info["tokens_per_batch"] = {str(b): sum(len(x) for x in ids[:b]) for b in batches}
+            length_scale = None
+            if not trained:
+                try:
+                    length_scale, fpt = _calibrate_length_scale(synth, ids[: max(batches)], seed)
+                    info["length_scale"] = length_scale
+                    info["frames_per_token"] = fpt
+                    log.info("%s: random weights, length_scale %.3f gives %.2f frames/token", label, length_scale, fpt)
+                except Exception as e:  # noqa: BLE001
+                    err = f"length_scale calibration failed: {type(e).__name__}: {e}"
+                    info["status"], info["error"] = "failed", err
+                    mark("failed", err, batches)
+                    continue
+            for b in batches:
+                batch = ids[:b]
+                bar.set_postfix_str(f"{label} {device} b={b}")
+                cell = Cell(label, device, b, "ok", tokens=sum(len(x) for x in batch), iters=iters,
+                            random_weights=not trained)
+                try:
+                    m = _measure(synth, batch, device, warmup, iters, seed, length_scale)
+                    cell.rtf, cell.rtf_aggregate, cell.latency_s = m["rtf"], m["rtf_aggregate"], m["latency_s"]
+                    cell.audio_seconds = m["audio_seconds"]
+                    cell.tokens_per_second = cell.tokens / m["latency_s"]["median"]
+                    cell.peak_rss_mb, cell.gpu_max_allocated_mb = m["peak_rss_mb"], m["gpu_max_allocated_mb"]
+                    inputs["rss_method"] = m["rss_method"]
+                except Exception as e:  # noqa: BLE001 - reported in the table, the rest continue
+                    err = f"{type(e).__name__}: {e}"
+                    cell.status, cell.error, cell.iters = "failed", err, 0
+                    messages.append(f"{label} on {device} at batch {b} failed: {err}")
+                    log.error(messages[-1])
+                    if info["status"] == "ok":
+                        info["status"], info["error"] = "partly failed", err
+                cells.append(cell)
+                bar.update(1)
+            del synth
+            if DEVICES[device][0] == "cuda":
+                torch.cuda.empty_cache()
+    bar.close()
+
+    # ---- ratios to the baseline, same device and batch
+    for c in cells:
+        if c.status != "ok":
+            continue
+        base = next((x for x in cells if x.variant == baseline and x.device == c.device and x.batch == c.batch
+                     and x.status == "ok"), None)
+        if base is not None and c.rtf and base.rtf:
+            c.speedup_vs_baseline = base.rtf["median"] / c.rtf["median"]
+
+    settings = {"batches": batches, "devices": devices, "threads": threads_used,
+                "threads_requested": threads, "warmup": warmup, "iters": iters, "seed": seed,
+                "baseline": baseline, "speaker": 0,
+                "random_weight_frames_per_token": RANDOM_WEIGHT_FRAMES_PER_TOKEN}
+    return BenchResult(machine=machine_info(machine_name), settings=settings, variants=variant_info,
+                       cells=cells, inputs=inputs, messages=messages,
+                       created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+
+
+def _size(synth: Any) -> int | None:
+    try:
+        return int(synth.size_bytes())
+    except Exception:  # noqa: BLE001 - informative only
+        return None
+
+
+# ----------------------------------------------------------------------------- rendering
+def _fmt_rtf(x: float | None) -> str:
+    if x is None:
+        return "–"
+    return f"{x:.4f}" if x >= 0.001 else f"{x:.2e}"
+
+
+def _columns(data: dict[str, Any]) -> list[tuple[str, str]]:
+    """(variant, device) columns in run order."""
+    cols: list[tuple[str, str]] = []
+    for r in data["results"]:
+        key = (r["variant"], r["device"])
+        if key not in cols:
+            cols.append(key)
+    return cols
+
+
+def markdown_table(data: dict[str, Any]) -> str:
+    """The seed's layout: rows = batch size, columns = variant x device; cells = median RTF
+    [p10–p90] and the speedup over the baseline (×)."""
+    cols = _columns(data)
+    rw = {v["label"] for v in data.get("variants", []) if v.get("random_weights")}
+    head = ["batch"] + [f"{v}{' (random weights)' if v in rw else ''} · {d}" for v, d in cols]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["---:"] * len(cols)) + "|"]
+    by = {(r["variant"], r["device"], r["batch"]): r for r in data["results"]}
+    for b in data["settings"]["batches"]:
+        row = [str(b)]
+        for v, d in cols:
+            r = by.get((v, d, b))
+            if r is None:
+                row.append("–")
+            elif r["status"] == "failed":
+                row.append("FAILED")
+            elif r["status"] == "skipped":
+                row.append("skipped")
+            else:
+                s = r["rtf"]
+                cell = f"{_fmt_rtf(s['median'])} [{_fmt_rtf(s['p10'])}–{_fmt_rtf(s['p90'])}]"
+                if r.get("speedup_vs_baseline") is not None and v != data["settings"]["baseline"]:
+                    cell += f" ×{r['speedup_vs_baseline']:.2f}"
+                row.append(cell)
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def details_table(data: dict[str, Any]) -> str:
+    """Per-cell latency, audio, tokens/s and memory."""
+    lines = ["| variant | device | batch | tokens | audio s | latency median s [p10–p90] | RTF aggregate | tokens/s | peak RSS MB | GPU max MB | status |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in data["results"]:
+        if r["status"] == "ok":
+            lat = r["latency_s"]
+            lines.append(
+                f"| {r['variant']} | {r['device']} | {r['batch']} | {r['tokens']} | {r['audio_seconds']:.2f} | "
+                f"{lat['median']:.3f} [{lat['p10']:.3f}–{lat['p90']:.3f}] | {_fmt_rtf(r['rtf_aggregate'])} | "
+                f"{r['tokens_per_second']:.0f} | {r['peak_rss_mb']:.0f} | "
+                f"{'–' if r['gpu_max_allocated_mb'] is None else format(r['gpu_max_allocated_mb'], '.0f')} | ok |")
+        else:
+            err = (r.get("error") or "").replace("|", "/").replace("\n", " ")[:160]
+            lines.append(f"| {r['variant']} | {r['device']} | {r['batch']} | | | | | | | | {r['status']}: {err} |")
+    return "\n".join(lines) + "\n"
+
+
+def machine_line(data: dict[str, Any]) -> str:
+    m = data["machine"]
+    v = m.get("versions", {})
+    gpu = m.get("gpu")
+    gpu_s = f"{gpu['name']} ({gpu['memory_gb']} GB)" if gpu else "none"
+    vers = ", ".join(f"{k} {val}" for k, val in v.items() if val)
+    return (f"machine `{m.get('name')}`: {m.get('cpu')}, {m.get('cores')} cores "
+            f"({m.get('cores_available')} available), GPU {gpu_s}; {vers}; "
+            f"threads {data['settings']['threads']}")
+
+
+def markdown_report(data: dict[str, Any]) -> str:
+    """Markdown page for one bench JSON: settings, RTF table, details, messages."""
+    s = data["settings"]
+    out = [f"# vitsq bench ({data.get('created', '')})", "", machine_line(data), "",
+           f"warmup {s['warmup']}, iterations {s['iters']}, seed {s['seed']}, inputs: "
+           f"{data['inputs'].get('source', '?')}; baseline for × speedups: `{s['baseline']}`.", "",
+           "## RTF (median [p10–p90] over iterations; lower is faster)", "", markdown_table(data)]
+    rw = [v for v in data.get("variants", []) if v.get("random_weights")]
+    if rw:
+        out += ["", "Random-weight runs (speed only, not speech): " + ", ".join(
+            f"`{v['label']}` (length_scale {v.get('length_scale', float('nan')):.3f} → "
+            f"{v.get('frames_per_token', float('nan')):.2f} frames/token)" for v in rw), ""]
+    out += ["", "## Details", "", details_table(data)]
+    if data.get("messages"):
+        out += ["", "## Messages", ""] + [f"- {m}" for m in data["messages"]]
+    return "\n".join(out) + "\n"
+
+
+def plot_rtf(data: dict[str, Any] | Sequence[dict[str, Any]], path: str | Path) -> Path:
+    """PNG: median RTF vs batch size, one line per variant x device, p10–p90 as error bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker
+
+    runs = [data] if isinstance(data, dict) else list(data)
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    plotted = 0
+    for d in runs:
+        rw = {v["label"] for v in d.get("variants", []) if v.get("random_weights")}
+        for v, dev in _columns(d):
+            pts = [r for r in d["results"] if r["variant"] == v and r["device"] == dev and r["status"] == "ok"]
+            if not pts:
+                continue
+            xs = [r["batch"] for r in pts]
+            med = np.array([r["rtf"]["median"] for r in pts])
+            lo = med - np.array([r["rtf"]["p10"] for r in pts])
+            hi = np.array([r["rtf"]["p90"] for r in pts]) - med
+            ax.errorbar(xs, med, yerr=[np.maximum(lo, 0), np.maximum(hi, 0)], marker="o", capsize=3,
+                        label=f"{v} · {dev}" + (" (random weights)" if v in rw else ""))
+            plotted += 1
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    batches = sorted({int(b) for d in runs for b in d["settings"]["batches"]})
+    ax.set_xticks(batches)
+    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+    ax.set_xlabel("batch size")
+    ax.set_ylabel("RTF (compute s / audio s), median")
+    ax.set_title("RTF vs batch size (lower is faster)")
+    ax.grid(True, which="both", alpha=0.3)
+    if plotted:
+        ax.legend(fontsize=8)
+    else:
+        ax.text(0.5, 0.5, "no successful runs", ha="center", va="center", transform=ax.transAxes)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+# ----------------------------------------------------------------------------- CLI
+def cmd_bench(args: argparse.Namespace) -> int:
+    res = run_benchmark(
+        args.model, args.variants, batches=args.batch, devices=args.device, threads=args.threads,
+        warmup=args.warmup, iters=args.iters, sentences=args.sentences, seed=args.seed,
+        baseline=args.baseline, machine_name=args.machine_name, progress=not args.no_progress,
+    )
+    paths = res.write(args.out, plot=not args.no_plot)
+    for m in res.messages:
+        print(f"note: {m}")
+    print(res.table(), end="")
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    failed = [c for c in res.cells if c.status == "failed"]
+    return 1 if failed and len(failed) == len(res.cells) else 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("bench", help="RTF benchmark: batch sizes x devices x backends x variants",
+                       description="Benchmark MODEL and VARIANTs. Each is [LABEL=]SPEC[@BACKEND], e.g. joe, "
+                                   "joe@onnx, int8=out/joe-int8@torch (BACKEND:SPEC also works).")
+    p.add_argument("model", help="baseline model: joe, vosk-ru-multi, a path, optionally @torch/@onnx/@executorch")
+    p.add_argument("variants", nargs="*", help="more models to compare, same syntax")
+    p.add_argument("--batch", default=",".join(map(str, DEFAULT_BATCHES)), help="batch sizes, e.g. 1,2,4,8")
+    p.add_argument("--device", default="cpu", help=f"comma-separated, from: {', '.join(DEVICES)}")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch and ONNX Runtime")
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--iters", type=int, default=100)
+    p.add_argument("--sentences", default=None, help="sentence file (default: the evaluation split)")
+    p.add_argument("--seed", type=int, default=0, help="shuffle and noise seed")
+    p.add_argument("--baseline", default=None, help="label speedups are relative to (default: MODEL)")
+    p.add_argument("--machine-name", default=None, help="name of this machine in the output")
+    p.add_argument("--out", default="bench.json", help="JSON path; .md and .png are written beside it")
+    p.add_argument("--no-plot", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_bench)

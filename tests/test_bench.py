@@ -1,0 +1,237 @@
+"""vitsq bench: parsing, RTF from samples, outputs (JSON/Markdown/PNG), failures and skips."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from vitsq import bench
+from vitsq.bench import VariantSpec, parse_batches, parse_devices, parse_variant, run_benchmark
+from vitsq.errors import InputError
+
+
+class FakeSynth:
+    """A stand-in Synthesizer with exactly known output lengths (n_tokens * samples_per_token)."""
+
+    backend = "fake"
+    language = "en"
+    num_speakers = 1
+
+    def __init__(self, name="fake", sample_rate=16000, samples_per_token=400, fail_at_batch=None,
+                 weights="trained", hop_length=256):
+        self.name = name
+        self.sample_rate = sample_rate
+        self.samples_per_token = samples_per_token
+        self.fail_at_batch = fail_at_batch
+        self.weights = weights
+        self.calls = []
+        self.config = type("C", (), {"hop_length": hop_length})()
+
+    def text_to_ids(self, text):
+        return [[1] + [2 + (ord(c) % 50) for c in text[:20]] + [1]]
+
+    def synthesize_ids_batch(self, batch, speakers=None, noise_scale=None, length_scale=None, noise_w=None, seed=0):
+        self.calls.append((len(batch), length_scale))
+        if self.fail_at_batch is not None and len(batch) >= self.fail_at_batch:
+            raise RuntimeError(f"boom at batch {len(batch)}")
+        scale = 1.0 if length_scale is None else length_scale
+        outs = [np.zeros(int(len(ids) * self.samples_per_token * scale), np.float32) for ids in batch]
+        return outs, 0.0
+
+    def size_bytes(self):
+        return 1234
+
+    def describe(self):
+        return {"name": self.name, "weights": self.weights}
+
+
+# ----------------------------------------------------------------------------- parsing
+def test_parse_variant_syntax():
+    assert parse_variant("joe") == VariantSpec("joe", "joe", "torch")
+    assert parse_variant("joe@onnx") == VariantSpec("joe@onnx", "joe", "onnx")
+    assert parse_variant("out/int8@torch") == VariantSpec("out/int8@torch", "out/int8", "torch")
+    assert parse_variant("int8=out/joe-int8@executorch") == VariantSpec("int8", "out/joe-int8", "executorch")
+    assert parse_variant("onnx:voice.onnx") == VariantSpec("onnx:voice.onnx", "voice.onnx", "onnx")
+    with pytest.raises(InputError, match="unknown backend 'tflite'.*torch, onnx, executorch"):
+        parse_variant("joe@tflite")
+    with pytest.raises(InputError, match="LABEL=SPEC"):
+        parse_variant("=joe")
+
+
+def test_parse_batches_and_devices_errors():
+    assert parse_batches("1, 2,4,2") == [1, 2, 4]
+    with pytest.raises(InputError, match="batch size 0 is not valid.*>= 1"):
+        parse_batches("0,1")
+    with pytest.raises(InputError, match="'x' is not an integer"):
+        parse_batches("1,x")
+    assert parse_devices("cpu,CUDA") == ["cpu", "cuda"]
+    with pytest.raises(InputError, match="unknown device 'tpu'.*cpu, cuda, cuda-fp16"):
+        parse_devices("cpu,tpu")
+
+
+def test_run_benchmark_rejects_bad_input():
+    with pytest.raises(InputError, match="batch size 0"):
+        run_benchmark(FakeSynth(), batches=[0], progress=False)
+    with pytest.raises(InputError, match="unknown device 'gpu'"):
+        run_benchmark(FakeSynth(), devices="gpu", progress=False)
+    with pytest.raises(InputError, match="iters must be >= 1"):
+        run_benchmark(FakeSynth(), iters=0, progress=False)
+    with pytest.raises(InputError, match="baseline 'nope' is not one of.*fake"):
+        run_benchmark(FakeSynth(), baseline="nope", progress=False)
+    with pytest.raises(InputError, match="labels must be unique"):
+        run_benchmark(FakeSynth(), [FakeSynth()], progress=False)
+
+
+# ----------------------------------------------------------------------------- measurement
+def test_rtf_is_seconds_over_audio_samples_not_frames():
+    # 16 kHz, 400 samples/token: audio seconds = tokens * 400 / 16000. A frames-based RTF
+    # (frames = samples / hop) would differ by a factor hop/sample_rate.
+    s = FakeSynth(sample_rate=16000, samples_per_token=400, hop_length=123)
+    res = run_benchmark(s, batches="1,3", warmup=0, iters=1, progress=False)
+    for b in (1, 3):
+        c = res.cell("fake", "cpu", b)
+        assert c.status == "ok"
+        assert c.audio_seconds == pytest.approx(c.tokens * 400 / 16000)
+        # one iteration: its RTF is exactly its latency over its audio seconds
+        assert c.rtf["median"] == pytest.approx(c.latency_s["median"] / c.audio_seconds)
+        assert c.rtf_aggregate == pytest.approx(c.latency_s["median"] / c.audio_seconds)
+        assert c.peak_rss_mb > 10
+        assert c.gpu_max_allocated_mb is None
+    # the batch of 3 holds the first 3 texts: tokens add up over items
+    texts = res.inputs["texts"]
+    assert res.cell("fake", "cpu", 3).tokens == sum(len(s.text_to_ids(t)[0]) for t in texts[:3])
+    # warmup + iters calls per cell
+    assert [n for n, _ in s.calls] == [1, 3]
+
+
+def test_inputs_are_identical_for_every_variant_and_seeded(tmp_path):
+    a, b = FakeSynth("a"), FakeSynth("b", samples_per_token=200)
+    res = run_benchmark(a, [b], batches="2", warmup=0, iters=2, progress=False)
+    assert res.cell("a", "cpu", 2).tokens == res.cell("b", "cpu", 2).tokens
+    # b makes half the audio per token in the same time budget class: its RTF is reported vs a
+    assert res.cell("a", "cpu", 2).speedup_vs_baseline == pytest.approx(1.0)
+    again = run_benchmark(FakeSynth("a"), batches="2", warmup=0, iters=1, progress=False)
+    assert again.inputs["texts"] == res.inputs["texts"]
+    other = run_benchmark(FakeSynth("a"), batches="2", warmup=0, iters=1, progress=False, seed=5)
+    assert other.inputs["texts"] != res.inputs["texts"]
+    # evaluation split only (never calibration sentences)
+    from vitsq.evaluate.sentences import split_of
+
+    assert all(split_of(t, "en") == "evaluation" for t in res.inputs["texts"])
+
+
+def test_sentence_file_input(tmp_path):
+    f = tmp_path / "s.txt"
+    f.write_text("# comment\nOne short line.\nAnother one here.\n")
+    res = run_benchmark(FakeSynth(), batches="1,4", warmup=0, iters=1, sentences=f, progress=False)
+    assert sorted(set(res.inputs["texts"])) == ["Another one here.", "One short line."]
+    assert len(res.inputs["texts"]) == 4
+
+
+def test_random_weight_models_are_calibrated_to_three_frames_per_token():
+    s = FakeSynth(samples_per_token=2560, weights="untrained (random weights)", hop_length=256)  # 10 frames/token
+    res = run_benchmark(s, batches="1", warmup=0, iters=1, progress=False)
+    info = res.variants[0]
+    assert info["random_weights"] is True
+    assert info["length_scale"] == pytest.approx(0.3, rel=0.02)
+    assert info["frames_per_token"] == pytest.approx(3.0, rel=0.05)
+    # the timed calls used the calibrated scale
+    assert s.calls[-1][1] == pytest.approx(info["length_scale"])
+    assert res.cell("fake", "cpu", 1).random_weights
+    assert "random weights" in res.table()
+
+
+# ----------------------------------------------------------------------------- failures
+def test_failing_variant_is_reported_and_the_rest_continue(tmp_path):
+    good, bad = FakeSynth("good"), FakeSynth("bad", fail_at_batch=2)
+    res = run_benchmark(good, [bad], batches="1,2,4", warmup=0, iters=2, progress=False)
+    assert res.cell("bad", "cpu", 1).status == "ok"
+    for b in (2, 4):
+        c = res.cell("bad", "cpu", b)
+        assert c.status == "failed" and "boom at batch" in c.error
+        assert res.cell("good", "cpu", b).status == "ok"
+    assert any("bad on cpu at batch 2 failed" in m for m in res.messages)
+    table = res.table()
+    assert table.count("FAILED") == 2
+    paths = res.write(tmp_path / "b.json")
+    data = json.loads(paths["json"].read_text())
+    assert [r["status"] for r in data["results"] if r["variant"] == "bad"] == ["ok", "failed", "failed"]
+    assert data["variants"][1]["status"] == "partly failed"
+
+
+def test_variant_that_fails_to_load_is_failed_not_fatal():
+    def loader(v, device):
+        if v.spec == "broken":
+            raise FileNotFoundError("no such model: broken")
+        return FakeSynth(v.label)
+
+    res = run_benchmark("ok", ["broken"], batches="1", warmup=0, iters=1, progress=False, loader=loader)
+    assert res.cell("ok", "cpu", 1).status == "ok"
+    c = res.cell("broken", "cpu", 1)
+    assert c.status == "failed" and "FileNotFoundError: no such model" in c.error
+    assert res.variants[1]["status"] == "failed"
+
+
+def test_cuda_without_gpu_is_skipped_with_message_and_cpu_still_runs(monkeypatch):
+    monkeypatch.setattr(bench, "_cuda_available", lambda: False)
+    res = run_benchmark(FakeSynth(), batches="1", devices="cpu,cuda,cuda-fp16", warmup=0, iters=1,
+                        progress=False)
+    assert res.cell("fake", "cpu", 1).status == "ok"
+    assert res.cell("fake", "cuda", 1).status == "skipped"
+    assert res.cell("fake", "cuda-fp16", 1).status == "skipped"
+    assert any("device cuda skipped: no CUDA GPU" in m for m in res.messages)
+    assert "skipped" in res.table()
+
+
+# ----------------------------------------------------------------------------- outputs
+def test_outputs_json_markdown_png_structure(tmp_path):
+    res = run_benchmark(FakeSynth("base"), [FakeSynth("half", samples_per_token=200)], batches="1,2",
+                        warmup=0, iters=3, progress=False, machine_name="test-box", threads=1)
+    paths = res.write(tmp_path / "out" / "bench.json")
+    data = json.loads(paths["json"].read_text())
+    assert data["schema"] == "vitsq-bench/1"
+    m = data["machine"]
+    assert m["name"] == "test-box" and m["cpu"] and m["cores"] >= 1
+    assert m["versions"]["torch"] and "onnxruntime" in m["versions"] and "executorch" in m["versions"]
+    assert "gpu" in m
+    assert data["settings"]["threads"] == 1 and data["settings"]["baseline"] == "base"
+    assert len(data["results"]) == 4
+    for r in data["results"]:
+        assert set(r["rtf"]) >= {"median", "p10", "p90"}
+        assert r["rtf"]["p10"] <= r["rtf"]["median"] <= r["rtf"]["p90"]
+        assert r["iters"] == 3
+    md = paths["md"].read_text()
+    header = md.split("## RTF")[1].splitlines()[2]
+    assert header == "| batch | base · cpu | half · cpu |"
+    rows = [ln for ln in md.splitlines() if ln.startswith("| 1 |") or ln.startswith("| 2 |")]
+    assert len(rows) >= 2 and all("×" in ln for ln in rows[:2])
+    assert "test-box" in md
+    png = paths["png"].read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+
+
+def test_cli_one_line_error_for_bad_batch(capsys):
+    from vitsq.cli import main
+
+    assert main(["bench", "joe", "--batch", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "batch size 0 is not valid" in err and "Traceback" not in err
+    assert main(["bench", "joe", "--device", "npu"]) == 2
+    assert "unknown device 'npu'" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_real_joe_torch_vs_onnx_small(tmp_path):
+    """End to end on the real voice: both backends produce audio, RTF = seconds / (samples / rate)."""
+    res = run_benchmark("joe", ["joe@onnx"], batches="1,2", warmup=0, iters=1, progress=False, threads=2)
+    for v in ("joe", "joe@onnx"):
+        for b in (1, 2):
+            c = res.cell(v, "cpu", b)
+            assert c.status == "ok", c.error
+            # Piper ids (phonemes interleaved with pad) run at ~40/s of speech: seconds, not frames
+            assert 0.01 < c.audio_seconds / c.tokens < 0.2
+            assert c.rtf["median"] == pytest.approx(c.latency_s["median"] / c.audio_seconds)
+    assert res.variants[1]["backend"] == "onnx"
+    assert res.variants[0]["size_bytes"] > 10_000_000
