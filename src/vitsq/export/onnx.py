@@ -1,0 +1,432 @@
+"""ONNX export with the Piper and Vosk runtime contracts, and loading of what we export.
+
+Graph contract (both flavors):
+
+* inputs ``input`` [B, T] int64 symbol ids (zero-padded), ``input_lengths`` [B] int64,
+  ``scales`` [3] float32 = (noise_scale, length_scale, noise_w) -- the order in which both the
+  ``vosk-tts`` runtime (``[noise_level, 1 / speech_rate, duration_noise_level]``) and
+  ``piper-tts`` (``[noise_scale, length_scale, noise_w_scale]``) pass them -- and ``sid`` [B]
+  int64. The Vosk flavor always has ``sid`` (the runtime always feeds it); the Piper flavor has it
+  only for multi-speaker voices (Piper feeds it only then, and ONNX Runtime rejects unknown
+  inputs).
+* outputs ``output`` [B, 1, S] float32 audio (padded), then ``durations`` [B, 1, T] (frames per
+  symbol: the tensor Piper reads as ``result[1]`` for phoneme alignments) and ``output_lengths``
+  [B] int64 (valid samples per item, which lets :class:`~vitsq.synth.OnnxSynthesizer` batch).
+  Both runtimes read ``result[0]`` only (Piper reads ``result[1]`` only with
+  ``include_alignments``, and then expects exactly the per-symbol durations), so the extra
+  outputs are harmless to them.
+
+Batch, symbol and sample axes are dynamic. Noise is drawn inside the graph (``RandomNormalLike``),
+so only zero-noise outputs can be compared bit-for-bit with PyTorch.
+
+The model is exported through :class:`TtsGraph`, an explicit wrapper that chains the model's
+stages; the model's own ``forward``/``infer`` are not touched. ``metadata_props`` carry the
+sample rate, symbol map, speakers, the full :class:`~vitsq.models.config.VitsConfig` and the
+quantization recipe, so a bare ``.onnx`` describes itself (:func:`load_exported_onnx`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from vitsq.errors import InputError, ModelLoadError, UnsupportedError
+
+if TYPE_CHECKING:
+    from vitsq.models.config import VitsConfig
+
+log = logging.getLogger(__name__)
+
+FLAVORS = ("piper", "vosk")
+FORMATS = ("onnx", "piper", "vosk-dir")
+OPSET = 17
+META_PREFIX = "vitsq."
+EXPORT_VERSION = 1
+
+
+# =========================================================================== graph wrapper
+class TtsGraph(nn.Module):
+    """ids, lengths, scales[, sid] -> (audio [B,1,S], durations [B,1,T], output_lengths [B]).
+
+    Holds the model's top-level submodules under their own names (``enc_p``, ``dp``, ``flow``,
+    ``dec``, ``emb_g``), so the exported node and weight names are the same as in a Piper voice
+    (``/dec/ups.0/ConvTranspose``) and our Piper loader can read the file back. The model itself
+    is kept outside the module tree (its stage methods are called, its submodules are ours).
+    """
+
+    def __init__(self, model: nn.Module, with_sid: bool) -> None:
+        super().__init__()
+        model.eval()
+        self.__dict__["_model"] = model  # not registered: its children are registered below
+        for name, child in model.named_children():
+            self.add_module(name, child)
+        self.with_sid = with_sid
+        self.multi_speaker = model.config.n_speakers > 1
+        self.hop = _samples_per_frame(model)
+
+    def forward(self, input: torch.Tensor, input_lengths: torch.Tensor, scales: torch.Tensor,
+                sid: torch.Tensor | None = None):
+        m = self._model
+        noise_scale, length_scale, noise_w = scales[0], scales[1], scales[2]
+        b = input.shape[0]
+        g = m.speaker_embedding(sid if self.multi_speaker else None, b)  # [B, gin, 1] or None
+        h, m_p, logs_p, x_mask = m.encode(input, input_lengths, g)  # [B,H,T], [B,C,T] x2, [B,1,T]
+        dp_noise = torch.randn_like(m_p[:, :2, :]) * x_mask * noise_w  # [B, 2, T]
+        w_ceil = m.predict_durations(h, x_mask, g, dp_noise, length_scale)  # [B, 1, T]
+        m_y, logs_y, y_mask, _attn, y_lengths = m.expand(m_p, logs_p, x_mask, w_ceil)  # [B, C, T_y]
+        z_p = m_y + torch.randn_like(m_y) * torch.exp(logs_y) * noise_scale
+        z = m.flow_reverse(z_p, y_mask, g)
+        audio, _ = m.vocode(z * y_mask, g)  # [B, 1, T_y * hop]
+        if self.with_sid and not self.multi_speaker:
+            # The Vosk runtime always feeds sid; keep it a graph input of single-speaker models
+            # with a no-op dependency (ONNX Runtime refuses inputs that are not in the graph).
+            audio = audio + (sid[:1] * 0).to(audio.dtype).view(1, 1, 1)
+        return audio, w_ceil, y_lengths * self.hop
+
+
+def _samples_per_frame(model: nn.Module) -> int:
+    """Audio samples per latent frame, measured with a tiny forward pass (decoder-agnostic)."""
+    with torch.inference_mode():
+        z = torch.zeros(1, model.config.inter_channels, 4)
+        g = model.speaker_embedding(torch.zeros(1, dtype=torch.long), 1) if model.config.n_speakers > 1 else None
+        audio, _ = model.vocode(z, g)
+    return int(audio.shape[-1]) // 4
+
+
+# =========================================================================== helpers
+def _torch_model(synth_or_model: Any) -> tuple[nn.Module, Any]:
+    """(FP32 torch model, synthesizer or None) from a TorchSynthesizer or a VITS module."""
+    from vitsq.models.vits import VITS
+
+    if isinstance(synth_or_model, VITS):
+        return synth_or_model, None
+    model = getattr(synth_or_model, "model", None)
+    backend = getattr(synth_or_model, "backend", type(synth_or_model).__name__)
+    if not isinstance(model, VITS):
+        raise UnsupportedError(
+            f"ONNX export needs a PyTorch VITS/VITS2 model (torch backend), got backend {backend!r}: "
+            "load the model with backend='torch'")
+    if getattr(synth_or_model, "quantization", None):
+        raise UnsupportedError(
+            "ONNX export takes the FP32 PyTorch model; this one is quantized "
+            f"({synth_or_model.quantization}). Export FP32 and quantize the ONNX with the "
+            "ort-static or ort-dynamic recipe instead")
+    return model, synth_or_model
+
+
+def default_flavor(config: "VitsConfig") -> str:
+    """``vosk`` for Vosk Russian models (VITS2 or vosk_ru front-end), else ``piper``."""
+    return "vosk" if (config.arch == "vits2" or config.phoneme_type == "vosk_ru") else "piper"
+
+
+def example_inputs(config: "VitsConfig", with_sid: bool, lengths=(12, 7)):
+    """A padded batch of plausible ids for tracing and checks (never all blanks)."""
+    b, t = len(lengths), max(lengths)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randint(1, config.n_vocab, (b, t), generator=gen)
+    for i, n in enumerate(lengths):
+        x[i, n:] = 0
+    args = [x, torch.tensor(lengths, dtype=torch.long), torch.tensor([0.667, 1.0, 0.8])]
+    if with_sid:
+        args.append(torch.arange(b, dtype=torch.long) % max(config.n_speakers, 1))
+    return tuple(args)
+
+
+def set_metadata(proto: Any, meta: dict[str, str]) -> None:
+    """Replace our ``vitsq.*`` entries of ``metadata_props`` (others are kept)."""
+    keep = [p for p in proto.metadata_props if not p.key.startswith(META_PREFIX) and p.key not in meta]
+    del proto.metadata_props[:]
+    for p in keep:
+        proto.metadata_props.add(key=p.key, value=p.value)
+    for k, v in meta.items():
+        proto.metadata_props.add(key=k, value=v)
+
+
+def read_metadata(proto: Any) -> dict[str, str]:
+    return {p.key: p.value for p in proto.metadata_props}
+
+
+def build_metadata(config: "VitsConfig", flavor: str, *, name: str, weights: str,
+                   quantization: dict | None) -> dict[str, str]:
+    """The ``metadata_props`` we write: sample rate, symbols, speakers, config, recipe."""
+    return {
+        f"{META_PREFIX}export_version": str(EXPORT_VERSION),
+        f"{META_PREFIX}flavor": flavor,
+        f"{META_PREFIX}name": name,
+        f"{META_PREFIX}weights": weights,
+        "sample_rate": str(config.sample_rate),
+        "num_speakers": str(config.n_speakers),
+        "speaker_id_map": json.dumps(dict(config.speaker_id_map), ensure_ascii=False),
+        "phoneme_id_map": json.dumps({k: list(v) for k, v in config.phoneme_id_map.items()}, ensure_ascii=False),
+        "phoneme_type": config.phoneme_type,
+        "language": config.language,
+        f"{META_PREFIX}config": json.dumps(config.to_dict(), ensure_ascii=False),
+        f"{META_PREFIX}quantization": json.dumps(quantization),
+    }
+
+
+def check_output_path(path: str | Path, force: bool) -> Path:
+    """Refuse to overwrite ``path`` unless ``force``; with ``force`` the old file/folder is removed."""
+    path = Path(path)
+    if path.exists() or path.is_symlink():
+        if not force:
+            raise InputError(f"output {path} already exists: choose another path or pass --force to overwrite it")
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    return path
+
+
+# =========================================================================== export
+def export_onnx(synth_or_model: Any, path: str | Path, flavor: str | None = None, *,
+                opset: int = OPSET, force: bool = False, name: str | None = None) -> Path:
+    """Export an FP32 PyTorch model to one ONNX file with the Piper or Vosk contract.
+
+    Args:
+        synth_or_model: a torch-backend Synthesizer or a ``VITS``/``VITS2`` module.
+        path: the ``.onnx`` file to write.
+        flavor: ``"piper"`` or ``"vosk"`` (see the module docstring); None picks by model.
+        force: overwrite an existing ``path``.
+    Returns the written path.
+    """
+    model, synth = _torch_model(synth_or_model)
+    config = model.config
+    flavor = flavor or default_flavor(config)
+    if flavor not in FLAVORS:
+        raise InputError(f"unknown ONNX flavor {flavor!r}: valid flavors are {', '.join(FLAVORS)}")
+    path = check_output_path(path, force)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with_sid = flavor == "vosk" or config.n_speakers > 1
+    graph = TtsGraph(model, with_sid).eval()
+    args = example_inputs(config, with_sid)
+    input_names = ["input", "input_lengths", "scales"] + (["sid"] if with_sid else [])
+    output_names = ["output", "durations", "output_lengths"]
+    dynamic_axes = {
+        "input": {0: "batch", 1: "phonemes"},
+        "input_lengths": {0: "batch"},
+        "output": {0: "batch", 2: "samples"},
+        "durations": {0: "batch", 2: "phonemes"},
+        "output_lengths": {0: "batch"},
+    }
+    if with_sid:
+        dynamic_axes["sid"] = {0: "batch"}
+    log.info("exporting %s (%s flavor, opset %d) to %s", name or getattr(synth, "name", "model"), flavor, opset, path)
+    import warnings
+
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # TracerWarnings about shape-to-int conversions are expected
+        torch.onnx.export(graph, args, str(path), dynamo=False, opset_version=opset,
+                          input_names=input_names, output_names=output_names, dynamic_axes=dynamic_axes,
+                          do_constant_folding=True)
+    import onnx
+
+    proto = onnx.load(str(path))
+    set_metadata(proto, build_metadata(
+        config, flavor, name=name or getattr(synth, "name", "model"),
+        weights=getattr(synth, "label", "trained"), quantization=None))
+    proto.producer_name = "vitsq"
+    onnx.save(proto, str(path))
+    return path
+
+
+def _piper_json(synth: Any, config: "VitsConfig", quantization: dict | None = None) -> dict:
+    """The voice ``.onnx.json`` for the Piper runtime (the source voice's JSON, kept, if any)."""
+    raw: dict[str, Any] = {}
+    src = synth.describe().get("source") if synth is not None else None
+    if src and str(src).endswith(".onnx"):
+        src_json = Path(str(src) + ".json")
+        if src_json.is_file():
+            raw = json.loads(src_json.read_text(encoding="utf-8"))
+    raw.setdefault("audio", {})
+    raw["audio"]["sample_rate"] = config.sample_rate
+    if config.quality:
+        raw["audio"].setdefault("quality", config.quality)
+    raw.setdefault("espeak", {"voice": config.espeak_voice or config.language})
+    raw["phoneme_type"] = raw.get("phoneme_type", config.phoneme_type)
+    raw["inference"] = {"noise_scale": config.noise_scale, "length_scale": config.length_scale,
+                        "noise_w": config.noise_w}
+    raw["num_symbols"] = config.n_vocab
+    raw["num_speakers"] = config.n_speakers
+    raw["speaker_id_map"] = dict(config.speaker_id_map)
+    raw["phoneme_id_map"] = {k: list(v) for k, v in config.phoneme_id_map.items()}
+    raw["hop_length"] = config.hop_length
+    raw["vitsq"] = {"exported_from": getattr(synth, "name", None), "quantization": quantization}
+    return raw
+
+
+def export_piper_voice(synth: Any, path: str | Path, *, force: bool = False) -> Path:
+    """``voice.onnx`` + ``voice.onnx.json`` loadable by ``piper.PiperVoice.load``."""
+    model, synth = _torch_model(synth)
+    config = model.config
+    if config.phoneme_type not in ("espeak", "text"):
+        raise UnsupportedError(
+            f"the Piper runtime cannot phonemize this model's front-end ({config.phoneme_type!r}); "
+            "Piper voices use espeak or text phonemes: export it with --format vosk-dir or --format onnx")
+    path = Path(path)
+    if path.suffix != ".onnx":
+        raise InputError(f"a Piper voice is written as <name>.onnx, got {path}")
+    json_path = Path(str(path) + ".json")
+    check_output_path(json_path, force)
+    export_onnx(model if synth is None else synth, path, flavor="piper", force=force)
+    json_path.write_text(json.dumps(_piper_json(synth, config), indent=2, ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+def vosk_runtime_config(config: "VitsConfig", quantization: dict | None = None) -> dict:
+    """``config.json`` of a Vosk model folder, in the keys the ``vosk-tts`` runtime reads."""
+    return {
+        "audio": {"sample_rate": config.sample_rate},
+        "inference": {
+            # Synth.synth_audio: scales = [noise_level, 1 / speech_rate, duration_noise_level]
+            "noise_level": config.noise_scale,
+            "speech_rate": 1.0 / config.length_scale,
+            "duration_noise_level": config.noise_w,
+            "scale": 1.0,
+        },
+        "phoneme_id_map": {k: list(v) for k, v in config.phoneme_id_map.items()},
+        "num_symbols": config.n_vocab,
+        "num_speakers": config.n_speakers,
+        "speaker_id_map": dict(config.speaker_id_map),
+        "no_blank": 0 if config.add_blank else 1,
+        "vitsq": {"quantization": quantization},
+    }
+
+
+def write_dictionary(synth: Any, out: Path) -> str:
+    """Write the ``dictionary`` file the runtime opens; returns where it came from.
+
+    Copies the source folder's file if the model came from a Vosk folder; otherwise writes the
+    front-end's own pronunciations (``word 1.0 phonemes``), possibly none -- an empty file is what
+    the runtime reads as "rules only", which is exactly what our front-end then does too.
+    """
+    src = synth.describe().get("source") if synth is not None else None
+    if src:
+        for cand in (Path(src) / "dictionary", Path(src).parent / "dictionary"):
+            if cand.is_file():
+                shutil.copyfile(cand, out)
+                return str(cand)
+    entries = getattr(getattr(synth, "frontend", None), "dictionary", None) or {}
+    with open(out, "w", encoding="utf-8") as f:
+        for word, phonemes in entries.items():
+            f.write(f"{word} 1.0 {' '.join(phonemes)}\n")
+    return f"front-end ({len(entries)} entries)"
+
+
+def export_vosk_dir(synth: Any, out_dir: str | Path, *, force: bool = False,
+                    onnx_file: str | Path | None = None, quantization: dict | None = None) -> Path:
+    """A folder the ``vosk-tts`` runtime loads as is: model.onnx, config.json, dictionary.
+
+    ``onnx_file``: an already exported (e.g. quantized) Vosk-flavor ONNX to place instead of
+    exporting the FP32 model. A ``vitsq.json`` manifest (kind ``vosk-dir``) is added for vitsq.
+    """
+    from vitsq.manifest import source_info, write_manifest
+
+    model, synth = _torch_model(synth) if onnx_file is None else (getattr(synth, "model", None), synth)
+    config = synth.config if synth is not None else model.config
+    if config.phoneme_type != "vosk_ru":
+        raise UnsupportedError(
+            f"the vosk-tts runtime phonemizes Russian text (vosk_ru front-end); this model uses "
+            f"{config.phoneme_type!r}: export it with --format piper or --format onnx")
+    if not config.add_blank:
+        raise UnsupportedError("the vosk-tts runtime always interleaves blanks (g2p_noembed); this model "
+                               "was trained without them: export it with --format onnx")
+    if config.sample_rate != 22050:
+        raise UnsupportedError(f"the vosk-tts runtime writes 22050 Hz audio; this model is {config.sample_rate} Hz")
+    out = check_output_path(out_dir, force)
+    out.mkdir(parents=True)
+    try:
+        if onnx_file is None:
+            export_onnx(synth, out / "model.onnx", flavor="vosk")
+        else:
+            shutil.copyfile(onnx_file, out / "model.onnx")
+        (out / "config.json").write_text(json.dumps(vosk_runtime_config(config, quantization), indent=2,
+                                                    ensure_ascii=False), encoding="utf-8")
+        dict_src = write_dictionary(synth, out / "dictionary")
+        write_manifest(out, "vosk-dir", config=config, files=["model.onnx", "config.json", "dictionary"],
+                       source=source_info(synth) if synth is not None else {}, quantization=quantization,
+                       flavor="vosk", dictionary_source=dict_src)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    return out
+
+
+def export(synth: Any, fmt: str, out: str | Path, *, force: bool = False) -> Path:
+    """Dispatch ``vitsq export --format`` for the ONNX formats."""
+    if fmt == "onnx":
+        return export_onnx(synth, out, force=force)
+    if fmt == "piper":
+        return export_piper_voice(synth, out, force=force)
+    if fmt == "vosk-dir":
+        return export_vosk_dir(synth, out, force=force)
+    raise InputError(f"unknown ONNX format {fmt!r}: valid are {', '.join(FORMATS)}")
+
+
+# =========================================================================== loading
+def _config_from_metadata(path: Path, meta: dict[str, str]) -> "VitsConfig":
+    from vitsq.models.config import VitsConfig
+
+    raw = meta.get(f"{META_PREFIX}config")
+    if raw is None:
+        raise ModelLoadError(
+            f"{path} has no {META_PREFIX}config metadata: not exported by vitsq. A Piper voice needs "
+            f"its .onnx.json beside it; a Vosk model needs its folder (model.onnx + config.json)")
+    try:
+        return VitsConfig.from_dict(json.loads(raw))
+    except (json.JSONDecodeError, TypeError, ValueError) as exc:
+        raise ModelLoadError(f"{path}: invalid {META_PREFIX}config metadata: {exc}") from exc
+
+
+def load_exported_onnx(path: str | Path, backend: str = "onnx", device: str = "cpu", **kw: Any):
+    """An ONNX written by vitsq (bare file, config in ``metadata_props``) as an OnnxSynthesizer."""
+    import onnx
+
+    from vitsq.synth import OnnxSynthesizer
+    from vitsq.text import make_frontend
+
+    path = Path(path)
+    if backend != "onnx":
+        raise UnsupportedError(f"{path} is an ONNX graph: it runs on backend 'onnx', not {backend!r}")
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:
+        raise ModelLoadError(f"{path} is not a readable ONNX model (truncated or corrupt?): {exc}") from exc
+    meta = read_metadata(proto)
+    config = _config_from_metadata(path, meta)
+    quant = json.loads(meta.get(f"{META_PREFIX}quantization", "null"))
+    name = kw.get("name") or meta.get(f"{META_PREFIX}name") or path.stem
+    return OnnxSynthesizer(path, config, name, make_frontend(config), threads=kw.get("threads"),
+                           label=meta.get(f"{META_PREFIX}weights", "trained"), quantization=quant,
+                           extra_info={"source": str(path), "flavor": meta.get(f"{META_PREFIX}flavor")})
+
+
+def load_onnx_artifact(directory: str | Path, manifest: dict, backend: str = "onnx", device: str = "cpu",
+                       **kw: Any):
+    """A vitsq artifact folder of kind ``onnx`` or ``vosk-dir`` (``model.onnx`` + ``vitsq.json``)."""
+    from vitsq.manifest import manifest_config, verify_manifest
+    from vitsq.synth import OnnxSynthesizer
+    from vitsq.text import make_frontend
+
+    directory = Path(directory)
+    if backend != "onnx":
+        raise UnsupportedError(f"{directory} holds an ONNX model: it runs on backend 'onnx', not {backend!r}")
+    verify_manifest(directory, manifest)
+    config = manifest_config(manifest)
+    onnx_path = directory / manifest.get("model_file", "model.onnx")
+    dictionary = directory / "dictionary"
+    frontend = make_frontend(config, dictionary=str(dictionary)) if (
+        config.phoneme_type == "vosk_ru" and dictionary.is_file()) else make_frontend(config)
+    source = manifest.get("source") or {}
+    return OnnxSynthesizer(onnx_path, config, kw.get("name") or source.get("name") or directory.name, frontend,
+                           threads=kw.get("threads"), label=source.get("weights", "trained"),
+                           artifact_paths=[onnx_path], quantization=manifest.get("quantization"),
+                           extra_info={"source": str(directory), "kind": manifest["kind"]})

@@ -1,0 +1,154 @@
+"""ONNX export checked by the real runtimes: ONNX Runtime, PyPI ``piper-tts`` and ``vosk-tts``.
+
+FP32 exports must equal our PyTorch output with zero noise (in-graph noise cannot be seeded like
+PyTorch's); the INT8 (ort-static) voice must stay within a quality budget of the FP32 audio.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import SHARED
+from vitsq.errors import InputError, UnsupportedError
+from vitsq.synth import pad_batch
+
+TINY = SHARED / "fixtures" / "vosk_vits2"
+EN_TEXT = "Hello world, this is a test of the exported voice."
+RU_TEXT = "привет, мир! замок молоко"
+ZERO = dict(noise_scale=0.0, noise_w=0.0)
+
+
+@pytest.fixture(scope="module")
+def joe_voice(tmp_path_factory, joe_torch):
+    """joe exported once as a Piper voice (voice.onnx + voice.onnx.json)."""
+    from vitsq.export.onnx import export_piper_voice
+
+    return export_piper_voice(joe_torch, tmp_path_factory.mktemp("piper") / "joe.onnx")
+
+
+@pytest.fixture(scope="module")
+def tiny_vosk():
+    """The tiny golden Vosk VITS2 checkpoint, with a pronunciation dictionary in its front-end."""
+    import vitsq
+    from vitsq.text.russian import RussianFrontend
+
+    pth, cfg = TINY / "tiny_G_1.pth", TINY / "tiny_config.json"
+    assert pth.is_file() and cfg.is_file(), f"golden fixture missing: {TINY}"
+    synth = vitsq.load(pth, config_path=cfg)
+    dictionary = Path(__file__).parent / "data" / "ru_dictionary.txt"
+    synth.frontend = RussianFrontend(synth.config, dictionary)
+    return synth
+
+
+def test_fp32_matches_torch_with_dynamic_batch(joe_torch, joe_voice):
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(joe_voice), providers=["CPUExecutionProvider"])
+    assert [i.name for i in sess.get_inputs()] == ["input", "input_lengths", "scales"]  # single speaker: no sid
+    assert sess.get_outputs()[0].name == "output"
+    ids = [joe_torch.text_to_ids("Short one.")[0], joe_torch.text_to_ids(EN_TEXT)[0]]
+    assert len(ids[0]) < len(ids[1])
+    x, lengths = pad_batch(ids)
+    audio, durations, out_len = sess.run(None, {"input": x, "input_lengths": lengths,
+                                                "scales": np.array([0.0, 1.0, 0.0], np.float32)})
+    assert audio.shape[0] == 2 and durations.shape == (2, 1, x.shape[1])
+    for i, seq in enumerate(ids):
+        ref = joe_torch.synthesize_ids(seq, **ZERO).samples
+        got = audio[i, 0, : out_len[i]]
+        assert len(got) == len(ref)
+        assert np.abs(got - ref).max() < 1e-3
+        assert durations[i].sum() * 256 == out_len[i]
+    # metadata describes the file: a bare .onnx loads through the registry
+    import vitsq
+
+    bare = joe_voice.parent / "bare.onnx"
+    bare.write_bytes(joe_voice.read_bytes())
+    loaded = vitsq.load(bare, backend="onnx")
+    assert loaded.sample_rate == 22050 and loaded.config.phoneme_id_map == joe_torch.config.phoneme_id_map
+    got = loaded.synthesize(EN_TEXT, **ZERO).samples
+    np.testing.assert_allclose(got, joe_torch.synthesize(EN_TEXT, **ZERO).samples, atol=1e-3)
+
+
+def _piper_audio(voice_path: Path, text: str, **kw) -> tuple[np.ndarray, list[int]]:
+    """Audio of the first sentence from the Piper runtime, and the phoneme ids it fed the graph.
+
+    The comparison uses the runtime's own ids: its bundled espeak-ng may phonemize a word
+    differently from ours, which is a front-end matter, not an export one.
+    """
+    from piper import PiperVoice, SynthesisConfig
+
+    voice = PiperVoice.load(str(voice_path))
+    cfg = SynthesisConfig(noise_scale=0.0, noise_w_scale=0.0, normalize_audio=False, **kw)
+    chunk = next(iter(voice.synthesize(text, syn_config=cfg)))
+    return chunk.audio_float_array, list(chunk.phoneme_ids)
+
+
+def test_piper_runtime_loads_fp32_voice(joe_torch, joe_voice):
+    from piper import PiperVoice
+
+    got, ids = _piper_audio(joe_voice, EN_TEXT)
+    ref = joe_torch.synthesize_ids(ids, **ZERO).samples
+    assert len(got) == len(ref)
+    assert np.abs(got - np.clip(ref, -1, 1)).max() < 1e-3
+    # alignments: Piper reads our `durations` output as samples per phoneme id
+    voice = PiperVoice.load(str(joe_voice), include_alignments=True)
+    chunk = next(iter(voice.synthesize("Alignment test.", include_alignments=True)))
+    assert chunk.phoneme_alignments and sum(a.num_samples for a in chunk.phoneme_alignments) == len(chunk.audio_float_array)
+
+
+def test_vosk_runtime_loads_exported_folder(tiny_vosk, tmp_path):
+    import vosk_tts
+
+    import vitsq
+    from vitsq.export.onnx import export_vosk_dir
+
+    out = export_vosk_dir(tiny_vosk, tmp_path / "vosk")
+    assert {p.name for p in out.iterdir()} >= {"model.onnx", "config.json", "dictionary"}
+    assert "замок" in (out / "dictionary").read_text(encoding="utf-8")
+    synth = vosk_tts.Synth(vosk_tts.Model(model_path=str(out)))
+    for speaker in (0, 3):
+        got = synth.synth_audio(RU_TEXT, speaker_id=speaker, noise_level=0.0, duration_noise_level=0.0)
+        ref = tiny_vosk.synthesize(RU_TEXT, speaker=speaker, **ZERO).samples
+        ref16 = (np.clip(ref, -1, 1) * 32767).astype(np.int16)
+        assert got.dtype == np.int16 and len(got) == len(ref16)
+        assert np.abs(got.astype(np.int32) - ref16).max() <= 2
+    # speakers differ, so sid really reaches the graph
+    a0 = synth.synth_audio(RU_TEXT, speaker_id=0, noise_level=0.0, duration_noise_level=0.0)
+    a3 = synth.synth_audio(RU_TEXT, speaker_id=3, noise_level=0.0, duration_noise_level=0.0)
+    assert len(a0) != len(a3) or np.abs(a0.astype(np.int32) - a3).max() > 10
+    # the runtime's defaults come from config.json in its own keys
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["inference"]["noise_level"] == tiny_vosk.config.noise_scale
+    # and vitsq loads the folder back (vitsq.json manifest, same dictionary)
+    back = vitsq.load(out, backend="onnx")
+    np.testing.assert_allclose(back.synthesize(RU_TEXT, speaker=3, **ZERO).samples,
+                               tiny_vosk.synthesize(RU_TEXT, speaker=3, **ZERO).samples, atol=1e-4)
+
+
+def test_refuses_existing_output_and_unsupported_pairs(joe_torch, tiny_vosk, joe_voice, tmp_path, capsys):
+    from vitsq.cli import main
+    from vitsq.export.onnx import export_onnx, export_piper_voice, export_vosk_dir
+
+    with pytest.raises(InputError, match="already exists.*--force"):
+        export_onnx(joe_torch, joe_voice)
+    with pytest.raises(UnsupportedError, match="vosk_ru.*--format piper"):
+        export_vosk_dir(joe_torch, tmp_path / "joe-vosk")
+    assert not (tmp_path / "joe-vosk").exists()
+    with pytest.raises(UnsupportedError, match="Piper runtime cannot phonemize"):
+        export_piper_voice(tiny_vosk, tmp_path / "tiny.onnx")
+    import vitsq
+
+    with pytest.raises(UnsupportedError, match="torch backend"):
+        export_onnx(vitsq.load("joe", backend="onnx"), tmp_path / "x.onnx")
+    # CLI: one line, exit code 2, nothing overwritten
+    before = joe_voice.stat().st_mtime_ns
+    assert main(["export", "joe", "--format", "piper", "-o", str(joe_voice)]) == 2
+    err = capsys.readouterr().err
+    assert "already exists" in err and "Traceback" not in err
+    assert joe_voice.stat().st_mtime_ns == before
+    assert main(["export", "joe", "--format", "vosk-dir", "-o", str(tmp_path / "v")]) == 2
+    assert "vosk_ru" in capsys.readouterr().err
