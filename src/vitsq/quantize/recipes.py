@@ -1,0 +1,244 @@
+"""Versioned quantization recipes and the ``quantize`` entry point that dispatches on them.
+
+A recipe is a frozen dataclass: it is saved (``to_dict``) into every artifact's ``vitsq.json``
+and read back (``recipe_from_dict``) so that an artifact says exactly how it was made. Bump a
+recipe's ``VERSION`` whenever what it produces changes; old versions are refused by name.
+
+* :class:`EagerRecipe` -- ``torch.ao`` static INT8, QuantStub/DeQuantStub around every
+  Conv1d/ConvTranspose1d/Linear (float tensors between layers), observer and engine selectable.
+* :class:`PT2ERecipe` -- ``torch.export`` + XNNPACK quantizer on the static-shape stages;
+  consumed by the ExecuTorch export.
+* :class:`OrtStaticRecipe` / :class:`OrtDynamicRecipe` -- ONNX Runtime QDQ static / dynamic
+  quantization of the exported ONNX (implemented in :mod:`vitsq.quantize.ort`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from vitsq.errors import InputError, UnsupportedError
+
+OBSERVERS = ("histogram", "minmax", "moving_average")
+ORT_CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+PT2E_STAGES = ("encoder", "flow", "decoder")
+
+
+def _check_choice(what: str, value: Any, valid: tuple) -> None:
+    if value not in valid:
+        raise UnsupportedError(f"unknown {what} {value!r}: valid choices are {', '.join(map(str, valid))}")
+
+
+class _Recipe:
+    """Shared (de)serialization; subclasses are frozen dataclasses with a ``version`` field."""
+
+    name: ClassVar[str]
+    VERSION: ClassVar[int] = 1
+
+    def __post_init__(self) -> None:
+        if self.version != self.VERSION:  # type: ignore[attr-defined]
+            raise UnsupportedError(f"{self.name} recipe version {self.version!r} is not supported "  # type: ignore[attr-defined]
+                                   f"(this vitsq makes version {self.VERSION}): re-quantize the model")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict with the recipe name, e.g. ``{"recipe": "eager", "version": 1, ...}``."""
+        d = {"recipe": self.name}
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            v = getattr(self, f.name)
+            d[f.name] = list(v) if isinstance(v, tuple) else v
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]):
+        """Inverse of :meth:`to_dict`; unknown keys are an error naming the valid ones."""
+        d = dict(d)
+        name = d.pop("recipe", cls.name)
+        if name != cls.name:
+            raise InputError(f"recipe dict is for {name!r}, not {cls.name!r}")
+        names = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(d) - set(names))
+        if unknown:
+            raise InputError(f"unknown {cls.name} recipe option(s) {unknown}: valid options are {', '.join(names)}")
+        for k, v in list(d.items()):
+            if isinstance(v, list):
+                d[k] = tuple(v)
+        return cls(**d)
+
+    def replace(self, **changes: Any):
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+
+@dataclass(frozen=True)
+class EagerRecipe(_Recipe):
+    """The seed's method done right: torch.ao eager static INT8 with per-layer stubs.
+
+    ``per_channel``: per-output-channel symmetric INT8 weights for Conv1d/Linear; ConvTranspose1d
+    stays per-tensor, since torch.ao has no per-channel ConvTranspose (the coverage report shows
+    each layer's scheme). ``act_observer``: how activation ranges are collected during
+    calibration. ``engine``: quantized CPU engine (``None`` = ``fbgemm`` on x86-64, ``qnnpack``
+    on ARM); stored in the artifact and enforced at load, because packed weights are
+    engine-specific. ``keep_float``: layer names, module prefixes (``dec.ups``) or sensitivity
+    group names (``flow``, ``dec.stage0``) to leave in float.
+    """
+
+    name: ClassVar[str] = "eager"
+    VERSION: ClassVar[int] = 1
+    version: int = 1
+    per_channel: bool = False
+    act_observer: str = "histogram"
+    engine: str | None = None
+    keep_float: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        from vitsq.quantize.engines import ENGINES
+
+        _check_choice("activation observer", self.act_observer, OBSERVERS)
+        if self.engine is not None:
+            _check_choice("quantized engine", self.engine, ENGINES)
+        if isinstance(self.keep_float, str):
+            raise InputError("keep_float takes a tuple of layer/group names, not a string")
+        object.__setattr__(self, "keep_float", tuple(self.keep_float))
+
+
+@dataclass(frozen=True)
+class PT2ERecipe(_Recipe):
+    """torch.export + XNNPACK quantizer (per-channel symmetric weights, static activations).
+
+    Only the stages with static shapes are exported and quantized (``stages``, a subset of
+    ``encoder``, ``flow``, ``decoder``; the frame axis is dynamic); duration prediction and the
+    data-dependent expansion stay float eager code. See :mod:`vitsq.quantize.pt2e`.
+    """
+
+    name: ClassVar[str] = "pt2e"
+    VERSION: ClassVar[int] = 1
+    version: int = 1
+    per_channel: bool = True
+    stages: tuple[str, ...] = ("encoder", "flow", "decoder")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        object.__setattr__(self, "stages", tuple(self.stages))
+        if not self.stages:
+            raise InputError(f"pt2e recipe needs at least one stage: choose from {', '.join(PT2E_STAGES)}")
+        for s in self.stages:
+            _check_choice("pt2e stage", s, PT2E_STAGES)
+
+
+@dataclass(frozen=True)
+class OrtStaticRecipe(_Recipe):
+    """ONNX Runtime ``quantize_static`` (QDQ) on our exported ONNX, fed real model inputs.
+
+    ``op_types``: ONNX op types to quantize (``None`` = decided by measuring, see
+    :mod:`vitsq.quantize.ort`). ``keep_float``: ONNX node name prefixes to leave in float.
+    """
+
+    name: ClassVar[str] = "ort-static"
+    VERSION: ClassVar[int] = 1
+    version: int = 1
+    per_channel: bool = True
+    calibrate_method: str = "minmax"
+    op_types: tuple[str, ...] | None = None
+    keep_float: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_choice("ONNX Runtime calibration method", self.calibrate_method, ORT_CALIBRATION_METHODS)
+        if self.op_types is not None:
+            object.__setattr__(self, "op_types", tuple(self.op_types))
+        object.__setattr__(self, "keep_float", tuple(self.keep_float))
+
+
+@dataclass(frozen=True)
+class OrtDynamicRecipe(_Recipe):
+    """ONNX Runtime ``quantize_dynamic`` (INT8 weights, activations quantized on the fly)."""
+
+    name: ClassVar[str] = "ort-dynamic"
+    VERSION: ClassVar[int] = 1
+    version: int = 1
+    per_channel: bool = False
+    op_types: tuple[str, ...] | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.op_types is not None:
+            object.__setattr__(self, "op_types", tuple(self.op_types))
+
+
+RECIPES: dict[str, type] = {r.name: r for r in (EagerRecipe, PT2ERecipe, OrtStaticRecipe, OrtDynamicRecipe)}
+
+
+def recipe_from_dict(d: dict[str, Any]):
+    """Rebuild a recipe from its ``to_dict`` form (as stored in ``vitsq.json``)."""
+    if not isinstance(d, dict) or "recipe" not in d:
+        raise InputError(f"not a recipe dict (no 'recipe' key): {d!r}")
+    return recipe_class(d["recipe"]).from_dict(d)
+
+
+def recipe_class(name: str) -> type:
+    """The recipe class for a name (``eager``, ``pt2e``, ``ort-static``, ``ort-dynamic``)."""
+    if name not in RECIPES:
+        raise UnsupportedError(f"unknown quantization recipe {name!r}: valid recipes are {', '.join(RECIPES)}")
+    return RECIPES[name]
+
+
+def quantize(synth_or_model: Any, recipe: Any, calibration: Any = None, out_dir: str | Path | None = None,
+             **kwargs: Any):
+    """Quantize a model with ``recipe`` (dispatch on its type).
+
+    ``synth_or_model``: a :class:`~vitsq.synth.TorchSynthesizer` (or a bare VITS/VITS2 module).
+    ``calibration``: a :class:`~vitsq.quantize.calibration.Calibration` (default: the shipped
+    calibration split of the model's language, :data:`~vitsq.quantize.calibration.DEFAULT_CALIB`
+    sentences, the model's default inference settings, seed 0).
+
+    Eager and PT2E return a :class:`~vitsq.quantize.artifact.QuantizedModel` (``.synth``,
+    ``.coverage``, ``.save(dir)``); the ONNX Runtime recipes write ``out_dir`` and return what
+    :func:`vitsq.quantize.ort.quantize_ort` returns.
+    """
+    synth = as_synthesizer(synth_or_model)
+    if isinstance(recipe, str):
+        recipe = recipe_class(recipe)()
+    if isinstance(recipe, EagerRecipe):
+        from vitsq.quantize.eager import quantize_eager
+
+        return quantize_eager(synth, recipe, calibration, **kwargs)
+    if isinstance(recipe, PT2ERecipe):
+        from vitsq.quantize.pt2e import quantize_pt2e
+
+        return quantize_pt2e(synth, recipe, calibration, **kwargs)
+    if isinstance(recipe, (OrtStaticRecipe, OrtDynamicRecipe)):
+        try:
+            ort_mod = importlib.import_module("vitsq.quantize.ort")
+        except ModuleNotFoundError as exc:
+            if exc.name != "vitsq.quantize.ort":
+                raise
+            raise UnsupportedError(f"recipe {recipe.name!r} needs vitsq.quantize.ort, which this vitsq does not "
+                                   f"have yet; available recipes: eager, pt2e") from exc
+        if out_dir is None:
+            raise InputError(f"recipe {recipe.name!r} writes an ONNX artifact: give out_dir")
+        return ort_mod.quantize_ort(synth, recipe, Path(out_dir), calibration, **kwargs)
+    raise UnsupportedError(f"unknown recipe object {type(recipe).__name__}: use one of "
+                           f"{', '.join(c.__name__ for c in RECIPES.values())}")
+
+
+def as_synthesizer(obj: Any):
+    """A TorchSynthesizer for ``obj`` (returned unchanged if it already is one)."""
+    from torch import nn
+
+    from vitsq.synth import TorchSynthesizer
+
+    if isinstance(obj, TorchSynthesizer):
+        return obj
+    if isinstance(obj, nn.Module) and hasattr(obj, "config") and hasattr(obj, "infer"):
+        from vitsq.text import make_frontend
+
+        try:
+            frontend = make_frontend(obj.config)
+        except Exception:  # noqa: BLE001 - a model without a usable front-end still quantizes from ids
+            frontend = None
+        return TorchSynthesizer(obj, "model", frontend)
+    raise UnsupportedError(f"quantize takes a torch-backend synthesizer or a VITS/VITS2 module, got "
+                           f"{type(obj).__name__} (load the model with backend='torch')")
