@@ -1,0 +1,291 @@
+"""The A/B listening web app: one page plus a JSON API, over models loaded once at start.
+
+* Models are loaded when the app is created and listed by id (``GET /api/models``); the page
+  and the API only ever name ids, never file paths.
+* ``POST /api/synthesize`` runs the text through every selected variant with the **same seed and
+  settings**, one variant after another in a worker of a bounded thread pool (requests run in
+  parallel up to the pool size; one lock per model, so a model never runs two requests at once);
+  each variant's audio is kept in a bounded in-memory
+  store and served from ``GET /api/audio/{clip}.wav``.
+* Errors a user can cause (text too long/empty, unknown variant, bad speaker or scale) are 4xx
+  JSON ``{"error": ...}`` responses naming what is valid; a variant that fails at synthesis gets
+  its error in its own result while the others still return audio.
+"""
+
+
+import io
+import logging
+import re
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, Sequence
+
+from vitsq.errors import InputError, VitsqError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODELS = ("joe", "joe@onnx")
+DEFAULT_MAX_CHARS = 1000
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+@dataclass
+class ModelEntry:
+    """One loaded variant, as the page sees it."""
+
+    id: str
+    label: str
+    synth: Any
+    lock: threading.Lock
+
+    def info(self) -> dict[str, Any]:
+        s = self.synth
+        try:
+            d = dict(s.describe())
+        except Exception as e:  # noqa: BLE001 - informative only
+            d = {"error": str(e)}
+        try:
+            size = int(s.size_bytes())
+        except Exception:  # noqa: BLE001
+            size = None
+        c = getattr(s, "config", None)
+        return {
+            "id": self.id,
+            "label": self.label,
+            "name": getattr(s, "name", self.label),
+            "backend": getattr(s, "backend", "?"),
+            "speakers": int(getattr(s, "num_speakers", 1)),
+            "sample_rate": int(s.sample_rate),
+            "language": getattr(s, "language", None),
+            "size_bytes": size,
+            "weights": d.get("weights", "trained"),
+            "quantization": d.get("quantization"),
+            "defaults": {
+                "noise_scale": getattr(c, "noise_scale", 0.667),
+                "length_scale": getattr(c, "length_scale", 1.0),
+                "noise_w": getattr(c, "noise_w", 0.8),
+            },
+        }
+
+
+def _slug(text: str) -> str:
+    s = re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()
+    return s or "model"
+
+
+def load_models(specs: Sequence[Any] = DEFAULT_MODELS) -> list[ModelEntry]:
+    """Load variants once. ``specs``: ``[LABEL=]SPEC[@BACKEND]`` strings, or (label, Synthesizer) pairs.
+
+    Ids are short slugs of the label's model name and backend (``joe-torch``, ``joe-onnx``,
+    ``joe-int8-torch``); the file path never reaches the page.
+    """
+    from pathlib import Path
+
+    from vitsq.bench import parse_variant
+
+    entries: list[ModelEntry] = []
+    used: set[str] = set()
+    for item in specs:
+        if isinstance(item, tuple):
+            label, synth = item
+        else:
+            v = parse_variant(str(item))
+            import vitsq
+
+            synth = vitsq.load(v.spec, backend=v.backend)
+            # the label shown on the page: a short name, not the path
+            label = v.label if v.label != str(item) else f"{Path(v.spec).name or v.spec} · {v.backend}"
+        base = _slug(label if isinstance(item, tuple) else label.replace("·", ""))
+        mid, k = base, 2
+        while mid in used:
+            mid, k = f"{base}-{k}", k + 1
+        used.add(mid)
+        entries.append(ModelEntry(id=mid, label=label, synth=synth, lock=threading.Lock()))
+        log.info("loaded %s as %s", label, mid)
+    if not entries:
+        raise InputError("no models to serve: give at least one model (e.g. joe joe@onnx)")
+    return entries
+
+
+class ClipStore:
+    """Bounded in-memory store of wav clips (oldest evicted first); thread-safe."""
+
+    def __init__(self, capacity: int = 256) -> None:
+        self.capacity = capacity
+        self._clips: OrderedDict[str, bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def put(self, wav: bytes) -> str:
+        key = uuid.uuid4().hex
+        with self._lock:
+            self._clips[key] = wav
+            while len(self._clips) > self.capacity:
+                self._clips.popitem(last=False)
+        return key
+
+    def get(self, key: str) -> bytes | None:
+        with self._lock:
+            return self._clips.get(key)
+
+
+def _wav_bytes(audio: Any) -> bytes:
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    sf.write(buf, audio.to_int16(), audio.sample_rate, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
+
+
+def create_app(models: Sequence[Any] | Sequence[ModelEntry] = DEFAULT_MODELS, max_chars: int = DEFAULT_MAX_CHARS,
+               workers: int = 2, max_pending: int = 16, clip_capacity: int = 256):
+    """Build the FastAPI app. ``models``: specs/pairs for :func:`load_models`, or ready ModelEntry objects."""
+    from fastapi import FastAPI, Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import HTMLResponse, JSONResponse, Response
+    from pydantic import BaseModel, Field
+
+    if max_chars < 1:
+        raise InputError(f"max_chars must be >= 1, got {max_chars}")
+    if workers < 1:
+        raise InputError(f"workers must be >= 1, got {workers}")
+    entries = list(models) if models and all(isinstance(m, ModelEntry) for m in models) else load_models(models)
+    by_id = {e.id: e for e in entries}
+    infos = {e.id: e.info() for e in entries}
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vitsq-synth")
+    clips = ClipStore(clip_capacity)
+    pending = threading.BoundedSemaphore(max_pending)
+
+    class SynthesizeRequest(BaseModel):
+        text: str = Field(..., description=f"text to speak (at most {max_chars} characters)")
+        variants: list[str] | None = Field(None, description="model ids from /api/models (default: all)")
+        speaker: int | None = Field(None, description="speaker id for multi-speaker models")
+        noise_scale: float | None = None
+        length_scale: float | None = None
+        noise_w: float | None = None
+        seed: int = Field(0, description="noise seed, the same for every variant")
+
+    from contextlib import asynccontextmanager
+
+    @asynccontextmanager
+    async def lifespan(_app):  # noqa: ANN202 - the pool lives as long as the app
+        yield
+        pool.shutdown(wait=False, cancel_futures=True)
+
+    app = FastAPI(title="vitsq A/B listening", version="1", lifespan=lifespan,
+                  description="Compare FP32 and quantized TTS variants on the same text and seed.")
+    app.state.entries = entries
+    app.state.pool = pool
+
+    def error(status: int, message: str) -> JSONResponse:
+        return JSONResponse(status_code=status, content={"error": message})
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_req: Request, exc: RequestValidationError):  # noqa: ANN202
+        parts = []
+        for e in exc.errors():
+            loc = ".".join(str(x) for x in e.get("loc", ()) if x != "body")
+            parts.append(f"{loc or 'body'}: {e.get('msg')}")
+        return error(422, "invalid request: " + "; ".join(parts))
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def index() -> HTMLResponse:
+        html = resources.files("vitsq.serve").joinpath("static", "index.html").read_text(encoding="utf-8")
+        return HTMLResponse(html.replace("__MAX_CHARS__", str(max_chars)))
+
+    @app.get("/api/models", summary="the loaded model variants, by id")
+    def list_models() -> dict[str, Any]:
+        return {"models": [infos[e.id] for e in entries], "max_chars": max_chars}
+
+    @app.get("/api/audio/{clip}.wav", summary="a synthesized clip (16-bit PCM wav)")
+    def audio(clip: str) -> Response:
+        wav = clips.get(clip)
+        if wav is None:
+            return error(404, f"clip {clip!r} not found (clips are kept in memory for the last {clip_capacity} results)")
+        return Response(content=wav, media_type="audio/wav",
+                        headers={"Content-Disposition": f'inline; filename="{clip}.wav"'})
+
+    def run_one(entry: ModelEntry, req: SynthesizeRequest) -> dict[str, Any]:
+        info = infos[entry.id]
+        base = {"variant": entry.id, "label": entry.label, "backend": info["backend"],
+                "size_bytes": info["size_bytes"], "weights": info["weights"]}
+        try:
+            with entry.lock:
+                audio = entry.synth.synthesize(req.text, speaker=req.speaker, noise_scale=req.noise_scale,
+                                               length_scale=req.length_scale, noise_w=req.noise_w, seed=req.seed)
+            clip = clips.put(_wav_bytes(audio))
+        except VitsqError as e:
+            return {**base, "ok": False, "error": str(e)}
+        except Exception as e:  # noqa: BLE001 - one variant's failure shows in its card only
+            log.exception("variant %s failed", entry.id)
+            return {**base, "ok": False, "error": f"{type(e).__name__}: {e}"}
+        return {
+            **base,
+            "ok": True,
+            "error": None,
+            "audio_url": f"/api/audio/{clip}.wav",
+            "download_name": f"{entry.id}_seed{req.seed}.wav",
+            "metrics": {
+                "frontend_seconds": audio.frontend_seconds,
+                "tokens": audio.num_tokens,
+                "tokens_per_second": audio.tokens_per_second,
+                "model_seconds": audio.model_seconds,
+                "duration_seconds": audio.duration,
+                "rtf": audio.rtf,
+                "size_bytes": info["size_bytes"],
+                "sample_rate": audio.sample_rate,
+            },
+        }
+
+    @app.post("/api/synthesize", summary="synthesize text with each selected variant (same seed)")
+    async def synthesize(req: SynthesizeRequest):  # noqa: ANN202
+        import asyncio
+
+        from vitsq.synth import check_scale, check_speaker, validate_text
+
+        chosen = req.variants if req.variants is not None else [e.id for e in entries]
+        if not chosen:
+            return error(400, f"no variants selected: choose one or more of {', '.join(by_id)}")
+        unknown = [v for v in chosen if v not in by_id]
+        if unknown:
+            return error(400, f"unknown variant {unknown[0]!r}: valid variants are {', '.join(by_id)}")
+        if len(set(chosen)) != len(chosen):
+            return error(400, "a variant is selected twice: select each at most once")
+        try:
+            if len(req.text) > max_chars:
+                return error(413, f"text has {len(req.text)} characters; this server's limit is {max_chars}")
+            validate_text(req.text, max_chars)
+            for e in (by_id[v] for v in chosen):
+                check_speaker(req.speaker, infos[e.id]["speakers"])
+            for name, allow0 in (("noise_scale", True), ("length_scale", False), ("noise_w", True)):
+                val = getattr(req, name)
+                if val is not None:
+                    check_scale(name, val, allow_zero=allow0)
+        except VitsqError as e:
+            return error(400, str(e))
+        if not pending.acquire(blocking=False):
+            return error(503, f"server busy: more than {max_pending} requests in flight; try again shortly")
+        try:
+            t0 = time.perf_counter()
+            loop = asyncio.get_running_loop()
+            # one request's variants run one after another in one worker, so their timings are
+            # comparable (not competing for the same cores); separate requests run in parallel
+            results = await loop.run_in_executor(pool, lambda: [run_one(by_id[v], req) for v in chosen])
+        finally:
+            pending.release()
+        return {"id": uuid.uuid4().hex[:8], "text": req.text, "seed": req.seed, "speaker": req.speaker,
+                "settings": {"noise_scale": req.noise_scale, "length_scale": req.length_scale, "noise_w": req.noise_w},
+                "wall_seconds": time.perf_counter() - t0, "results": list(results)}
+
+    return app
+
+
+def check_host(host: str) -> str:
+    """The server binds loopback only; anything else is refused with the valid choices."""
+    if host not in LOOPBACK_HOSTS:
+        raise InputError(f"host {host!r} is not a loopback address: vitsq serve binds {', '.join(LOOPBACK_HOSTS)} only")
+    return host
