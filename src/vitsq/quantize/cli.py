@@ -1,0 +1,70 @@
+"""``vitsq quantize``: a thin layer over :func:`vitsq.quantize.workflow.quantize_to_dir`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from vitsq.quantize.recipes import OBSERVERS, ORT_CALIBRATION_METHODS, RECIPES
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("quantize", help="INT8 post-training quantization -> artifact folder",
+                              description="Quantize a model with a recipe, calibrated on real sentences, and write "
+                                          "an artifact folder (weights + vitsq.json) that `vitsq load/synth` reads.")
+    p.add_argument("model", help="model spec: joe, vosk-ru-multi, a .onnx voice, G_*.pth, a model folder")
+    p.add_argument("--recipe", required=True, help=f"one of: {', '.join(RECIPES)}")
+    p.add_argument("-o", "--output", required=True, type=Path, help="artifact folder to write")
+    p.add_argument("--config", help="config.json for a Vosk checkpoint")
+    p.add_argument("--engine", help="eager: quantized engine (fbgemm, x86, qnnpack, onednn; default fbgemm on x86-64)")
+    p.add_argument("--per-channel", action="store_true", help="per-channel weights (eager: Conv1d/Linear; "
+                                                                "ConvTranspose stays per-tensor)")
+    p.add_argument("--observer", default="histogram", help=f"eager activation observer: {', '.join(OBSERVERS)}")
+    p.add_argument("--calibrate-method", default="minmax",
+                   help=f"ort-static calibration: {', '.join(ORT_CALIBRATION_METHODS)}")
+    p.add_argument("--calib", type=int, default=None, help="calibration sentences (default: 16, see docs)")
+    p.add_argument("--calib-file", type=Path, help="calibration sentences file (one per line) instead of the shipped split")
+    p.add_argument("--keep-float", default="", help="'auto' (needs --budget) or comma-separated layer/group names")
+    p.add_argument("--budget", type=float, help="with --keep-float auto: max log-mel L1 to FP32 (nats), e.g. 0.15")
+    p.add_argument("--granularity", default="groups", choices=["groups", "layers"],
+                   help="sensitivity unit for --keep-float auto / --sensitivity")
+    p.add_argument("--sensitivity", action="store_true", help="also rank groups by sensitivity and print it")
+    p.add_argument("--report", action="store_true", help="print the per-layer coverage report")
+    p.add_argument("--seed", type=int, default=0, help="calibration noise seed")
+    p.add_argument("--noise-scale", type=float, help="calibration inference setting (default: the model's)")
+    p.add_argument("--length-scale", type=float, help="calibration inference setting (default: the model's)")
+    p.add_argument("--noise-w", type=float, help="calibration inference setting (default: the model's)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_quantize)
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    import vitsq
+    from vitsq.quantize.workflow import QuantizeOptions, quantize_to_dir
+
+    kw = {"config_path": Path(args.config)} if args.config else {}
+    synth = vitsq.load(args.model, backend="torch", device="cpu", **kw)
+    opts = QuantizeOptions(
+        recipe=args.recipe, engine=args.engine, per_channel=args.per_channel, observer=args.observer,
+        calibrate_method=args.calibrate_method, calib=args.calib, calib_file=args.calib_file,
+        keep_float=args.keep_float, budget=args.budget, granularity=args.granularity,
+        sensitivity=args.sensitivity, seed=args.seed, noise_scale=args.noise_scale,
+        length_scale=args.length_scale, noise_w=args.noise_w)
+    result = quantize_to_dir(synth, args.output, opts)
+    if args.json:
+        print(json.dumps(result.summary, indent=2, default=str))
+        return 0
+    if result.sensitivity is not None:
+        print("sensitivity (distance to FP32, same noise, held-out calibration-split sentences):")
+        print(result.sensitivity.table())
+    if result.plan is not None:
+        print(f"keep float: {', '.join(result.plan.keep_float) or '(none)'}  -> log-mel L1 "
+              f"{result.plan.distance.log_mel_l1:.4f} (budget {args.budget}, "
+              f"{'met' if result.plan.within_budget else 'NOT met'})")
+    if args.report and result.coverage is not None:
+        print(result.coverage.table())
+    s = result.summary
+    print(f"wrote {args.output}  recipe {s['recipe']}  size {s['size_bytes'] / 1e6:.2f} MB  "
+          + (f"INT8 share {s['share_quantized']:.2%}" if s.get("share_quantized") is not None else ""))
+    return 0

@@ -1,0 +1,134 @@
+"""One call from options to an artifact folder (what ``vitsq quantize`` runs).
+
+Builds the recipe from flat options, the calibration set, optionally ranks sensitivity and
+picks float layers (``keep_float="auto"`` with a budget), quantizes, and saves.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vitsq.errors import InputError, UnsupportedError
+from vitsq.quantize.recipes import (
+    EagerRecipe,
+    OrtDynamicRecipe,
+    OrtStaticRecipe,
+    PT2ERecipe,
+    quantize,
+    recipe_class,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class QuantizeOptions:
+    """Flat options as the CLI gives them; :func:`build_recipe` turns them into a recipe."""
+
+    recipe: str = "eager"
+    engine: str | None = None
+    per_channel: bool = False
+    observer: str = "histogram"
+    calibrate_method: str = "minmax"
+    calib: int | None = None
+    calib_file: Path | None = None
+    keep_float: str = ""  # "auto" or comma-separated names
+    budget: float | None = None
+    granularity: str = "groups"
+    sensitivity: bool = False
+    seed: int = 0
+    noise_scale: float | None = None
+    length_scale: float | None = None
+    noise_w: float | None = None
+
+
+@dataclass
+class QuantizeResult:
+    out_dir: Path
+    quantized: Any  # QuantizedModel (torch recipes) or what quantize_ort returns
+    coverage: Any = None
+    sensitivity: Any = None  # SensitivityReport
+    plan: Any = None  # MixedPrecisionPlan
+    summary: dict | None = None
+
+
+def _names(spec: str) -> tuple[str, ...]:
+    return tuple(s.strip() for s in spec.split(",") if s.strip())
+
+
+def build_recipe(opts: QuantizeOptions):
+    """Recipe object for the options; options that the recipe does not take are an error."""
+    cls = recipe_class(opts.recipe)
+    auto = opts.keep_float.strip() == "auto"
+    manual = () if auto else _names(opts.keep_float)
+    if cls is not EagerRecipe:
+        if opts.engine:
+            raise UnsupportedError(f"--engine applies to the eager recipe only, not {opts.recipe!r}")
+        if auto:
+            raise UnsupportedError(f"--keep-float auto is implemented for the eager recipe, not {opts.recipe!r}")
+    if cls is EagerRecipe:
+        return EagerRecipe(per_channel=opts.per_channel, act_observer=opts.observer, engine=opts.engine,
+                           keep_float=manual)
+    if cls is PT2ERecipe:
+        if manual:
+            raise UnsupportedError("--keep-float names are not supported by pt2e (choose stages in the recipe)")
+        return PT2ERecipe()
+    if cls is OrtStaticRecipe:
+        return OrtStaticRecipe(per_channel=True if not opts.per_channel else True,
+                               calibrate_method=opts.calibrate_method, keep_float=manual)
+    return OrtDynamicRecipe(per_channel=opts.per_channel)
+
+
+def quantize_to_dir(synth: Any, out_dir: str | Path, opts: QuantizeOptions) -> QuantizeResult:
+    """Quantize ``synth`` as ``opts`` say and write the artifact folder ``out_dir``."""
+    from vitsq.evaluate.sentences import read_sentence_file
+    from vitsq.quantize.calibration import make_calibration
+
+    out_dir = Path(out_dir)
+    recipe = build_recipe(opts)
+    auto = opts.keep_float.strip() == "auto"
+    if auto and opts.budget is None:
+        raise InputError("--keep-float auto needs --budget (max log-mel L1 to FP32 in nats, e.g. 0.15)")
+    if opts.budget is not None and not auto:
+        raise InputError("--budget only applies with --keep-float auto")
+    sentences = read_sentence_file(opts.calib_file) if opts.calib_file else None
+    n = opts.calib if opts.calib is not None or sentences is None else len(sentences)
+    calibration = make_calibration(synth, n=n, sentences=sentences, seed=opts.seed, noise_scale=opts.noise_scale,
+                                   length_scale=opts.length_scale, noise_w=opts.noise_w)
+    if not isinstance(recipe, EagerRecipe):
+        q = quantize(synth, recipe, calibration, out_dir=out_dir)
+        if hasattr(q, "save"):
+            q.save(out_dir)
+        return QuantizeResult(out_dir, q, getattr(q, "coverage", None), summary=_summary(q, recipe, out_dir))
+    report = plan = None
+    extra_float: tuple[str, ...] = ()
+    if auto:
+        from vitsq.quantize.sensitivity import auto_keep_float
+
+        plan = auto_keep_float(synth, opts.budget, recipe, calibration, granularity=opts.granularity)
+        report = plan.sensitivity
+        extra_float = tuple(plan.layers)
+    elif opts.sensitivity:
+        from vitsq.quantize.sensitivity import measure_sensitivity
+
+        report = measure_sensitivity(synth, recipe, calibration, granularity=opts.granularity)
+    q = quantize(synth, recipe, calibration, keep_float_layers=extra_float)
+    if plan is not None:
+        q.extra["mixed_precision"] = {k: v for k, v in plan.to_dict().items() if k != "sensitivity"}
+    if report is not None:
+        q.extra["sensitivity"] = report.to_dict()
+    q.save(out_dir)
+    return QuantizeResult(out_dir, q, q.coverage, report, plan, _summary(q, recipe, out_dir))
+
+
+def _summary(q: Any, recipe: Any, out_dir: Path) -> dict:
+    cov = getattr(q, "coverage", None)
+    synth = getattr(q, "synth", None)
+    size = synth.size_bytes() if synth is not None else sum(
+        p.stat().st_size for p in out_dir.iterdir() if p.is_file() and p.name != "vitsq.json")
+    return {"out_dir": str(out_dir), "recipe": recipe.name, "recipe_dict": recipe.to_dict(), "size_bytes": size,
+            "share_quantized": cov.share_quantized if cov is not None else None,
+            "coverage": cov.summary() if cov is not None else None}
