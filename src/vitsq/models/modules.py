@@ -98,22 +98,27 @@ class MultiHeadAttention(nn.Module):
         return self.conv_o(out)
 
     def _relative_embeddings(self, emb: torch.Tensor, length: int) -> torch.Tensor:
-        """Select (padding if needed) the 2*length-1 relative offsets around zero."""
+        """Select the 2*length-1 relative offsets around zero (zeros beyond the window).
+
+        Always pads by ``length - 1`` on both sides and slices from the fixed offset ``window``:
+        the same values as padding only when ``length > window + 1``, but with no ``max`` or
+        branch on the length, so a dynamic length exports (ExecuTorch has no ``sym_max``).
+        """
         w = self.window_size
-        pad = max(length - (w + 1), 0)
-        start = max((w + 1) - length, 0)
-        if pad > 0:
-            emb = F.pad(emb, [0, 0, pad, pad, 0, 0])
-        return emb[:, start : start + 2 * length - 1]
+        emb = F.pad(emb, [0, 0, length - 1, length - 1, 0, 0])  # [1, 2w + 2*length - 1, d]
+        return emb[:, w : w + 2 * length - 1]
 
     @staticmethod
     def _rel_to_abs(x: torch.Tensor) -> torch.Tensor:
         """[B, H, T, 2T-1] relative logits -> [B, H, T, T] absolute, by the pad-and-reshape trick."""
         b, h, t, _ = x.shape
-        x = F.pad(x, [0, 1])
+        x = F.pad(x, [0, 1])  # [B, H, T, 2T]
         x = x.reshape(b, h, t * 2 * t)
-        x = F.pad(x, [0, t - 1])
-        return x.reshape(b, h, t + 1, 2 * t - 1)[:, :, :t, t - 1 :]
+        # Read the flat buffer as rows of width 2T-1 and keep the first T of them. (Upstream pads
+        # T-1 more zeros and views T+1 rows; those extra elements are never kept. Slicing instead
+        # keeps the element count a plain product, so torch.export needs no divisibility guard.)
+        x = x[:, :, : t * (2 * t - 1)]
+        return x.reshape(b, h, t, 2 * t - 1)[:, :, :, t - 1 :]
 
     @staticmethod
     def _abs_to_rel(x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,399 @@
+"""ExecuTorch export (``.pte`` programs lowered to the XNNPACK delegate) and its Synthesizer.
+
+VITS turns ``T_x`` symbols into ``T_y = sum(ceil(durations))`` frames: the output length is
+data-dependent, which an ExecuTorch program cannot have (every tensor's size must be computable
+from input sizes, within bounds fixed at export time). So the model is cut exactly there:
+
+* **program A** ``encoder.pte`` -- text encoder + duration predictor.
+  inputs ``x`` [1, T_x] int64 ids (zero-padded up to at least :data:`MIN_TOKENS`),
+  ``x_lengths`` [1] int64 (real symbols), ``sid`` [1] int64 (ignored by single-speaker voices),
+  ``dp_noise`` [1, 2, T_x] float32 (standard normal noise already scaled by ``noise_w``),
+  ``length_scale`` [1] float32;
+  outputs ``m_p``, ``logs_p`` [1, C, T_x] (prior per symbol), ``w_ceil`` [1, 1, T_x] (frames per
+  symbol, float). ``T_x`` is dynamic in ``[MIN_TOKENS, max_tokens]``.
+* **host** (:class:`ExecuTorchSynthesizer`, torch on CPU, microseconds): repeat each symbol's
+  prior ``w_ceil`` times (``repeat_interleave``: the same values as the one-hot alignment
+  matmul of :meth:`VITS.expand`), draw the frame noise and form
+  ``z_p = m_y + eps * exp(logs_y) * noise_scale``.
+* **program B** ``decoder.pte`` -- reverse flow + waveform decoder.
+  inputs ``z_p`` [1, C, T_y] float32, ``y_mask`` [1, 1, T_y] float32, ``sid`` [1] int64;
+  output ``audio`` [1, 1, T_y * hop]. ``T_y`` is dynamic in ``[MIN_FRAMES, max_frames]``.
+
+Noise is drawn on the host from the same seeded ``torch.Generator`` calls, in the same order, as
+:meth:`VITS.infer` (:func:`~vitsq.models.vits.sample_token_noise` then
+:func:`~vitsq.models.vits.sample_frame_noise`), so the ExecuTorch and torch backends get the same
+noise for the same seed and their outputs are comparable even with noise on.
+
+Limits. Program inputs are batch 1: a batch is run item by item (XNNPACK's dynamic-shape support
+is per dimension bound; a dynamic batch would multiply the planned memory by the maximum batch).
+A sentence longer than ``max_tokens`` symbols, or whose predicted durations exceed
+``max_frames`` frames, is refused with :class:`~vitsq.errors.InputError` naming both numbers
+(the synthesizer already splits text into sentences; re-export with larger bounds for longer
+ones -- planned memory grows linearly with ``max_frames``). Sequences shorter than the minimum
+are zero-padded and masked: exact for program A (every op there is masked); for program B, a
+1-frame output (a single symbol lasting one frame) gets a masked second frame, which changes the
+edge of that 12 ms of audio slightly.
+
+What blocked the export, and how each was resolved
+---------------------------------------------------
+1. *Data-dependent output length* (``sum(ceil(w))`` sizes the alignment, the flow and the
+   decoder): the graph is split at the durations (above); the expansion runs on the host.
+2. *Guard on a symbolic reshape* in relative-position attention: ``_rel_to_abs`` padded the flat
+   buffer by ``T-1`` and reshaped to ``[T+1, 2T-1]``; ``torch.export`` could not prove
+   ``(2T^2 + T - 1) % (T + 1) == 0`` for all ``T`` and refused the dynamic token axis
+   ("Constraints violated (tokens)"). Fixed in :mod:`vitsq.models.modules` by slicing the first
+   ``T*(2T-1)`` elements instead (the padding was never kept): identical values.
+3. *``torch.sym_max`` in the graph*: ``_relative_embeddings`` computed ``max(T - (w+1), 0)`` on a
+   symbolic ``T``, which traces to ``torch.sym_max``; the ExecuTorch edge verifier rejects it
+   (``AssertionError`` in ``check_valid_edge_op``: not an edge operator or ExecuTorch sym op).
+   Fixed by always padding by ``T - 1`` and slicing from the constant offset ``w``: same values,
+   no ``max``/branch on ``T``.
+4. *"Shapes must be known in advance"*: ExecuTorch plans memory at export; each dynamic axis gets
+   an explicit upper bound (``max_tokens``, ``max_frames``) via ``torch.export.Dim``, and the
+   runtime resizes within it.
+5. *Speaker embedding and scales as Python numbers* would be baked into the graph as constants:
+   they are tensor inputs (``sid``, ``length_scale``); ``noise_scale`` is applied on the host.
+
+Ops that XNNPACK does not take (gather in the spline flow, ``ceil``, comparisons, cumsum,
+``where``, embedding, ...) run as ExecuTorch portable kernels inside the same program; the
+manifest lists them per program (``executorch.programs.*.portable_ops``).
+
+INT8 (``recipe="pt2e"``): PT2E static quantization with the XNNPACK quantizer (per-channel
+symmetric weights, per-tensor activations) of program B's flow and decoder and of program A's
+text encoder, calibrated on sentences of the calibration split; the duration predictor stays
+float (its spline is sensitive and cheap). The quantized graphs lower to XNNPACK's INT8 kernels.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from vitsq.errors import InputError, ModelLoadError, UnsupportedError
+from vitsq.synth import BaseSynthesizer
+
+if TYPE_CHECKING:
+    from vitsq.models.config import VitsConfig
+
+log = logging.getLogger(__name__)
+
+KIND = "executorch"
+ENCODER_FILE = "encoder.pte"
+DECODER_FILE = "decoder.pte"
+EXPORT_VERSION = 1
+DEFAULT_MAX_TOKENS = 400  # symbol ids per sentence (Piper/Vosk sentences with blanks: ~50-300)
+DEFAULT_MAX_FRAMES = 2048  # decoder frames per sentence: 23.8 s at 22.05 kHz / hop 256
+MIN_TOKENS = 2  # torch.export specializes sizes 0 and 1; shorter input is padded and masked
+MIN_FRAMES = 2
+RECIPES = (None, "fp32", "pt2e")
+
+
+# =========================================================================== program wrappers
+class EncoderProgram(nn.Module):
+    """Program A: ids -> (m_p [1, C, T], logs_p [1, C, T], w_ceil [1, 1, T]); see module docstring."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, x_lengths: torch.Tensor, sid: torch.Tensor, dp_noise: torch.Tensor,
+                length_scale: torch.Tensor):
+        g = self.model.speaker_embedding(sid, 1)  # [1, gin, 1] or None
+        h, m_p, logs_p, x_mask = self.model.encode(x, x_lengths, g)  # [1, H, T], [1, C, T] x2, [1, 1, T]
+        w_ceil = self.model.predict_durations(h, x_mask, g, dp_noise, length_scale)  # [1, 1, T]
+        return m_p, logs_p, w_ceil
+
+
+class DecoderProgram(nn.Module):
+    """Program B: z_p [1, C, T_y], y_mask [1, 1, T_y], sid [1] -> audio [1, 1, T_y * hop]."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, z_p: torch.Tensor, y_mask: torch.Tensor, sid: torch.Tensor) -> torch.Tensor:
+        g = self.model.speaker_embedding(sid, 1)
+        z = self.model.flow_reverse(z_p, y_mask, g)  # [1, C, T_y]
+        audio, _ = self.model.vocode(z * y_mask, g)  # [1, 1, T_y * hop]
+        return audio
+
+
+def _encoder_inputs(config: "VitsConfig", t: int, n: int | None = None) -> tuple[torch.Tensor, ...]:
+    n = t if n is None else n
+    x = torch.zeros(1, t, dtype=torch.long)
+    x[0, :n] = torch.arange(1, n + 1) % max(config.n_vocab - 1, 1) + 1
+    return (x, torch.tensor([n]), torch.zeros(1, dtype=torch.long), torch.zeros(1, 2, t),
+            torch.tensor([1.0]))
+
+
+def _decoder_inputs(config: "VitsConfig", t: int) -> tuple[torch.Tensor, ...]:
+    return (torch.zeros(1, config.inter_channels, t), torch.ones(1, 1, t), torch.zeros(1, dtype=torch.long))
+
+
+# =========================================================================== export
+def _check_bounds(max_tokens: int, max_frames: int) -> None:
+    for name, v, lo in (("max_tokens", max_tokens, 8), ("max_frames", max_frames, 16)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not lo <= int(v) <= 100_000:
+            raise InputError(f"{name}={v!r} is not valid: use an integer in {lo}..100000")
+
+
+def _recipe_name(recipe: Any) -> str:
+    if recipe is None or recipe == "fp32":
+        return "fp32"
+    if recipe == "pt2e" or getattr(recipe, "name", None) == "pt2e":
+        return "pt2e"
+    shown = getattr(recipe, "name", recipe)
+    raise UnsupportedError(f"ExecuTorch export recipe {shown!r} is not supported: use none/fp32 (float) or pt2e (INT8)")
+
+
+def _export(module: nn.Module, args: tuple, dynamic_shapes: tuple) -> "torch.export.ExportedProgram":
+    return torch.export.export(module, args, dynamic_shapes=dynamic_shapes, strict=False)
+
+
+def _lower(ep: "torch.export.ExportedProgram", name: str) -> tuple[bytes, dict[str, Any]]:
+    """Lower to the XNNPACK delegate and serialize; returns (bytes, op report)."""
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    t0 = time.perf_counter()
+    edge = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()])
+    t1 = time.perf_counter()
+    portable: dict[str, int] = {}
+    delegated = 0
+    for node in edge.exported_program().graph.nodes:
+        if node.op != "call_function":
+            continue
+        target = getattr(node.target, "__name__", str(node.target))
+        if "executorch_call_delegate" in target:
+            delegated += 1
+        elif hasattr(node.target, "_op") or "aten" in str(node.target):
+            op = str(getattr(node.target, "_op", node.target)).replace("aten.", "").split(".")[0]
+            portable[op] = portable.get(op, 0) + 1
+    program = edge.to_executorch()
+    t2 = time.perf_counter()
+    log.info("%s: lowered in %.1f s, serialized in %.1f s (%d XNNPACK partitions, portable ops %s)",
+             name, t1 - t0, t2 - t1, delegated, portable)
+    return program.buffer, {"xnnpack_partitions": delegated, "portable_ops": dict(sorted(portable.items()))}
+
+
+def _program_specs(config: "VitsConfig", max_tokens: int, max_frames: int):
+    from torch.export import Dim
+
+    tok = Dim("tokens", min=MIN_TOKENS, max=max_tokens)
+    frm = Dim("frames", min=MIN_FRAMES, max=max_frames)
+    enc_dyn = ({1: tok}, None, None, {2: tok}, None)
+    dec_dyn = ({2: frm}, {2: frm}, None)
+    # example sizes inside the ranges (not the bounds, to avoid specialization on a bound)
+    t_ex = min(max(MIN_TOKENS + 1, 37), max_tokens - 1)
+    f_ex = min(max(MIN_FRAMES + 1, 101), max_frames - 1)
+    return (enc_dyn, _encoder_inputs(config, t_ex)), (dec_dyn, _decoder_inputs(config, f_ex))
+
+
+def export_executorch(synth: Any, out_dir: str | Path, recipe: Any = None, *,
+                      max_tokens: int = DEFAULT_MAX_TOKENS, max_frames: int = DEFAULT_MAX_FRAMES,
+                      force: bool = False, calibration_sentences: int = 8) -> Path:
+    """Write ``encoder.pte`` + ``decoder.pte`` (XNNPACK) and ``vitsq.json`` into ``out_dir``.
+
+    ``synth``: a torch-backend synthesizer of an FP32 model (``vitsq.load(..., backend="torch")``).
+    ``recipe``: ``None``/``"fp32"`` (float programs) or ``"pt2e"`` / a ``PT2ERecipe`` (INT8).
+    ``max_tokens`` / ``max_frames``: upper bounds of the dynamic axes (symbol ids per sentence,
+    decoder frames per sentence). Refuses an existing ``out_dir`` unless ``force``.
+    Returns ``out_dir``.
+    """
+    from vitsq.manifest import source_info, write_manifest
+
+    rname = _recipe_name(recipe)
+    _check_bounds(max_tokens, max_frames)
+    model = getattr(synth, "model", None)
+    if getattr(synth, "backend", None) != "torch" or not isinstance(model, nn.Module):
+        raise UnsupportedError(f"ExecuTorch export needs a model loaded with the torch backend, got "
+                               f"{getattr(synth, 'backend', type(synth).__name__)!r}: use vitsq.load(spec, backend='torch')")
+    if getattr(synth, "quantization", None):
+        raise UnsupportedError("this model is already quantized for PyTorch "
+                               f"({synth.quantization.get('recipe', synth.quantization)}); export the float model "
+                               "and use recipe='pt2e' for INT8 ExecuTorch programs")
+    out = Path(out_dir)
+    if out.exists() or out.is_symlink():
+        if not force:
+            raise InputError(f"output {out} already exists: choose another path or pass force=True (--force)")
+        if out.is_dir() and not out.is_symlink():
+            shutil.rmtree(out)
+        else:
+            out.unlink()
+    config = model.config
+    was_training = model.training
+    model.eval()
+    (enc_dyn, enc_args), (dec_dyn, dec_args) = _program_specs(config, int(max_tokens), int(max_frames))
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        enc_ep = _export(EncoderProgram(model).eval(), enc_args, enc_dyn)
+        dec_ep = _export(DecoderProgram(model).eval(), dec_args, dec_dyn)
+    log.info("torch.export of both programs: %.1f s", time.perf_counter() - t0)
+    quant_info = None
+    if rname == "pt2e":
+        enc_ep, dec_ep, quant_info = _quantize_pt2e(synth, model, recipe, enc_ep, dec_ep, enc_dyn, dec_dyn,
+                                                    calibration_sentences, int(max_tokens), int(max_frames))
+    out.mkdir(parents=True)
+    reports = {}
+    for name, ep, fname in (("encoder", enc_ep, ENCODER_FILE), ("decoder", dec_ep, DECODER_FILE)):
+        buf, report = _lower(ep, name)
+        (out / fname).write_bytes(buf)
+        reports[name] = {"file": fname, "bytes": len(buf), **report}
+    model.train(was_training)
+    import executorch  # noqa: F401  (version for the manifest)
+    from importlib.metadata import version
+
+    et_info = {
+        "export_version": EXPORT_VERSION,
+        "executorch_version": version("executorch"),
+        "torch_version": torch.__version__,
+        "delegate": "XnnpackBackend",
+        "max_tokens": int(max_tokens),
+        "max_frames": int(max_frames),
+        "min_tokens": MIN_TOKENS,
+        "min_frames": MIN_FRAMES,
+        "recipe": rname,
+        "programs": {
+            "encoder": {**reports["encoder"], "inputs": ["x", "x_lengths", "sid", "dp_noise", "length_scale"],
+                        "outputs": ["m_p", "logs_p", "w_ceil"]},
+            "decoder": {**reports["decoder"], "inputs": ["z_p", "y_mask", "sid"], "outputs": ["audio"]},
+        },
+    }
+    write_manifest(out, KIND, config=config, files=[ENCODER_FILE, DECODER_FILE], source=source_info(synth),
+                   quantization=quant_info, executorch=et_info, name=synth.name, label=getattr(synth, "label", "trained"))
+    log.info("wrote %s (%s)", out, ", ".join(f"{r['file']} {r['bytes'] / 1e6:.1f} MB" for r in reports.values()))
+    return out
+
+
+def _quantize_pt2e(synth, model, recipe, enc_ep, dec_ep, enc_dyn, dec_dyn, n_calib, max_tokens, max_frames):
+    raise UnsupportedError("pt2e INT8 ExecuTorch export is not implemented yet")
+
+
+# =========================================================================== runtime
+class ExecuTorchSynthesizer(BaseSynthesizer):
+    """Runs ``encoder.pte`` / ``decoder.pte`` through ``executorch.runtime`` (CPU, XNNPACK).
+
+    Same noise as the torch backend for the same seed (see module docstring); a batch runs
+    item by item. Only ``device="cpu"``.
+    """
+
+    backend = "executorch"
+
+    def __init__(self, directory: str | Path, config: "VitsConfig", name: str, frontend: Any, *,
+                 max_tokens: int, max_frames: int, **kwargs: Any) -> None:
+        from executorch.runtime import Runtime
+
+        directory = Path(directory)
+        paths = [directory / ENCODER_FILE, directory / DECODER_FILE]
+        kwargs.setdefault("artifact_paths", paths)
+        super().__init__(name, config, frontend, **kwargs)
+        self.directory = directory
+        self.max_tokens = int(max_tokens)
+        self.max_frames = int(max_frames)
+        runtime = Runtime.get()
+        try:
+            self._programs = [runtime.load_program(str(p)) for p in paths]
+            self._encoder, self._decoder = (p.load_method("forward") for p in self._programs)
+        except Exception as exc:  # the runtime raises RuntimeError/ValueError with its own codes
+            raise ModelLoadError(f"executorch.runtime cannot load the programs in {directory}: {exc}") from exc
+
+    def _run(self, batch: list[list[int]], speakers: list[int], scales: tuple[float, float, float],
+             seeds: list[int]) -> list[np.ndarray]:
+        from vitsq.models.vits import sample_frame_noise, sample_token_noise
+
+        noise_scale, length_scale, noise_w = scales
+        too_long = [len(ids) for ids in batch if len(ids) > self.max_tokens]
+        if too_long:
+            raise InputError(f"a sentence has {max(too_long)} symbol ids, but this ExecuTorch program takes at "
+                             f"most {self.max_tokens} per sentence: split the text into shorter sentences, or "
+                             f"re-export with a larger max_tokens")
+        outs = []
+        c = self.config.inter_channels
+        for ids, spk, seed in zip(batch, speakers, seeds):
+            gen = torch.Generator().manual_seed(int(seed))
+            n = len(ids)
+            t = max(n, MIN_TOKENS)
+            x = torch.zeros(1, t, dtype=torch.long)
+            x[0, :n] = torch.tensor(ids, dtype=torch.long)
+            lengths = torch.tensor([n], dtype=torch.long)
+            sid = torch.tensor([spk], dtype=torch.long)
+            dp_noise = sample_token_noise(lengths, t, 2, gen) * noise_w  # [1, 2, t], as VITS.infer
+            m_p, logs_p, w_ceil = self._encoder.execute(
+                [x, lengths, sid, dp_noise, torch.tensor([length_scale], dtype=torch.float32)])
+            w = w_ceil[0, 0, :n].to(torch.long)  # [n] frames per symbol
+            t_y = int(w.sum())
+            if t_y > self.max_frames:
+                raise InputError(f"the sentence lasts {t_y} frames, but this ExecuTorch program takes at most "
+                                 f"{self.max_frames}: split the text into shorter sentences, lower length_scale, "
+                                 f"or re-export with a larger max_frames")
+            # expansion (VITS.expand with a one-hot alignment == repeating each symbol's column)
+            m_y = torch.repeat_interleave(m_p[0, :, :n], w, dim=1).unsqueeze(0)  # [1, C, t_y]
+            logs_y = torch.repeat_interleave(logs_p[0, :, :n], w, dim=1).unsqueeze(0)
+            frames = max(t_y, 1)  # VITS.expand clamps the length to one (silent) frame
+            if t_y == 0:
+                m_y = logs_y = torch.zeros(1, c, 1)
+            eps = sample_frame_noise(torch.tensor([frames]), frames, c, gen)  # [1, C, frames]
+            z_p = m_y + eps * torch.exp(logs_y) * noise_scale
+            y_mask = torch.ones(1, 1, frames)
+            if frames < MIN_FRAMES:  # pad with masked frames; the decoder sees them as zeros
+                pad = MIN_FRAMES - frames
+                z_p = torch.nn.functional.pad(z_p, [0, pad])
+                y_mask = torch.nn.functional.pad(y_mask, [0, pad])
+            (audio,) = self._decoder.execute([z_p.contiguous(), y_mask, sid])
+            hop = audio.shape[-1] // z_p.shape[-1]
+            outs.append(audio[0, 0, : frames * hop].numpy().astype(np.float32, copy=True))
+        return outs
+
+    def describe(self) -> dict[str, Any]:
+        d = super().describe()
+        d["max_tokens"] = self.max_tokens
+        d["max_frames"] = self.max_frames
+        d["device"] = "cpu"
+        return d
+
+
+def load_executorch_artifact(directory: str | Path, manifest: dict[str, Any], backend: str = "executorch",
+                             device: str = "cpu", **kw: Any) -> ExecuTorchSynthesizer:
+    """Registry loader for ``kind: executorch`` folders (see :data:`vitsq.registry.ARTIFACT_LOADERS`).
+
+    The folder holds only ExecuTorch programs, so it always runs on the ExecuTorch runtime:
+    ``backend="executorch"``, or ``"torch"`` -- the default of ``vitsq.load`` and the CLI, taken
+    as "no preference" (logged) so ``vitsq synth DIR`` works without ``--backend``. ``"onnx"`` is
+    refused. Only ``device="cpu"`` (XNNPACK is a CPU delegate).
+    """
+    from vitsq.manifest import manifest_config, verify_manifest
+    from vitsq.text import make_frontend
+
+    directory = Path(directory)
+    if backend not in ("executorch", "torch"):
+        raise UnsupportedError(f"{directory} is an ExecuTorch artifact: it runs on the executorch backend, "
+                               f"not {backend!r} (load the source model for torch/onnx)")
+    if backend == "torch":
+        log.info("%s holds ExecuTorch programs: running them on the executorch backend", directory)
+    if str(device) != "cpu":
+        raise UnsupportedError(f"ExecuTorch programs with the XNNPACK delegate run on cpu, not {device!r}")
+    verify_manifest(directory, manifest)
+    et = manifest.get("executorch")
+    if not isinstance(et, dict) or "max_tokens" not in et or "max_frames" not in et:
+        raise ModelLoadError(f"{directory}/vitsq.json has no executorch section with max_tokens/max_frames")
+    if et.get("export_version") != EXPORT_VERSION:
+        raise ModelLoadError(f"{directory}: ExecuTorch export version {et.get('export_version')!r} is not "
+                             f"supported (this vitsq reads {EXPORT_VERSION}): re-export the model")
+    config = manifest_config(manifest)
+    kw.pop("threads", None)
+    name = manifest.get("name") or manifest.get("source", {}).get("name") or directory.name
+    recipe = et.get("recipe", "fp32")
+    return ExecuTorchSynthesizer(
+        directory, config, f"{name}-et-{recipe}", make_frontend(config),
+        max_tokens=et["max_tokens"], max_frames=et["max_frames"],
+        label=manifest.get("label", "trained"), quantization=manifest.get("quantization"),
+        extra_info={"source": manifest.get("source", {}).get("source"), "artifact": str(directory),
+                    "executorch_recipe": recipe},
+    )
