@@ -195,7 +195,7 @@ def test_outputs_json_markdown_png_structure(tmp_path):
     m = data["machine"]
     assert m["name"] == "test-box" and m["cpu"] and m["cores"] >= 1
     assert m["versions"]["torch"] and "onnxruntime" in m["versions"] and "executorch" in m["versions"]
-    assert "gpu" in m
+    assert "gpu" in m and len(m["load_average_start"]) == 3 and len(m["load_average_end"]) == 3
     assert data["settings"]["threads"] == 1 and data["settings"]["baseline"] == "base"
     assert len(data["results"]) == 4
     for r in data["results"]:
@@ -235,3 +235,13 @@ def test_real_joe_torch_vs_onnx_small(tmp_path):
             assert c.rtf["median"] == pytest.approx(c.latency_s["median"] / c.audio_seconds)
     assert res.variants[1]["backend"] == "onnx"
     assert res.variants[0]["size_bytes"] > 10_000_000
+
+
+def test_cuda_with_non_torch_backend_is_skipped_with_reason(monkeypatch):
+    # pretend a GPU exists: a backend without a torch module still cannot run there
+    monkeypatch.setattr(bench, "_cuda_available", lambda: True)
+    res = run_benchmark("a@onnx", batches="1", devices="cpu,cuda-bf16", warmup=0, iters=1, progress=False,
+                        loader=lambda v, d: FakeSynth(v.label))
+    assert res.cell("a@onnx", "cpu", 1).status == "ok"
+    c = res.cell("a@onnx", "cuda-bf16", 1)
+    assert c.status == "skipped" and "needs the torch backend" in c.error

@@ -164,6 +164,13 @@ def _version(dist: str) -> str | None:
         return None
 
 
+def _loadavg() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
 def machine_info(name: str | None = None) -> dict[str, Any]:
     """CPU model, cores, memory, library versions and GPU name (if any) of this machine."""
     import torch
@@ -191,6 +198,7 @@ def machine_info(name: str | None = None) -> dict[str, Any]:
         "platform": platform.platform(),
         "python": platform.python_version(),
         "gpu": gpu,
+        "load_average": _loadavg(),
         "versions": {d: _version(d) for d in ("vitsq", "torch", "numpy", "onnxruntime", "executorch")},
     }
 
@@ -517,6 +525,7 @@ def run_benchmark(
     if baseline not in labels:
         raise InputError(f"baseline {baseline!r} is not one of the benchmarked variants: {', '.join(labels)}")
 
+    load_at_start = _loadavg()
     messages: list[str] = []
     run_devices = []
     for d in devices:
@@ -648,7 +657,10 @@ def run_benchmark(
                 "threads_requested": threads, "warmup": warmup, "iters": iters, "seed": seed,
                 "baseline": baseline, "speaker": 0,
                 "random_weight_frames_per_token": RANDOM_WEIGHT_FRAMES_PER_TOKEN}
-    return BenchResult(machine=machine_info(machine_name), settings=settings, variants=variant_info,
+    machine = machine_info(machine_name)
+    # other processes on the machine distort timings: say how busy it was
+    machine["load_average_start"], machine["load_average_end"] = load_at_start, machine.pop("load_average")
+    return BenchResult(machine=machine, settings=settings, variants=variant_info,
                        cells=cells, inputs=inputs, messages=messages,
                        created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
 
@@ -731,7 +743,14 @@ def machine_line(data: dict[str, Any]) -> str:
     vers = ", ".join(f"{k} {val}" for k, val in v.items() if val)
     return (f"machine `{m.get('name')}`: {m.get('cpu')}, {m.get('cores')} cores "
             f"({m.get('cores_available')} available), GPU {gpu_s}; {vers}; "
-            f"threads {data['settings']['threads']}")
+            f"threads {data['settings']['threads']}" + _load_note(m))
+
+
+def _load_note(m: dict[str, Any]) -> str:
+    a, b = m.get("load_average_start"), m.get("load_average_end")
+    if not a or not b:
+        return ""
+    return f"; 1-min load average {a[0]:.1f} at start, {b[0]:.1f} at end (on {m.get('cores')} cores)"
 
 
 def markdown_report(data: dict[str, Any]) -> str:

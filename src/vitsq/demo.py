@@ -1,32 +1,235 @@
-"""`vitsq demo`: the main job on the embedded voice (grown into the full FP32-vs-INT8 demo)."""
+"""`vitsq demo` (the README's ``./dev demo``): FP32 vs INT8 on the embedded voice, end to end.
+
+Steps, each with a progress bar: load joe -> quantize it with the demo recipe (eager torch.ao
+static INT8, per-channel weights, histogram activation observers, calibrated on the shipped
+*calibration* split) -> evaluate FP32 vs INT8 with Whisper on held-out *evaluation* sentences
+(same seeds) -> benchmark FP32 torch, FP32 ONNX Runtime and INT8 on CPU -> write the report
+(Markdown + self-contained HTML) and sample wavs -> return a short summary.
+
+Everything lands in one folder (default ``out/demo``)::
+
+    joe-int8/        the INT8 artifact (vitsq.json + weights); reused by later runs (--requantize to redo)
+    eval.json        WER/CER/ΔWER/similarity/distances          bench.json/.md/.png  RTF by batch
+    samples/*.wav    the same sentences from every variant      report/report.{md,html} + PNGs
+
+Anything missing (an optional dependency, the packaged Whisper model, ...) stops the demo with
+a one-line :class:`~vitsq.errors.VitsqError` naming the step and what to install.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import time
 from pathlib import Path
+from typing import Any
 
-DEMO_TEXT = "Small models can still sound natural. This sentence was synthesized on a CPU."
+from vitsq.errors import ModelLoadError, UnsupportedError, VitsqError
+
+log = logging.getLogger(__name__)
+
+STEPS = ("load", "quantize", "evaluate", "benchmark", "samples", "report")
+SAMPLE_TEXTS = (
+    "Small models can still sound natural.",
+    "The quick brown fox jumps over the lazy dog, twice before breakfast.",
+)
+EXTRA_HINTS = {
+    "faster_whisper": "pip install -e '.[eval]'",
+    "ctranslate2": "pip install -e '.[eval]'",
+    "resemblyzer": "pip install -e '.[eval]'",
+    "librosa": "pip install -e '.[eval]'",
+    "scipy": "pip install -e '.[eval]'",
+    "matplotlib": "pip install -e '.[serve]'",
+}
 
 
-def run_demo(out_dir: Path, model: str = "joe") -> dict:
-    """Synthesize a sample sentence with the torch backend and return its timings."""
-    import vitsq
+def demo_recipe():
+    """The recipe the demo uses: eager torch.ao static INT8 with per-channel weights."""
+    from vitsq.quantize import EagerRecipe
 
-    synth = vitsq.load(model)
-    synth.synthesize("Warm up.", seed=0)
-    audio = synth.synthesize(DEMO_TEXT, seed=0)
-    wav = audio.write(Path(out_dir) / f"{synth.name}_fp32.wav")
-    return {"wav": str(wav), "duration": audio.duration, "model_seconds": audio.model_seconds, "rtf": audio.rtf}
+    return EagerRecipe(per_channel=True)
+
+
+class _Step:
+    """Runs one demo step; turns a missing dependency or other failure into a one-line VitsqError."""
+
+    def __init__(self, name: str, bar: Any) -> None:
+        self.name, self.bar = name, bar
+
+    def __enter__(self) -> "_Step":
+        self.bar.set_description(f"demo: {self.name}")
+        self.t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc is None:
+            self.seconds = time.perf_counter() - self.t0
+            self.bar.update(1)
+            return False
+        if isinstance(exc, KeyboardInterrupt):
+            return False
+        if isinstance(exc, ModuleNotFoundError):
+            mod = (exc.name or "").split(".")[0]
+            hint = EXTRA_HINTS.get(mod, "pip install -e '.[all]'")
+            raise UnsupportedError(f"demo step '{self.name}' needs the Python package {mod!r}, which is not "
+                                   f"installed: run `{hint}` (or ./dev, which installs everything)") from exc
+        if isinstance(exc, VitsqError):
+            raise type(exc)(f"demo step '{self.name}' failed: {exc}") from exc
+        log.debug("demo step %s failed", self.name, exc_info=(exc_type, exc, tb))
+        raise ModelLoadError(f"demo step '{self.name}' failed: {type(exc).__name__}: {exc}") from exc
+
+
+def run_demo(out_dir: str | Path = "out/demo", model: str = "joe", num_sentences: int = 12,
+             batches: str = "1,2,4", warmup: int = 1, iters: int = 5, threads: int | None = None,
+             requantize: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Run the whole demo; returns the summary (also written to ``<out>/summary.json``)."""
+    import json
+
+    from tqdm.auto import tqdm
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    bar = tqdm(total=len(STEPS), desc="demo", unit="step", disable=not progress, position=0)
+    try:
+        with _Step("load", bar) as st:
+            import vitsq
+
+            fp32 = vitsq.load(model, backend="torch")
+            onnx = vitsq.load(model, backend="onnx")
+            if fp32.describe().get("weights", "trained") != "trained":
+                raise UnsupportedError(f"the demo compares quality, so it needs a trained model; {model!r} is "
+                                       f"{fp32.describe()['weights']}")
+        timings["load"] = st.seconds
+
+        art = out / f"{fp32.name}-int8"
+        with _Step("quantize", bar) as st:
+            int8 = None
+            if (art / "vitsq.json").is_file() and not requantize:
+                try:
+                    int8 = vitsq.load(art)
+                    log.info("reusing %s", art)
+                except VitsqError as e:
+                    log.warning("cannot reuse %s (%s): quantizing again", art, e)
+            if int8 is None:
+                from vitsq.quantize import quantize
+
+                q = quantize(fp32, demo_recipe())
+                q.save(art)
+                int8 = vitsq.load(art)
+        timings["quantize"] = st.seconds
+
+        # distinct names: they label the rows of the eval, bench and report tables
+        fp32.name, onnx.name, int8.name = f"{model}-fp32", f"{model}-fp32-onnx", f"{model}-int8"
+
+        with _Step("evaluate", bar) as st:
+            from vitsq.evaluate.run import evaluate
+
+            ev = evaluate(fp32, [int8], num_sentences=num_sentences, out=out / "eval.json", progress=progress)
+        timings["evaluate"] = st.seconds
+
+        with _Step("benchmark", bar) as st:
+            from vitsq.bench import run_benchmark
+
+            bench = run_benchmark(fp32, [onnx, int8], batches=batches, devices="cpu", threads=threads,
+                                  warmup=warmup, iters=iters, progress=progress, baseline=fp32.name)
+            bench_paths = bench.write(out / "bench.json")
+        timings["benchmark"] = st.seconds
+
+        with _Step("samples", bar) as st:
+            samples = []
+            for k, text in enumerate(SAMPLE_TEXTS):
+                for s in (fp32, int8, onnx):
+                    a = s.synthesize(text, seed=k)
+                    samples.append(str(a.write(out / "samples" / f"{k + 1:02d}_{s.name}.wav")))
+        timings["samples"] = st.seconds
+
+        with _Step("report", bar) as st:
+            from vitsq.report import build_report
+
+            rep = build_report([out / "eval.json", bench_paths["json"], art], out / "report",
+                               title=f"vitsq demo: {model} FP32 vs INT8")
+        timings["report"] = st.seconds
+    finally:
+        bar.close()
+
+    ref = ev.reference
+    var = ev.variants[0]
+
+    def cell_rtf(label: str) -> float | None:
+        c = bench.cell(label, "cpu", min(bench.settings["batches"]))
+        return c.rtf["median"] if c is not None and c.status == "ok" else None
+
+    rtf = {n: cell_rtf(n) for n in (fp32.name, onnx.name, int8.name)}
+    summary = {
+        "model": model,
+        "recipe": demo_recipe().to_dict(),
+        "artifact": str(art),
+        "size_bytes": {"fp32": fp32.size_bytes(), "int8": int8.size_bytes()},
+        "size_ratio": int8.size_bytes() / fp32.size_bytes(),
+        "rtf_batch": min(bench.settings["batches"]),
+        "rtf": rtf,
+        "speedup_int8_vs_fp32_torch": (rtf[fp32.name] / rtf[int8.name]) if rtf[fp32.name] and rtf[int8.name] else None,
+        "speedup_int8_vs_fp32_onnx": (rtf[onnx.name] / rtf[int8.name]) if rtf[onnx.name] and rtf[int8.name] else None,
+        "wer": {"fp32": ref.error_rate.wer, "int8": var.error_rate.wer},
+        "delta_wer": {"delta": var.delta_wer.delta, "ci_low": var.delta_wer.ci_low, "ci_high": var.delta_wer.ci_high}
+        if var.delta_wer else None,
+        "num_sentences": len(ev.sentences),
+        "speaker_similarity": var.similarity.mean if var.similarity else None,
+        "report_html": str(rep["html"]),
+        "report_md": str(rep["md"]),
+        "samples": samples,
+        "seconds": {**timings, "total": time.perf_counter() - t_start},
+        "threads": bench.settings["threads"],
+    }
+    from vitsq.bench import _jsonable
+
+    (out / "summary.json").write_text(json.dumps(_jsonable(summary), indent=2) + "\n", encoding="utf-8")
+    return summary
+
+
+def format_summary(s: dict[str, Any]) -> str:
+    """The few lines the CLI prints."""
+    def f(x: float | None, spec: str) -> str:
+        return "n/a" if x is None else format(x, spec)
+
+    sz = s["size_bytes"]
+    rtf = s["rtf"]
+    names = list(rtf)
+    dw = s.get("delta_wer") or {}
+    lines = [
+        f"size      FP32 {sz['fp32'] / 1e6:.1f} MB -> INT8 {sz['int8'] / 1e6:.1f} MB  (x{s['size_ratio']:.2f})",
+        f"RTF (CPU, batch {s['rtf_batch']}, {s['threads']} threads)  " + "  ".join(f"{n} {f(rtf[n], '.4f')}" for n in names),
+        f"speedup   INT8 vs FP32 torch x{f(s['speedup_int8_vs_fp32_torch'], '.2f')}   "
+        f"INT8 vs FP32 ONNX Runtime x{f(s['speedup_int8_vs_fp32_onnx'], '.2f')}",
+        f"WER       FP32 {f(s['wer']['fp32'], '.3f')}  INT8 {f(s['wer']['int8'], '.3f')}  "
+        f"ΔWER {f(dw.get('delta'), '+.3f')} [95% CI {f(dw.get('ci_low'), '+.3f')}, {f(dw.get('ci_high'), '+.3f')}]"
+        f"  on {s['num_sentences']} held-out sentences (Whisper base)",
+        f"speaker similarity INT8 vs FP32 {f(s.get('speaker_similarity'), '.3f')}",
+        f"samples   {Path(s['samples'][0]).parent}/",
+        f"report    {s['report_html']}  (and {Path(s['report_md']).name})",
+        f"took      {s['seconds']['total'] / 60:.1f} min",
+    ]
+    return "\n".join(lines)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    r = run_demo(Path(args.out), args.model)
-    print(f"wrote {r['wav']}  duration {r['duration']:.2f} s  model {r['model_seconds']:.3f} s  RTF {r['rtf']:.4f}")
+    s = run_demo(args.out, args.model, num_sentences=args.sentences, batches=args.batch, warmup=args.warmup,
+                 iters=args.iters, threads=args.threads, requantize=args.requantize, progress=not args.no_progress)
+    print(format_summary(s))
     return 0
 
 
 def register(sub) -> None:
-    p = sub.add_parser("demo", help="run the main job on the embedded voice")
+    p = sub.add_parser("demo", help="FP32 vs INT8 on the embedded voice: quantize, evaluate, benchmark, report")
     p.add_argument("--model", default="joe")
     p.add_argument("--out", default="out/demo")
+    p.add_argument("--sentences", type=int, default=12, help="held-out sentences for WER (default 12)")
+    p.add_argument("--batch", default="1,2,4", help="benchmark batch sizes")
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--iters", type=int, default=5)
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's default)")
+    p.add_argument("--requantize", action="store_true", help="quantize again even if the artifact exists")
+    p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_demo)
