@@ -1,0 +1,330 @@
+"""ONNX Runtime INT8 recipes: ``ort-static`` (QDQ, calibrated on real inputs) and ``ort-dynamic``.
+
+Both start from our FP32 export (:func:`vitsq.export.onnx.export_onnx`), so the quantized graph
+keeps the Piper/Vosk runtime contract and loads in ``piper-tts`` / ``vosk-tts`` unchanged.
+
+``ort-static`` is a hybrid, decided by measuring on the joe voice (numbers in :data:`MEASURED`):
+
+* Nodes under :attr:`OrtStaticRecipe.static_prefixes` (default the waveform decoder ``/dec/``,
+  where nearly all of the compute is) are quantized by ONNX Runtime's ``quantize_static`` in QDQ
+  format, per-channel weights, activation ranges from a :class:`CalibrationDataReader` that feeds
+  real model inputs (phoneme ids of the shipped calibration split, several speakers, the model's
+  inference scales). ONNX Runtime fuses these into ``QLinearConv`` -- this is what makes it faster.
+  ``ConvTranspose`` is not in the default op types: the CPU provider has no INT8 ConvTranspose
+  kernel, so activation Q/DQ around it only adds work and error.
+* Every other Conv/ConvTranspose weight (text encoder, flow, duration predictor -- most of the
+  parameters, little of the compute) is stored weight-only INT8, per output channel, symmetric,
+  behind a ``DequantizeLinear``: the file shrinks like a fully quantized one, activations stay
+  float. Quantizing activations there measurably broke the audio (flow: SNR 13.5 -> 1.0 dB;
+  encoder: durations changed), so they are not.
+
+``ort-dynamic`` is ``quantize_dynamic`` (INT8 weights, activations quantized on the fly), what
+sherpa-onnx ships for Piper voices: the baseline.
+
+Artifacts are folders with ``model.onnx`` (with our ``metadata_props``, recipe included) and
+``vitsq.json`` of kind ``onnx``; :func:`vitsq.export.onnx.load_onnx_artifact` loads them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from vitsq.errors import InputError, UnsupportedError
+
+log = logging.getLogger(__name__)
+
+KIND = "onnx"
+MODEL_FILE = "model.onnx"
+
+from vitsq.quantize.recipes import OrtDynamicRecipe, OrtStaticRecipe  # noqa: E402 - owned by recipes.py
+
+#: Op types quantized statically (weights + activations) inside the static scope when the recipe
+#: does not name them. Chosen by measurement (see MEASURED).
+DEFAULT_STATIC_OP_TYPES: tuple[str, ...] = ("Conv", "LeakyRelu", "Add")
+#: Where static (activation) quantization applies when the recipe does not say.
+DEFAULT_STATIC_PREFIXES: tuple[str, ...] = ("/dec/",)
+#: Op types whose float weights get weight-only INT8 outside the static scope.
+WEIGHT_ONLY_OP_TYPES = {"Conv": 0, "ConvTranspose": 1}  # op -> weight axis of the output channel
+
+#: What was measured on joe (2-core CPU shared with other jobs: RTF ratios from one run, FP32
+#: re-timed next to each variant; SNR / log-mel L1 vs FP32 ORT with zero noise on 4 evaluation
+#: sentences). Filled from the runs recorded in the commit that set the defaults.
+MEASURED: dict[str, str] = {
+    "fp32 profile": "ORT FP32 time by block: dec 69 % (Conv 46 %, ConvTranspose 9 %), flow 16 %, enc_p 12 %, dp 2 %",
+    "parameters": "Conv weights: flow 7.09 M, enc_p 6.28 M, dec 0.99 M (+0.67 M ConvTranspose), dp 0.55 M",
+    "ort-dynamic": "3.34x smaller, 0.23x the speed of FP32 (ConvInteger is slow on this CPU), durations changed",
+    "static, all ops, whole graph": "3.5x smaller, ~2x faster, but SNR -3 dB / log-mel L1 1.9, durations changed: broken",
+    "static flow+dec": "flow activations in INT8: SNR 13.5 -> 1.0 dB vs dec only",
+    "static dec Conv only": "1.17x faster: QLinearConv is ~4x faster than Conv, but ORT's NHWC layout "
+                            "transposes and Q/DQ around float LeakyRelu/Add eat the gain (Transpose 14 % of time)",
+    "static dec Conv+LeakyRelu+Add (default)": "1.5-1.6x faster; SNR 10.6-11.0 dB with the encoder float "
+                                               "(minmax/percentile), weight-only rest 3.7x smaller",
+    "static dec + ConvTranspose": "no faster (no INT8 ConvTranspose kernel on the CPU provider): excluded",
+    "weight-only enc_p/dp": "changes integer durations on 3 of 4 sentences (ceil flips), so SNR vs FP32 is "
+                            "not meaningful there; judge with ASR/speaker similarity",
+}
+
+
+# =========================================================================== calibration reader
+def _calibration_reader(calibration: Any, with_sid: bool):
+    """A ``CalibrationDataReader`` feeding each calibration item as one batch-1 graph input."""
+    from onnxruntime.quantization import CalibrationDataReader
+
+    scales = np.array(calibration.scales, dtype=np.float32)
+
+    items = list(calibration.items)
+
+    class _Reader(CalibrationDataReader):
+        # __len__/set_range let quantize_static feed one item per collect_data call
+        # ("CalibStridedMinMax": 1): outputs of different lengths are never stacked, which the
+        # histogram (entropy/percentile) collectors cannot do, and memory stays bounded.
+        def __init__(self) -> None:
+            self._range = (0, len(items))
+            self._pos = 0
+
+        def __len__(self) -> int:
+            return len(items)
+
+        def set_range(self, start_index: int, end_index: int) -> None:
+            self._range = (start_index, min(end_index, len(items)))
+            self._pos = start_index
+
+        def get_next(self):
+            if self._pos >= self._range[1]:
+                return None
+            item = items[self._pos]
+            self._pos += 1
+            feed = {"input": np.array([item.ids], dtype=np.int64),  # [1, T]
+                    "input_lengths": np.array([len(item.ids)], dtype=np.int64),
+                    "scales": scales}
+            if with_sid:
+                feed["sid"] = np.array([item.speaker], dtype=np.int64)
+            return feed
+
+        def rewind(self) -> None:
+            self._pos = self._range[0]
+
+    return _Reader()
+
+
+# =========================================================================== weight-only pass
+def weight_only_int8(model: Any, skip_prefixes: Sequence[str] = ()) -> list[str]:
+    """Store float Conv/ConvTranspose weights as per-channel symmetric INT8 + DequantizeLinear.
+
+    In place on an ``onnx.ModelProto``. Nodes whose name starts with one of ``skip_prefixes``
+    are left alone; weights already behind a DequantizeLinear (static QDQ) are not initializers
+    of the conv and so are skipped naturally. Returns the names of the converted nodes.
+    """
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer}
+    users: dict[str, int] = {}
+    for n in graph.node:
+        for i in n.input:
+            users[i] = users.get(i, 0) + 1
+    converted: list[str] = []
+    new_nodes = []
+    for node in graph.node:
+        axis = WEIGHT_ONLY_OP_TYPES.get(node.op_type)
+        if (axis is None or len(node.input) < 2 or node.input[1] not in inits
+                or any(node.name.startswith(p) for p in skip_prefixes) or users.get(node.input[1], 0) != 1):
+            continue
+        wname = node.input[1]
+        w = numpy_helper.to_array(inits[wname]).astype(np.float32)
+        if w.ndim < 2 or w.size < 256:
+            continue
+        red = tuple(i for i in range(w.ndim) if i != axis)
+        scale = np.abs(w).max(axis=red) / 127.0  # [C_out]
+        scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
+        shape = [1] * w.ndim
+        shape[axis] = -1
+        q = np.clip(np.round(w / scale.reshape(shape)), -127, 127).astype(np.int8)
+        graph.initializer.remove(inits[wname])
+        graph.initializer.extend([
+            numpy_helper.from_array(q, wname + "_int8"),
+            numpy_helper.from_array(scale, wname + "_scale"),
+            numpy_helper.from_array(np.zeros(scale.shape, np.int8), wname + "_zero_point"),
+        ])
+        new_nodes.append(helper.make_node("DequantizeLinear", [wname + "_int8", wname + "_scale", wname + "_zero_point"],
+                                          [wname], name=node.name + "_weight_dq", axis=axis))
+        converted.append(node.name)
+    # DequantizeLinear nodes first: the graph stays topologically sorted
+    if new_nodes:
+        old = list(graph.node)
+        del graph.node[:]
+        graph.node.extend(new_nodes + old)
+    return converted
+
+
+# =========================================================================== recipes
+def _calibrate_method(name: str):
+    from onnxruntime.quantization import CalibrationMethod
+
+    return {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+            "percentile": CalibrationMethod.Percentile}[name]
+
+
+def _static_prefixes(recipe: Any) -> tuple[str, ...]:
+    return tuple(getattr(recipe, "static_prefixes", None) or DEFAULT_STATIC_PREFIXES)
+
+
+def _weight_only(recipe: Any) -> bool:
+    return bool(getattr(recipe, "weight_only_rest", True))
+
+
+def quantize_onnx_file(fp32_path: Path, out_path: Path, recipe: Any, calibration: Any = None,
+                       with_sid: bool = False) -> dict[str, Any]:
+    """Quantize one FP32 ONNX file with ``recipe``; returns facts for the manifest."""
+    import onnx
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
+
+    proto = onnx.load(str(fp32_path))
+    names = [n.name for n in proto.graph.node]
+    keep_float = tuple(recipe.keep_float) if hasattr(recipe, "keep_float") else ()
+    facts: dict[str, Any] = {}
+    if isinstance(recipe, OrtDynamicRecipe):
+        quantize_dynamic(str(fp32_path), str(out_path), weight_type=QuantType.QInt8,
+                         per_channel=recipe.per_channel,
+                         op_types_to_quantize=list(recipe.op_types) if recipe.op_types else None)
+        return facts
+    if not isinstance(recipe, OrtStaticRecipe):
+        raise UnsupportedError(f"not an ONNX Runtime recipe: {type(recipe).__name__} (use ort-static or ort-dynamic)")
+    if calibration is None or not getattr(calibration, "items", None):
+        raise InputError("ort-static needs calibration items (real sentences): none were given")
+    scope = _static_prefixes(recipe)
+    op_types = list(recipe.op_types or DEFAULT_STATIC_OP_TYPES)
+    exclude = [n for n in names if not any(n.startswith(p) for p in scope) or any(n.startswith(k) for k in keep_float)]
+    with tempfile.TemporaryDirectory(prefix="vitsq-ort-") as tmp:
+        static_out = Path(tmp) / "static.onnx"
+        quantize_static(
+            str(fp32_path), str(static_out), _calibration_reader(calibration, with_sid),
+            quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+            per_channel=recipe.per_channel, calibrate_method=_calibrate_method(recipe.calibrate_method),
+            op_types_to_quantize=op_types, nodes_to_exclude=exclude,
+            extra_options={"CalibStridedMinMax": 1},
+        )
+        qproto = onnx.load(str(static_out))
+    static_nodes = sorted({n.name.rsplit("_", 1)[0] for n in qproto.graph.node if n.op_type == "QuantizeLinear"})
+    facts["static_scope"] = list(scope)
+    facts["static_op_types"] = op_types
+    facts["static_quantize_nodes"] = len(static_nodes)
+    if _weight_only(recipe):
+        converted = weight_only_int8(qproto, skip_prefixes=keep_float)
+        facts["weight_only_nodes"] = len(converted)
+    onnx.save(qproto, str(out_path))
+    return facts
+
+
+def quantize_ort(synth: Any, recipe: Any, out_dir: str | Path, calibration: Any = None, *,
+                 force: bool = False, flavor: str | None = None, calib: int | None = None) -> Path:
+    """Export ``synth`` to ONNX, quantize it with ``recipe``, write an artifact folder.
+
+    ``calibration``: a :class:`~vitsq.quantize.calibration.Calibration` (default: ``calib``
+    sentences of the shipped calibration split, seeded spread of speakers, model scales).
+    The folder holds ``model.onnx`` and ``vitsq.json`` (kind ``onnx``). Returns the folder.
+    """
+    import onnx
+
+    from vitsq.export.onnx import (build_metadata, check_output_path, default_flavor,
+                                   export_onnx, set_metadata)
+    from vitsq.manifest import source_info, write_manifest
+
+    if isinstance(recipe, str):
+        from vitsq.quantize.recipes import recipe_class
+
+        recipe = recipe_class(recipe)()
+    if not isinstance(recipe, (OrtStaticRecipe, OrtDynamicRecipe)):
+        raise UnsupportedError(f"quantize_ort takes ort-static or ort-dynamic recipes, not {getattr(recipe, 'name', recipe)!r}")
+    config = synth.config
+    flavor = flavor or default_flavor(config)
+    if isinstance(recipe, OrtStaticRecipe) and calibration is None:
+        from vitsq.quantize.calibration import make_calibration
+
+        calibration = make_calibration(synth, n=calib)
+    out = check_output_path(out_dir, force)
+    with tempfile.TemporaryDirectory(prefix="vitsq-export-") as tmp:
+        fp32 = export_onnx(synth, Path(tmp) / "fp32.onnx", flavor=flavor)
+        fp32_bytes = fp32.stat().st_size
+        out.mkdir(parents=True)
+        try:
+            with_sid = flavor == "vosk" or config.n_speakers > 1
+            log.info("quantizing %s with %s", synth.name, recipe.name)
+            facts = quantize_onnx_file(fp32, out / MODEL_FILE, recipe, calibration, with_sid=with_sid)
+            quant = {"recipe": recipe.to_dict(), "fp32_onnx_bytes": fp32_bytes, **facts}
+            if calibration is not None:
+                quant["calibration"] = calibration.to_dict()
+            proto = onnx.load(str(out / MODEL_FILE))
+            set_metadata(proto, build_metadata(config, flavor, name=synth.name,
+                                               weights=getattr(synth, "label", "trained"), quantization=quant))
+            onnx.save(proto, str(out / MODEL_FILE))
+            write_manifest(out, KIND, config=config, files=[MODEL_FILE], source=source_info(synth),
+                           quantization=quant, flavor=flavor, model_file=MODEL_FILE)
+        except BaseException:
+            shutil.rmtree(out, ignore_errors=True)
+            raise
+    return out
+
+
+def export_quantized(synth: Any, fmt: str, out: str | Path, recipe: Any, *, force: bool = False,
+                     calib: int | None = None, calibrate_method: str | None = None) -> Path:
+    """``vitsq export --format onnx|piper|vosk-dir --recipe ort-static|ort-dynamic``."""
+    from vitsq.export import onnx as ox
+    from vitsq.quantize.recipes import recipe_class
+
+    if isinstance(recipe, str):
+        recipe = recipe_class(recipe)()
+    if calibrate_method:
+        if not isinstance(recipe, OrtStaticRecipe):
+            raise InputError("--calibrate-method applies to the ort-static recipe only")
+        recipe = recipe.replace(calibrate_method=calibrate_method)
+    out = Path(out)
+    if (out.exists() or out.is_symlink()) and not force:
+        raise InputError(f"output {out} already exists: choose another path or pass --force to overwrite it")
+    if fmt == "piper" and synth.config.phoneme_type not in ("espeak", "text"):
+        raise UnsupportedError(f"the Piper runtime cannot phonemize this model's front-end ({synth.config.phoneme_type!r}); "
+                               "export it with --format vosk-dir or --format onnx")
+    if fmt == "vosk-dir" and synth.config.phoneme_type != "vosk_ru":
+        raise UnsupportedError(f"the vosk-tts runtime phonemizes Russian text (vosk_ru front-end); this model uses "
+                               f"{synth.config.phoneme_type!r}: export it with --format piper or --format onnx")
+    flavor = {"piper": "piper", "vosk-dir": "vosk"}.get(fmt)
+    with tempfile.TemporaryDirectory(prefix="vitsq-q-") as tmp:
+        art = quantize_ort(synth, recipe, Path(tmp) / "art", flavor=flavor, calib=calib)
+        quant = json.loads((art / "vitsq.json").read_text(encoding="utf-8"))["quantization"]
+        if fmt == "onnx":
+            ox.check_output_path(out, force)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(art / MODEL_FILE, out)
+            return out
+        if fmt == "piper":
+            json_path = Path(str(out) + ".json")
+            ox.check_output_path(json_path, force)
+            ox.check_output_path(out, force)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(art / MODEL_FILE, out)
+            json_path.write_text(json.dumps(ox._piper_json(synth, synth.config, quant), indent=2, ensure_ascii=False),
+                                 encoding="utf-8")
+            return out
+        if fmt == "vosk-dir":
+            return ox.export_vosk_dir(synth, out, force=force, onnx_file=art / MODEL_FILE, quantization=quant)
+    raise InputError(f"unknown format {fmt!r} for an ONNX Runtime recipe: valid are onnx, piper, vosk-dir")
+
+
+def op_type_census(path: str | Path, prefixes: Iterable[str] = ("/enc_p/", "/dp/", "/flow/", "/dec/")) -> dict:
+    """Count op types per top-level block of an ONNX file (for reports on what runs INT8)."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    out: dict[str, dict[str, int]] = {}
+    for n in proto.graph.node:
+        block = next((p.strip("/") for p in prefixes if n.name.startswith(p)), "other")
+        out.setdefault(block, {})
+        out[block][n.op_type] = out[block].get(n.op_type, 0) + 1
+    return out
