@@ -87,6 +87,7 @@ def test_engine_layer_numerics_are_measured_and_enforced(joe_torch):
         results = {k: engines.probe_layer(m, engine, use_cache=False) for k, (_, m) in by_type.items()}
         if engine in ("fbgemm", "qnnpack"):
             assert all(r.relative_error < 0.05 for r in results.values()), (engine, results)
+    for engine in ("fbgemm", "x86"):
         prepared = prepare_all(joe_torch.model, EagerRecipe(engine=engine))
         for name, m in layers.items():
             assert prepared.decisions[name].quantize == engines.probe_layer(m, engine).ok, (engine, name)
@@ -138,7 +139,7 @@ def test_eager_int8_close_to_fp32_and_broken_engine_is_not(joe_torch, calib, qmo
     from vitsq.quantize.eager import calibrate, compute_coverage, convert_subset, resolve_keep_float
 
     prepared = prepare_all(joe_torch.model, recipe, resolve_keep_float(joe_torch.model, KEEP), probe=False)
-    calibrate(prepared, calib, progress=False)
+    calibrate(prepared, make_calibration(joe_torch, n=1), progress=False)
     broken = convert_subset(prepared)
     from vitsq.quantize.calibration import run_items
 
@@ -230,10 +231,95 @@ def test_sensitivity_ranks_a_broken_group_worst(joe_torch, calib):
             # input range ±0.0128 instead of the calibrated one: clips the decoder's input
             wrapper.quant.activation_post_process = FixedQParamsObserver(scale=1e-4, zero_point=128)
 
-    evaluation = make_calibration(joe_torch, n=1, offset=4, seed=9)
-    report = measure_sensitivity(joe_torch, EagerRecipe(engine="fbgemm", keep_float=("enc_p", "dp")), calib,
+    evaluation = make_calibration(joe_torch, n=1, offset=65, seed=9)  # a short held-out sentence
+    report = measure_sensitivity(joe_torch, EagerRecipe(engine="fbgemm", keep_float=("enc_p", "dp")),
+                                 make_calibration(joe_torch, n=2),
                                  evaluation, progress=False, after_calibration=break_group)
     assert report.ranking[0] == victim, report.table()
     assert report.rows[0].distance.log_mel_l1 > 2 * report.rows[1].distance.log_mel_l1
     assert set(report.ranking) == {"flow", "dec.conv_pre", "dec.stage0", "dec.stage1", "dec.stage2", "dec.conv_post"}
     assert report.evaluation["items"] == 1
+
+
+# ----------------------------------------------------------------------------- pt2e
+def test_pt2e_flow_stage_int8_close_and_round_trips(joe_torch, tmp_path):
+    """XNNPACK-quantized flow stage: INT8 weights in the exported graph, output near FP32, artifact reloads."""
+    from vitsq.quantize.pt2e import STAGE_PREFIX
+
+    one = make_calibration(joe_torch, n=1)
+    q = quantize(joe_torch, PT2ERecipe(stages=("flow",)), one, progress=False)
+    ep = q.synth.model.programs["flow"]
+    ops = {str(n.target) for n in ep.graph.nodes if n.op == "call_function"}
+    assert "quantized_decomposed.dequantize_per_channel.default" in ops  # per-channel INT8 weights
+    assert "quantized_decomposed.quantize_per_tensor.default" in ops  # static activations
+    int8 = sum(v.numel() for v in ep.state_dict.values() if v.dtype == torch.int8)
+    flow_params = sum(p.numel() for p in getattr(joe_torch.model, STAGE_PREFIX["flow"]).parameters())
+    assert int8 > 0.99 * sum(p.numel() for n, p in joe_torch.model.flow.named_parameters() if n.endswith("weight"))
+    assert not any(v.dtype == torch.float32 and v.numel() > 10_000 for v in ep.state_dict.values())  # no float copies
+
+    ref = joe_torch.synthesize(TEXT, seed=3).samples
+    out = q.synth.synthesize(TEXT, seed=3).samples
+    assert len(out) == len(ref) and not np.array_equal(ref, out)
+    d = _distance(ref, out, joe_torch.sample_rate)
+    assert d.log_mel_l1 < 0.4 and d.mcd_db < 15.0, d
+
+    art = q.save(tmp_path / "pt2e")
+    assert (art / "flow.pt2").stat().st_size < 0.4 * 4 * flow_params
+    loaded = vitsq.load(art)
+    np.testing.assert_array_equal(loaded.synthesize(TEXT, seed=3).samples, out)
+    assert json.loads((art / "vitsq.json").read_text())["quantization"]["stages"] == ["flow"]
+
+
+# ----------------------------------------------------------------------------- CLI
+def test_cli_quantize_report_and_bad_input(tmp_path, capsys):
+    from vitsq.cli import main
+
+    assert main(["quantize", "joe", "--recipe", "int4", "-o", str(tmp_path / "x")]) == 2
+    assert "valid recipes are eager, pt2e, ort-static, ort-dynamic" in capsys.readouterr().err
+    assert main(["quantize", "joe", "--recipe", "eager", "--engine", "tpu", "-o", str(tmp_path / "x")]) == 2
+    assert main(["quantize", "joe", "--recipe", "eager", "--keep-float", "auto", "-o", str(tmp_path / "x")]) == 2
+    assert "--budget" in capsys.readouterr().err
+    out = tmp_path / "joe-int8"
+    assert main(["quantize", "joe", "--recipe", "eager", "--calib", "2", "--keep-float", "enc_p,dp",
+                 "--report", "-o", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "kept float (keep_float)" in text and "parameters quantized" in text and "wrote" in text
+    synth = vitsq.load(out)
+    assert synth.quantization["calibration"]["sentences"] == 2
+    assert synth.quantization["keep_float"] == ["enc_p", "dp"]
+
+
+def test_auto_keep_float_greedy_until_budget(monkeypatch):
+    """The greedy plan on a stand-in probe whose distance is additive per INT8 group."""
+    from vitsq.quantize import sensitivity as sens
+
+    cost = {"flow": 0.05, "dec.stage2": 0.5, "dp": 0.3, "enc_p": 0.02}
+    units = {g: [f"{g}.l0", f"{g}.l1"] for g in cost}
+
+    class FakeProbe:
+        def __init__(self, *a, **k):
+            self.prepared = type("P", (), {"observed": [n for v in units.values() for n in v], "engine": "fbgemm"})()
+
+        def measure(self, quantized):
+            q = set(quantized)
+            l1 = sum(c for g, c in cost.items() if set(units[g]) <= q)
+            return sens.Distance(l1, 10.0, 5.0, 0)
+
+        def units(self, granularity):
+            return units
+
+        def report(self, granularity):
+            rows = [sens.SensitivityRow(g, 2, 10, self.measure(units[g])) for g in units]
+            rows.sort(key=lambda r: r.distance.log_mel_l1, reverse=True)
+            return sens.SensitivityReport(rows, self.measure(self.prepared.observed), granularity, "fbgemm")
+
+    monkeypatch.setattr(sens, "SensitivityProbe", FakeProbe)
+    plan = sens.auto_keep_float(None, budget=0.1)
+    assert plan.keep_float == ["dec.stage2", "dp"] and plan.within_budget
+    assert plan.distance.log_mel_l1 == pytest.approx(0.07)
+    assert plan.layers == sorted(units["dec.stage2"] + units["dp"])
+    assert [s["keep_float"] for s in plan.steps] == [None, "dec.stage2", "dp"]
+    tight = sens.auto_keep_float(None, budget=0.01)  # only all-float meets it
+    assert tight.keep_float == ["dec.stage2", "dp", "flow", "enc_p"] and tight.distance.log_mel_l1 == 0
+    with pytest.raises(InputError, match="budget"):
+        sens.auto_keep_float(None, budget=0)

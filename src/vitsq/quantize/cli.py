@@ -41,16 +41,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def cmd_quantize(args: argparse.Namespace) -> int:
     import vitsq
-    from vitsq.quantize.workflow import QuantizeOptions, quantize_to_dir
+    from vitsq.quantize.workflow import QuantizeOptions, build_recipe, quantize_to_dir
 
-    kw = {"config_path": Path(args.config)} if args.config else {}
-    synth = vitsq.load(args.model, backend="torch", device="cpu", **kw)
     opts = QuantizeOptions(
         recipe=args.recipe, engine=args.engine, per_channel=args.per_channel, observer=args.observer,
         calibrate_method=args.calibrate_method, calib=args.calib, calib_file=args.calib_file,
         keep_float=args.keep_float, budget=args.budget, granularity=args.granularity,
         sensitivity=args.sensitivity, seed=args.seed, noise_scale=args.noise_scale,
         length_scale=args.length_scale, noise_w=args.noise_w)
+    build_recipe(opts)  # fail on a bad recipe/option before loading the model
+    kw = {"config_path": Path(args.config)} if args.config else {}
+    synth = vitsq.load(args.model, backend="torch", device="cpu", **kw)
     result = quantize_to_dir(synth, args.output, opts)
     if args.json:
         print(json.dumps(result.summary, indent=2, default=str))

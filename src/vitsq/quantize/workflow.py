@@ -77,7 +77,7 @@ def build_recipe(opts: QuantizeOptions):
             raise UnsupportedError("--keep-float names are not supported by pt2e (choose stages in the recipe)")
         return PT2ERecipe()
     if cls is OrtStaticRecipe:
-        return OrtStaticRecipe(per_channel=True if not opts.per_channel else True,
+        return OrtStaticRecipe(per_channel=True,
                                calibrate_method=opts.calibrate_method, keep_float=manual)
     return OrtDynamicRecipe(per_channel=opts.per_channel)
 
