@@ -179,3 +179,25 @@ def test_cli_report(results, tmp_path, capsys):
     assert (tmp_path / "r" / "report.html").is_file()
     assert main(["report", str(tmp_path / "nope.json"), "-o", str(tmp_path / "r")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- the demo's error path
+def test_demo_missing_things_are_one_line_errors(tmp_path, capsys):
+    from vitsq.cli import main
+    from vitsq.demo import _Step
+    from vitsq.errors import UnsupportedError
+
+    assert main(["demo", "--model", "no-such-voice", "--out", str(tmp_path), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "demo step 'load' failed: model 'no-such-voice' not found" in err and "Traceback" not in err
+
+    class Bar:
+        def set_description(self, s):
+            pass
+
+        def update(self, n):
+            pass
+
+    with pytest.raises(UnsupportedError, match=r"needs the Python package 'faster_whisper'.*\.\[eval\]"):
+        with _Step("evaluate", Bar()):
+            raise ModuleNotFoundError("No module named 'faster_whisper'", name="faster_whisper")

@@ -271,3 +271,11 @@ def test_browser_synthesize_renders_playable_cards(live_server, browser):
     browser.find_element(By.ID, "synth").click()
     err = _wait(lambda: browser.find_element(By.ID, "error").text)
     assert "limit is 200" in err
+
+
+def test_model_info_never_carries_file_paths():
+    from vitsq.serve.app import _no_paths
+
+    q = {"recipe": "eager", "calibration": {"file": "/home/me/calib.txt", "sentences": 16},
+         "keep_float": ["dec.ups.0", "./rel/path"], "win": "C:\\models\\x"}
+    assert _no_paths(q) == {"recipe": "eager", "calibration": {"sentences": 16}, "keep_float": ["dec.ups.0"]}

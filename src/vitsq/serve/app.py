@@ -64,13 +64,26 @@ class ModelEntry:
             "language": getattr(s, "language", None),
             "size_bytes": size,
             "weights": d.get("weights", "trained"),
-            "quantization": d.get("quantization"),
+            "quantization": _no_paths(d.get("quantization")),
             "defaults": {
                 "noise_scale": getattr(c, "noise_scale", 0.667),
                 "length_scale": getattr(c, "length_scale", 1.0),
                 "noise_w": getattr(c, "noise_w", 0.8),
             },
         }
+
+
+def _no_paths(obj: Any) -> Any:
+    """Drop string values that are file paths: the API describes models, never where they live."""
+    if isinstance(obj, dict):
+        return {k: _no_paths(v) for k, v in obj.items() if not _is_path(v)}
+    if isinstance(obj, (list, tuple)):
+        return [_no_paths(v) for v in obj if not _is_path(v)]
+    return obj
+
+
+def _is_path(v: Any) -> bool:
+    return isinstance(v, str) and (v.startswith(("/", "~", "./", "../")) or ":\\" in v)
 
 
 def _slug(text: str) -> str:
