@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -134,6 +134,9 @@ class OrtStaticRecipe(_Recipe):
 
     ``op_types``: ONNX op types to quantize (``None`` = decided by measuring, see
     :mod:`vitsq.quantize.ort`). ``keep_float``: ONNX node name prefixes to leave in float.
+    ``static_prefixes``: node name prefixes quantized statically (``None`` = the ort module's
+    measured default, the decoder); ``weight_only_rest``: INT8 weights (float activations)
+    everywhere else.
     """
 
     name: ClassVar[str] = "ort-static"
@@ -143,12 +146,15 @@ class OrtStaticRecipe(_Recipe):
     calibrate_method: str = "minmax"
     op_types: tuple[str, ...] | None = None
     keep_float: tuple[str, ...] = ()
+    static_prefixes: tuple[str, ...] | None = None
+    weight_only_rest: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_choice("ONNX Runtime calibration method", self.calibrate_method, ORT_CALIBRATION_METHODS)
-        if self.op_types is not None:
-            object.__setattr__(self, "op_types", tuple(self.op_types))
+        for name in ("op_types", "static_prefixes"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, tuple(getattr(self, name)))
         object.__setattr__(self, "keep_float", tuple(self.keep_float))
 
 
