@@ -107,6 +107,11 @@ class EncoderProgram(nn.Module):
                 length_scale: torch.Tensor):
         g = self.model.speaker_embedding(sid, 1)  # [1, gin, 1] or None
         h, m_p, logs_p, x_mask = self.model.encode(x, x_lengths, g)  # [1, H, T], [1, C, T] x2, [1, 1, T]
+        # h is already masked, so this multiply changes no value; it gives the float duration
+        # predictor's first conv a float input when the encoder is INT8 (XNNPACK's partitioner
+        # takes a conv whose input is a dequantize as a quantized conv and then fails on its
+        # float weight: "Weight and Input should both be quantized").
+        h = h * x_mask
         w_ceil = self.model.predict_durations(h, x_mask, g, dp_noise, length_scale)  # [1, 1, T]
         return m_p, logs_p, w_ceil
 
@@ -157,13 +162,43 @@ def _export(module: nn.Module, args: tuple, dynamic_shapes: tuple) -> "torch.exp
     return torch.export.export(module, args, dynamic_shapes=dynamic_shapes, strict=False)
 
 
+HEAVY_OPS = ("convolution", "mm", "addmm", "bmm", "linear")  # what makes a delegated partition worth it
+
+
+def _partitioner():
+    """XNNPACK partitioner that keeps only partitions containing a convolution or matmul.
+
+    With dynamic shapes, XNNPACK refuses dynamic slices, layer norm over channels, gathers and
+    comparisons, so the default partitioner cuts the graph into ~140 pieces, many of them one or
+    two elementwise ops; each piece costs ~1 s of ahead-of-time processing and a delegate call
+    at run time while saving nothing. Those tiny pieces run as portable kernels instead.
+    """
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+
+    class CoarseXnnpackPartitioner(XnnpackPartitioner):
+        def generate_partitions(self, ep):  # noqa: D102 - see the enclosing docstring
+            parts = super().generate_partitions(ep)
+            keep = [p for p in parts if any(_op_name(n) in HEAVY_OPS for n in p.nodes)]
+            log.debug("XNNPACK partitions: %d kept of %d", len(keep), len(parts))
+            return keep
+
+    return CoarseXnnpackPartitioner()
+
+
+def _op_name(node: "torch.fx.Node") -> str:
+    """``aten.convolution.default`` (edge or aten overload) -> ``convolution``."""
+    if node.op != "call_function":
+        return ""
+    return str(getattr(node.target, "_op", node.target)).replace("aten.", "").split(".")[0]
+
+
 def _lower(ep: "torch.export.ExportedProgram", name: str) -> tuple[bytes, dict[str, Any]]:
     """Lower to the XNNPACK delegate and serialize; returns (bytes, op report)."""
-    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    import executorch.kernels.quantized  # noqa: F401  (out variants of q/dq left outside XNNPACK)
     from executorch.exir import to_edge_transform_and_lower
 
     t0 = time.perf_counter()
-    edge = to_edge_transform_and_lower(ep, partitioner=[XnnpackPartitioner()])
+    edge = to_edge_transform_and_lower(ep, partitioner=[_partitioner()])
     t1 = time.perf_counter()
     portable: dict[str, int] = {}
     delegated = 0
@@ -173,8 +208,8 @@ def _lower(ep: "torch.export.ExportedProgram", name: str) -> tuple[bytes, dict[s
         target = getattr(node.target, "__name__", str(node.target))
         if "executorch_call_delegate" in target:
             delegated += 1
-        elif hasattr(node.target, "_op") or "aten" in str(node.target):
-            op = str(getattr(node.target, "_op", node.target)).replace("aten.", "").split(".")[0]
+        elif hasattr(node.target, "_op"):  # edge (ATen) op left to the portable kernels
+            op = _op_name(node)
             portable[op] = portable.get(op, 0) + 1
     program = edge.to_executorch()
     t2 = time.perf_counter()
@@ -198,13 +233,15 @@ def _program_specs(config: "VitsConfig", max_tokens: int, max_frames: int):
 
 def export_executorch(synth: Any, out_dir: str | Path, recipe: Any = None, *,
                       max_tokens: int = DEFAULT_MAX_TOKENS, max_frames: int = DEFAULT_MAX_FRAMES,
-                      force: bool = False, calibration_sentences: int = 8) -> Path:
+                      force: bool = False, calibration: Any = None, calibration_sentences: int = 8) -> Path:
     """Write ``encoder.pte`` + ``decoder.pte`` (XNNPACK) and ``vitsq.json`` into ``out_dir``.
 
     ``synth``: a torch-backend synthesizer of an FP32 model (``vitsq.load(..., backend="torch")``).
     ``recipe``: ``None``/``"fp32"`` (float programs) or ``"pt2e"`` / a ``PT2ERecipe`` (INT8).
     ``max_tokens`` / ``max_frames``: upper bounds of the dynamic axes (symbol ids per sentence,
     decoder frames per sentence). Refuses an existing ``out_dir`` unless ``force``.
+    ``calibration`` (pt2e): a :class:`~vitsq.quantize.calibration.Calibration`, default the first
+    ``calibration_sentences`` sentences of the model language's calibration split.
     Returns ``out_dir``.
     """
     from vitsq.manifest import source_info, write_manifest
@@ -232,14 +269,15 @@ def export_executorch(synth: Any, out_dir: str | Path, recipe: Any = None, *,
     model.eval()
     (enc_dyn, enc_args), (dec_dyn, dec_args) = _program_specs(config, int(max_tokens), int(max_frames))
     t0 = time.perf_counter()
-    with torch.no_grad():
-        enc_ep = _export(EncoderProgram(model).eval(), enc_args, enc_dyn)
-        dec_ep = _export(DecoderProgram(model).eval(), dec_args, dec_dyn)
-    log.info("torch.export of both programs: %.1f s", time.perf_counter() - t0)
+    if rname == "fp32":
+        with torch.no_grad():
+            enc_ep = _export(EncoderProgram(model).eval(), enc_args, enc_dyn)
+            dec_ep = _export(DecoderProgram(model).eval(), dec_args, dec_dyn)
+        log.info("torch.export of both programs: %.1f s", time.perf_counter() - t0)
     quant_info = None
     if rname == "pt2e":
-        enc_ep, dec_ep, quant_info = _quantize_pt2e(synth, model, recipe, enc_ep, dec_ep, enc_dyn, dec_dyn,
-                                                    calibration_sentences, int(max_tokens), int(max_frames))
+        enc_ep, dec_ep, quant_info = _quantize_pt2e(synth, model, recipe, calibration, calibration_sentences,
+                                                    ((enc_dyn, enc_args), (dec_dyn, dec_args)))
     out.mkdir(parents=True)
     reports = {}
     for name, ep, fname in (("encoder", enc_ep, ENCODER_FILE), ("decoder", dec_ep, DECODER_FILE)):
@@ -272,11 +310,65 @@ def export_executorch(synth: Any, out_dir: str | Path, recipe: Any = None, *,
     return out
 
 
-def _quantize_pt2e(synth, model, recipe, enc_ep, dec_ep, enc_dyn, dec_dyn, n_calib, max_tokens, max_frames):
-    raise UnsupportedError("pt2e INT8 ExecuTorch export is not implemented yet")
+def _quantize_pt2e(synth: Any, model: nn.Module, recipe: Any, calibration: Any, n_calib: int,
+                   specs: tuple) -> tuple[Any, Any, dict[str, Any]]:
+    """INT8 programs A and B from :func:`vitsq.quantize.pt2e.quantize_stages`.
+
+    The quantized stages (text encoder, flow, decoder; as many as ``recipe.stages`` names) are
+    calibrated by the quantization module on the real inputs each stage sees during FP32
+    inference of the calibration sentences; they are then composed with the float speaker
+    embedding and duration predictor (:class:`~vitsq.quantize.pt2e.StagedVITS`) into the same
+    two program wrappers as FP32 and exported again with this export's bounds.
+    """
+    from vitsq.quantize.calibration import make_calibration
+    from vitsq.quantize.pt2e import StagedVITS, quantize_stages
+    from vitsq.quantize.recipes import PT2ERecipe
+
+    recipe = PT2ERecipe() if isinstance(recipe, str) else recipe
+    if calibration is None:
+        calibration = make_calibration(synth, n=n_calib)
+    t0 = time.perf_counter()
+    programs = quantize_stages(model, recipe, calibration, progress=False)
+    staged = StagedVITS(model, {s: ep.module() for s, ep in programs.items()})
+    (enc_dyn, enc_args), (dec_dyn, dec_args) = specs
+    with torch.no_grad():
+        enc_ep = _export(EncoderProgram(staged), enc_args, enc_dyn)
+        dec_ep = _export(DecoderProgram(staged), dec_args, dec_dyn)
+    log.info("pt2e: quantized stages %s and re-exported both programs in %.1f s", recipe.stages,
+             time.perf_counter() - t0)
+    info = {**recipe.to_dict(), "calibration": calibration.to_dict(),
+            "float": ["speaker embedding", "duration predictor", "host-side expansion"]
+            + [s for s in ("encoder", "flow", "decoder") if s not in recipe.stages]}
+    return enc_ep, dec_ep, info
 
 
 # =========================================================================== runtime
+_QUANTIZED_KERNELS_LOADED = False
+
+
+def _load_quantized_kernels() -> None:
+    """Register ExecuTorch's quantized portable kernels with the Python runtime (once).
+
+    INT8 programs keep some ``quantize_per_tensor``/``dequantize_per_tensor`` ops outside the
+    XNNPACK partitions (around ops XNNPACK refuses with dynamic shapes). The ``executorch`` wheel
+    ships their kernels in ``executorch/lib/libexecutorch_kernels_quantized.so`` but its runtime
+    bindings do not load it (``load_method`` then fails with OperatorMissing, 0x14); loading the
+    library globally runs its kernel registration.
+    """
+    global _QUANTIZED_KERNELS_LOADED
+    if _QUANTIZED_KERNELS_LOADED:
+        return
+    import ctypes
+
+    from executorch.extension.pybindings import portable_lib
+
+    lib = Path(portable_lib.__file__).resolve().parents[2] / "lib" / "libexecutorch_kernels_quantized.so"
+    if not lib.is_file():
+        raise ModelLoadError(f"this executorch installation lacks {lib.name}, needed by INT8 programs")
+    ctypes.CDLL(str(lib), mode=ctypes.RTLD_GLOBAL)
+    _QUANTIZED_KERNELS_LOADED = True
+
+
 class ExecuTorchSynthesizer(BaseSynthesizer):
     """Runs ``encoder.pte`` / ``decoder.pte`` through ``executorch.runtime`` (CPU, XNNPACK).
 
@@ -298,6 +390,8 @@ class ExecuTorchSynthesizer(BaseSynthesizer):
         self.max_tokens = int(max_tokens)
         self.max_frames = int(max_frames)
         runtime = Runtime.get()
+        if self.quantization:
+            _load_quantized_kernels()
         try:
             self._programs = [runtime.load_program(str(p)) for p in paths]
             self._encoder, self._decoder = (p.load_method("forward") for p in self._programs)
