@@ -275,21 +275,31 @@ class Flip(nn.Module):
 
 
 class ResidualCouplingLayer(nn.Module):
-    """Mean-only affine coupling, run in reverse (prior -> latent) at inference."""
+    """Mean-only affine coupling, run in reverse (prior -> latent) at inference.
+
+    VITS uses pre conv -> WaveNet -> post conv. VITS2's ``pre_conv2`` transformer flow adds a
+    residual one-layer transformer after the pre conv (``pre_transformer=True``); the rest is
+    identical, so both share this class and their upstream parameter names.
+    """
 
     def __init__(self, channels: int, hidden_channels: int, kernel_size: int, dilation_rate: int,
-                 n_layers: int, gin_channels: int = 0) -> None:
+                 n_layers: int, gin_channels: int = 0, pre_transformer: bool = False) -> None:
         super().__init__()
         self.half_channels = channels // 2
         self.pre = nn.Conv1d(self.half_channels, hidden_channels, 1)
+        if pre_transformer:
+            self.pre_transformer = Encoder(hidden_channels, hidden_channels, n_heads=2, n_layers=1,
+                                           kernel_size=kernel_size)
         self.enc = WN(hidden_channels, kernel_size, dilation_rate, n_layers, gin_channels)
         self.post = nn.Conv1d(hidden_channels, self.half_channels, 1)
 
     def forward(self, x: torch.Tensor, x_mask: torch.Tensor, g: torch.Tensor | None = None) -> torch.Tensor:
-        x0, x1 = torch.split(x, [self.half_channels, self.half_channels], 1)
-        h = self.pre(x0) * x_mask
+        x0, x1 = torch.split(x, [self.half_channels, self.half_channels], 1)  # [B, C/2, T] each
+        h = self.pre(x0) * x_mask  # [B, H, T]
+        if hasattr(self, "pre_transformer"):
+            h = h + self.pre_transformer(h * x_mask, x_mask)
         h = self.enc(h, x_mask, g)
-        m = self.post(h) * x_mask
+        m = self.post(h) * x_mask  # [B, C/2, T]
         x1 = (x1 - m) * x_mask
         return torch.cat([x0, x1], 1)
 
@@ -298,12 +308,12 @@ class ResidualCouplingBlock(nn.Module):
     """Stack of coupling layers and flips; ``forward`` is the inverse (generation) direction."""
 
     def __init__(self, channels: int, hidden_channels: int, kernel_size: int, dilation_rate: int,
-                 n_layers: int, n_flows: int = 4, gin_channels: int = 0) -> None:
+                 n_layers: int, n_flows: int = 4, gin_channels: int = 0, pre_transformer: bool = False) -> None:
         super().__init__()
         self.flows = nn.ModuleList()
         for _ in range(n_flows):
             self.flows.append(ResidualCouplingLayer(channels, hidden_channels, kernel_size, dilation_rate,
-                                                    n_layers, gin_channels))
+                                                    n_layers, gin_channels, pre_transformer=pre_transformer))
             self.flows.append(Flip())
 
     def forward(self, x: torch.Tensor, x_mask: torch.Tensor, g: torch.Tensor | None = None) -> torch.Tensor:

@@ -30,9 +30,8 @@ from vitsq.models.config import VitsConfig
 from vitsq.models.modules import (
     WN,
     DurationPredictor,
-    Encoder,
-    Flip,
     HiFiGANUpsampler,
+    ResidualCouplingBlock,
     StochasticDurationPredictor,
     TextEncoder,
 )
@@ -149,51 +148,6 @@ class MultiBandISTFTGenerator(HiFiGANUpsampler):
         return self.pqmf(y_mb), y_mb
 
 
-# --------------------------------------------------------------------------- flow
-class TransformerCouplingLayer(nn.Module):
-    """``pre_conv2`` mean-only coupling: pre conv, residual 1-layer transformer, WaveNet, post conv.
-
-    Runs in the inverse (generation) direction: ``x1 <- x1 - m(x0)``.
-    """
-
-    def __init__(self, channels: int, hidden_channels: int, kernel_size: int, dilation_rate: int,
-                 n_layers: int, gin_channels: int = 0) -> None:
-        super().__init__()
-        self.half_channels = channels // 2
-        self.pre = nn.Conv1d(self.half_channels, hidden_channels, 1)
-        self.pre_transformer = Encoder(hidden_channels, hidden_channels, n_heads=2, n_layers=1,
-                                       kernel_size=kernel_size)
-        self.enc = WN(hidden_channels, kernel_size, dilation_rate, n_layers, gin_channels)
-        self.post = nn.Conv1d(hidden_channels, self.half_channels, 1)
-
-    def forward(self, x: torch.Tensor, x_mask: torch.Tensor, g: torch.Tensor | None = None) -> torch.Tensor:
-        x0, x1 = torch.split(x, [self.half_channels, self.half_channels], 1)  # [B, C/2, T] each
-        h = self.pre(x0) * x_mask  # [B, H, T]
-        h = h + self.pre_transformer(h * x_mask, x_mask)
-        h = self.enc(h, x_mask, g)
-        m = self.post(h) * x_mask  # [B, C/2, T]
-        x1 = (x1 - m) * x_mask
-        return torch.cat([x0, x1], 1)
-
-
-class TransformerCouplingBlock(nn.Module):
-    """Coupling layers and flips; ``forward`` is the inverse (prior -> latent) direction."""
-
-    def __init__(self, channels: int, hidden_channels: int, kernel_size: int, dilation_rate: int,
-                 n_layers: int, n_flows: int = 4, gin_channels: int = 0) -> None:
-        super().__init__()
-        self.flows = nn.ModuleList()
-        for _ in range(n_flows):
-            self.flows.append(TransformerCouplingLayer(channels, hidden_channels, kernel_size, dilation_rate,
-                                                       n_layers, gin_channels))
-            self.flows.append(Flip())
-
-    def forward(self, x: torch.Tensor, x_mask: torch.Tensor, g: torch.Tensor | None = None) -> torch.Tensor:
-        for flow in reversed(self.flows):
-            x = flow(x, x_mask, g=g)
-        return x
-
-
 # --------------------------------------------------------------------------- model
 class VITS2(VITS):
     """Inference-only Vosk MB-iSTFT-VITS2; same stages and ``infer`` signature as :class:`VITS`.
@@ -215,8 +169,10 @@ class VITS2(VITS):
                                  c.n_heads, c.n_layers, c.kernel_size, gin_channels=enc_gin,
                                  cond_layer_idx=c.cond_layer_idx)
         self.dec = MultiBandISTFTGenerator(c)
-        self.flow = TransformerCouplingBlock(c.inter_channels, c.hidden_channels, c.flow_kernel_size, 1,
-                                             c.flow_wn_layers, c.n_flows, gin_channels=c.gin_channels)
+        # transformer_flow_type "pre_conv2": coupling layers with a residual pre-transformer
+        self.flow = ResidualCouplingBlock(c.inter_channels, c.hidden_channels, c.flow_kernel_size, 1,
+                                          c.flow_wn_layers, c.n_flows, gin_channels=c.gin_channels,
+                                          pre_transformer=True)
         if c.use_sdp:
             self.dp = StochasticDurationPredictor(c.hidden_channels, 3, 4, gin_channels=c.gin_channels,
                                                   filter_channels=SDP_FILTER_CHANNELS)
