@@ -606,6 +606,11 @@ def run_benchmark(
                 mark("failed", err, batches)
                 continue
             info["tokens_per_batch"] = {str(b): sum(len(x) for x in ids[:b]) for b in batches}
+            # an ONNX graph without output_lengths cannot recover padded items' lengths, so the
+            # backend runs a batch one item at a time: say so next to its numbers
+            outs = getattr(synth, "output_names", None)
+            info["batching"] = ("items one at a time (ONNX graph without output_lengths)"
+                                if outs is not None and "output_lengths" not in outs else "padded batch")
             length_scale = None
             if not trained:
                 try:
@@ -765,6 +770,10 @@ def markdown_report(data: dict[str, Any]) -> str:
         out += ["", "Random-weight runs (speed only, not speech): " + ", ".join(
             f"`{v['label']}` (length_scale {v.get('length_scale', float('nan')):.3f} → "
             f"{v.get('frames_per_token', float('nan')):.2f} frames/token)" for v in rw), ""]
+    seq = [v["label"] for v in data.get("variants", []) if str(v.get("batching", "")).startswith("items")]
+    if seq:
+        out += ["", "Not batched (run item by item inside a batch call, so no padding cost): "
+                + ", ".join(f"`{x}`" for x in seq) + "."]
     out += ["", "## Details", "", details_table(data)]
     if data.get("messages"):
         out += ["", "## Messages", ""] + [f"- {m}" for m in data["messages"]]

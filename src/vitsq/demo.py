@@ -1,14 +1,14 @@
 """`vitsq demo` (the README's ``./dev demo``): FP32 vs INT8 on the embedded voice, end to end.
 
-Steps, each with a progress bar: load joe -> quantize it with the demo recipe (eager torch.ao
-static INT8, per-channel weights, histogram activation observers, calibrated on the shipped
-*calibration* split) -> evaluate FP32 vs INT8 with Whisper on held-out *evaluation* sentences
+Steps, each with a progress bar: load joe -> quantize it with the demo recipe (default
+``ort-static``: ONNX Runtime static QDQ INT8 of the decoder + INT8 weights elsewhere; ``eager``:
+torch.ao static INT8 with per-channel weights; both calibrated on the shipped *calibration* split) -> evaluate FP32 vs INT8 with Whisper on held-out *evaluation* sentences
 (same seeds) -> benchmark FP32 torch, FP32 ONNX Runtime and INT8 on CPU -> write the report
 (Markdown + self-contained HTML) and sample wavs -> return a short summary.
 
 Everything lands in one folder (default ``out/demo``)::
 
-    joe-int8/        the INT8 artifact (vitsq.json + weights); reused by later runs (--requantize to redo)
+    joe-int8-<recipe>/  the INT8 artifact (vitsq.json + weights); reused by later runs (--requantize to redo)
     eval.json        WER/CER/ΔWER/similarity/distances          bench.json/.md/.png  RTF by batch
     samples/*.wav    the same sentences from every variant      report/report.{md,html} + PNGs
 
@@ -43,11 +43,22 @@ EXTRA_HINTS = {
 }
 
 
-def demo_recipe():
-    """The recipe the demo uses: eager torch.ao static INT8 with per-channel weights."""
-    from vitsq.quantize import EagerRecipe
+#: Recipes the demo can use -> (recipe factory, backend the INT8 artifact runs on).
+DEMO_RECIPES = ("ort-static", "eager")
+DEFAULT_RECIPE = "ort-static"
 
-    return EagerRecipe(per_channel=True)
+
+def demo_recipe(name: str = DEFAULT_RECIPE):
+    """(recipe, backend) for the demo: ``ort-static`` (ONNX Runtime QDQ INT8, per-channel, the
+    fastest INT8 joe variant in benchmarks/) or ``eager`` (torch.ao static INT8, per-channel)."""
+    from vitsq.errors import InputError
+    from vitsq.quantize import EagerRecipe, OrtStaticRecipe
+
+    if name == "eager":
+        return EagerRecipe(per_channel=True), "torch"
+    if name == "ort-static":
+        return OrtStaticRecipe(), "onnx"
+    raise InputError(f"unknown demo recipe {name!r}: valid recipes are {', '.join(DEMO_RECIPES)}")
 
 
 class _Step:
@@ -81,12 +92,13 @@ class _Step:
 
 def run_demo(out_dir: str | Path = "out/demo", model: str = "joe", num_sentences: int = 12,
              batches: str = "1,2,4", warmup: int = 1, iters: int = 5, threads: int | None = None,
-             requantize: bool = False, progress: bool = True) -> dict[str, Any]:
+             requantize: bool = False, progress: bool = True, recipe: str = DEFAULT_RECIPE) -> dict[str, Any]:
     """Run the whole demo; returns the summary (also written to ``<out>/summary.json``)."""
     import json
 
     from tqdm.auto import tqdm
 
+    recipe_obj, int8_backend = demo_recipe(recipe)  # bad names fail before any work
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
@@ -103,21 +115,22 @@ def run_demo(out_dir: str | Path = "out/demo", model: str = "joe", num_sentences
                                        f"{fp32.describe()['weights']}")
         timings["load"] = st.seconds
 
-        art = out / f"{fp32.name}-int8"
+        art = out / f"{fp32.name}-int8-{recipe}"
         with _Step("quantize", bar) as st:
             int8 = None
             if (art / "vitsq.json").is_file() and not requantize:
                 try:
-                    int8 = vitsq.load(art)
+                    int8 = vitsq.load(art, backend=int8_backend)
                     log.info("reusing %s", art)
                 except VitsqError as e:
                     log.warning("cannot reuse %s (%s): quantizing again", art, e)
             if int8 is None:
                 from vitsq.quantize import quantize
 
-                q = quantize(fp32, demo_recipe())
-                q.save(art)
-                int8 = vitsq.load(art)
+                q = quantize(fp32, recipe_obj, out_dir=art)
+                if hasattr(q, "save"):  # torch recipes return a QuantizedModel; ORT ones write out_dir
+                    q.save(art)
+                int8 = vitsq.load(art, backend=int8_backend)
         timings["quantize"] = st.seconds
 
         # distinct names: they label the rows of the eval, bench and report tables
@@ -126,14 +139,20 @@ def run_demo(out_dir: str | Path = "out/demo", model: str = "joe", num_sentences
         with _Step("evaluate", bar) as st:
             from vitsq.evaluate.run import evaluate
 
-            ev = evaluate(fp32, [int8], num_sentences=num_sentences, out=out / "eval.json", progress=progress)
+            # the FP32 reference runs on the INT8 variant's runtime. ONNX Runtime draws noise inside
+            # the graph (it cannot be seeded), so that comparison uses zero noise: identical
+            # inputs, and every difference is the quantization's
+            reference = onnx if int8_backend == "onnx" else fp32
+            zero = {"noise_scale": 0.0, "noise_w": 0.0} if int8_backend == "onnx" else {}
+            ev = evaluate(reference, [int8], num_sentences=num_sentences, out=out / "eval.json", progress=progress,
+                          **zero)
         timings["evaluate"] = st.seconds
 
         with _Step("benchmark", bar) as st:
             from vitsq.bench import run_benchmark
 
             bench = run_benchmark(fp32, [onnx, int8], batches=batches, devices="cpu", threads=threads,
-                                  warmup=warmup, iters=iters, progress=progress, baseline=fp32.name)
+                                  warmup=warmup, iters=iters, progress=progress, baseline=reference.name)
             bench_paths = bench.write(out / "bench.json")
         timings["benchmark"] = st.seconds
 
@@ -164,7 +183,8 @@ def run_demo(out_dir: str | Path = "out/demo", model: str = "joe", num_sentences
     rtf = {n: cell_rtf(n) for n in (fp32.name, onnx.name, int8.name)}
     summary = {
         "model": model,
-        "recipe": demo_recipe().to_dict(),
+        "recipe": recipe_obj.to_dict(),
+        "int8_backend": int8_backend,
         "artifact": str(art),
         "size_bytes": {"fp32": fp32.size_bytes(), "int8": int8.size_bytes()},
         "size_ratio": int8.size_bytes() / fp32.size_bytes(),
@@ -176,6 +196,8 @@ def run_demo(out_dir: str | Path = "out/demo", model: str = "joe", num_sentences
         "delta_wer": {"delta": var.delta_wer.delta, "ci_low": var.delta_wer.ci_low, "ci_high": var.delta_wer.ci_high}
         if var.delta_wer else None,
         "num_sentences": len(ev.sentences),
+        "eval_reference": reference.name,
+        "eval_noise": "zero (ONNX Runtime noise cannot be seeded)" if zero else "model defaults, same seeds",
         "speaker_similarity": var.similarity.mean if var.similarity else None,
         "report_html": str(rep["html"]),
         "report_md": str(rep["md"]),
@@ -199,13 +221,14 @@ def format_summary(s: dict[str, Any]) -> str:
     names = list(rtf)
     dw = s.get("delta_wer") or {}
     lines = [
+        f"recipe    {s['recipe']['recipe']} (INT8 runs on {s['int8_backend']})",
         f"size      FP32 {sz['fp32'] / 1e6:.1f} MB -> INT8 {sz['int8'] / 1e6:.1f} MB  (x{s['size_ratio']:.2f})",
         f"RTF (CPU, batch {s['rtf_batch']}, {s['threads']} threads)  " + "  ".join(f"{n} {f(rtf[n], '.4f')}" for n in names),
         f"speedup   INT8 vs FP32 torch x{f(s['speedup_int8_vs_fp32_torch'], '.2f')}   "
         f"INT8 vs FP32 ONNX Runtime x{f(s['speedup_int8_vs_fp32_onnx'], '.2f')}",
         f"WER       FP32 {f(s['wer']['fp32'], '.3f')}  INT8 {f(s['wer']['int8'], '.3f')}  "
         f"ΔWER {f(dw.get('delta'), '+.3f')} [95% CI {f(dw.get('ci_low'), '+.3f')}, {f(dw.get('ci_high'), '+.3f')}]"
-        f"  on {s['num_sentences']} held-out sentences (Whisper base)",
+        f"  on {s['num_sentences']} held-out sentences (Whisper base; vs {s['eval_reference']}, noise {s['eval_noise']})",
         f"speaker similarity INT8 vs FP32 {f(s.get('speaker_similarity'), '.3f')}",
         f"samples   {Path(s['samples'][0]).parent}/",
         f"report    {s['report_html']}  (and {Path(s['report_md']).name})",
@@ -216,7 +239,8 @@ def format_summary(s: dict[str, Any]) -> str:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     s = run_demo(args.out, args.model, num_sentences=args.sentences, batches=args.batch, warmup=args.warmup,
-                 iters=args.iters, threads=args.threads, requantize=args.requantize, progress=not args.no_progress)
+                 iters=args.iters, threads=args.threads, requantize=args.requantize, progress=not args.no_progress,
+                 recipe=args.recipe)
     print(format_summary(s))
     return 0
 
@@ -229,7 +253,10 @@ def register(sub) -> None:
     p.add_argument("--batch", default="1,2,4", help="benchmark batch sizes")
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--iters", type=int, default=5)
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: torch's default)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="CPU threads for the benchmark (default 1: stable timings on a shared machine)")
+    p.add_argument("--recipe", default=DEFAULT_RECIPE, choices=DEMO_RECIPES,
+                   help=f"INT8 recipe (default {DEFAULT_RECIPE}: the fastest INT8 joe variant measured)")
     p.add_argument("--requantize", action="store_true", help="quantize again even if the artifact exists")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_demo)

@@ -214,6 +214,8 @@ def variant_rows(inp: Inputs) -> list[dict[str, Any]]:
                         "delta_wer": r.get("delta_wer"), "failed": r.get("failed"),
                         "n_sentences": len(r.get("sentences") or []),
                         "similarity": (r.get("speaker_similarity") or {}).get("mean"),
+                        "log_mel_l1": (r.get("distance_to_reference") or {}).get("log_mel_l1"),
+                        "mcd_db": (r.get("distance_to_reference") or {}).get("mcd_db"),
                         "cis": error_rate_cis(r)})
     for _, b in inp.bench:
         base = b["settings"].get("baseline")
@@ -249,7 +251,7 @@ def variant_rows(inp: Inputs) -> list[dict[str, Any]]:
 def variants_table(rows: list[dict[str, Any]]) -> str:
     """The seed's first table: size / RTF / WER per variant."""
     head = ["variant", "backend", "weights", "size", "size ×", "RTF (CPU)", "speedup", "WER [95% CI]",
-            "CER [95% CI]", "ΔWER [95% CI]", "speaker sim.", "failed"]
+            "CER [95% CI]", "ΔWER [95% CI]", "speaker sim.", "log-mel L1", "MCD dB", "failed"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * 3 + ["---:"] * (len(head) - 3)) + "|"]
     for r in rows:
         cis = r.get("cis") or {}
@@ -277,6 +279,7 @@ def variants_table(rows: list[dict[str, Any]]) -> str:
             _fmt(r.get("size_ratio"), ".2f"), rtf,
             (f"×{r['speedup']:.2f}" if r.get("speedup") is not None else "–"),
             rate("wer"), rate("cer"), delta, _fmt(r.get("similarity"), ".3f"),
+            _fmt(r.get("log_mel_l1"), ".3f"), _fmt(r.get("mcd_db"), ".2f"),
             (f"{r['failed']}/{r['n_sentences']}" if r.get("failed") is not None else "–"),
         ]) + " |")
     return "\n".join(lines) + "\n"
@@ -494,7 +497,7 @@ def build_report(sources: Sequence[str | Path | dict], out_dir: str | Path, titl
         ev = inp.eval[0][1]
         notes.append(f"WER/CER: {ev.get('num_sentences')} held-out {ev.get('language')} sentences, "
                      f"{(ev.get('asr') or {}).get('model', 'ASR')}, corpus level; CIs by sentence bootstrap "
-                     f"({BOOTSTRAP} resamples; CER CI weights sentences by normalized length); ΔWER by paired bootstrap.")
+                     f"({BOOTSTRAP} resamples; CER CI weights sentences by normalized length); ΔWER by paired bootstrap; speaker similarity, log-mel L1 and MCD compare each clip with the reference's clip.")
     if inp.bench:
         b = inp.bench[0][1]
         notes.append(f"RTF: median over {b['settings']['iters']} calls at the smallest batch on CPU "
