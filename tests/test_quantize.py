@@ -323,3 +323,32 @@ def test_auto_keep_float_greedy_until_budget(monkeypatch):
     assert tight.keep_float == ["dec.stage2", "dp", "flow", "enc_p"] and tight.distance.log_mel_l1 == 0
     with pytest.raises(InputError, match="budget"):
         sens.auto_keep_float(None, budget=0)
+
+
+# ----------------------------------------------------------------------------- preset
+def test_best_preset_keeps_sensitive_layers_float_and_beats_all_int8(joe_torch, calib):
+    """The eager preset keeps dp, the last decoder stage and conv_post float (the measured noise
+    floor / duration layers) and is within a distance budget vs FP32 that all-layer INT8 fails."""
+    from vitsq.quantize.eager import layer_groups
+    from vitsq.quantize.engines import full_range_ok
+    from vitsq.quantize.recipes import EAGER_KEEP_FLOAT, best_for
+    from vitsq.quantize.sensitivity import SensitivityProbe
+
+    recipe = best_for(joe_torch, "eager")
+    assert recipe.per_channel and set(EAGER_KEEP_FLOAT) <= set(recipe.keep_float)
+    groups = layer_groups(joe_torch.model)
+    sensitive = {n for g in EAGER_KEEP_FLOAT for n in groups[g]}
+    # one calibration, both subsets measured on the same held-out sentence with the same noise
+    probe = SensitivityProbe(joe_torch, recipe.replace(keep_float=()), make_calibration(joe_torch, n=2),
+                             make_calibration(joe_torch, n=1, offset=65, seed=9), progress=False)
+    assert probe.recipe.reduce_range is (not full_range_ok(probe.recipe.engine))
+    all_int8 = probe.measure(probe.prepared.observed)
+    preset = probe.measure([n for n in probe.prepared.observed if n not in sensitive])
+    budget = 0.6  # nats of log-mel L1; measured ~0.3 (preset) vs ~1.2 (all INT8) on joe
+    assert preset.log_mel_l1 <= budget < all_int8.log_mel_l1, (preset, all_int8)
+    # the real quantize path honours the preset: exactly those layers (and no others) stay float
+    from vitsq.quantize import quantize
+
+    q = quantize(joe_torch, recipe, make_calibration(joe_torch, n=1))
+    floats = {l.name for l in q.coverage.layers if not l.quantized and "kept float" in l.reason}
+    assert floats == sensitive

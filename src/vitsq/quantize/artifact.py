@@ -133,7 +133,8 @@ def load_eager_artifact(directory: Path, manifest: dict[str, Any], backend: str 
     q = manifest.get("quantization") or {}
     try:
         recipe = recipe_from_dict({k: q[k] for k in ("recipe", "version", "per_channel", "act_observer",
-                                                      "engine", "keep_float")})
+                                                      "engine", "keep_float")}
+                                  | ({"reduce_range": q["reduce_range"]} if "reduce_range" in q else {}))
     except KeyError as exc:
         raise ModelLoadError(f"{directory}/vitsq.json: quantization lacks {exc}") from exc
     if not isinstance(recipe, EagerRecipe) or not recipe.engine:
@@ -144,6 +145,13 @@ def load_eager_artifact(directory: Path, manifest: dict[str, Any], backend: str 
     if recipe.engine not in available_engines():
         raise UnsupportedError(f"{directory} needs quantized engine {recipe.engine!r}, which this machine lacks "
                                f"(available: {', '.join(available_engines())}): re-quantize here with one of them")
+    if recipe.reduce_range is False:
+        from vitsq.quantize.engines import full_range_ok
+
+        if not full_range_ok(recipe.engine):
+            raise UnsupportedError(f"{directory} uses 8-bit activations, which saturate in this CPU's "
+                                   f"{recipe.engine} kernels (no VNNI): re-quantize here (7-bit is chosen "
+                                   f"automatically)")
     config = manifest_config(manifest)
     model = rebuild_quantized(config, recipe, q.get("quantized_layers", []))
     state = torch.load(directory / EAGER_FILE, map_location="cpu", weights_only=False)

@@ -109,7 +109,7 @@ def resolve_keep_float(model: nn.Module, entries: Iterable[str]) -> set[str]:
 def activation_observer(recipe: EagerRecipe, engine: str):
     import torch.ao.quantization as tq
 
-    rr = reduce_range(engine)
+    rr = reduce_range(engine) if recipe.reduce_range is None else recipe.reduce_range
     if recipe.act_observer == "histogram":
         return tq.HistogramObserver.with_args(reduce_range=rr)
     if recipe.act_observer == "minmax":
@@ -162,7 +162,8 @@ def resolve_recipe(recipe: EagerRecipe) -> EagerRecipe:
     """Fill the default engine and check it runs here (UnsupportedError naming the valid ones)."""
     engine = recipe.engine or default_engine()
     check_engine(engine)
-    return recipe.replace(engine=engine)
+    rr = reduce_range(engine) if recipe.reduce_range is None else recipe.reduce_range
+    return recipe.replace(engine=engine, reduce_range=rr)
 
 
 def prepare_all(float_model: nn.Module, recipe: EagerRecipe, keep_float: set[str] = frozenset(),
@@ -237,7 +238,7 @@ def rebuild_quantized(config: Any, recipe: EagerRecipe, quantized: Iterable[str]
     missing = [n for n in quantized if n not in layers]
     if missing:
         raise InputError(f"artifact lists quantized layers {missing[:3]} that this architecture does not have")
-    act = tq.MinMaxObserver.with_args(reduce_range=reduce_range(recipe.engine))  # overwritten by the state dict
+    act = tq.MinMaxObserver.with_args(reduce_range=bool(recipe.reduce_range))  # ranges come from the state dict
     for name in quantized:
         wrapper = tq.QuantWrapper(layers[name])
         wrapper.qconfig = layer_qconfig(layers[name], recipe, recipe.engine, act=act)

@@ -76,8 +76,65 @@ def use_engine(engine: str) -> Iterator[None]:
 
 
 def reduce_range(engine: str) -> bool:
-    """fbgemm/x86 accumulate u8*s8 pairs in int16 (vpmaddubsw): 7-bit activations avoid overflow."""
-    return engine in ("fbgemm", "x86")
+    """Whether activations must be 7-bit on ``engine`` here (measured, see :func:`full_range_ok`).
+
+    fbgemm/x86 on CPUs without VNNI add u8*s8 pairs in int16 (vpmaddubsw), which saturates
+    with 8-bit activations, hence torch's blanket ``reduce_range=True`` for them. That costs one
+    bit (2x the rounding noise) on every activation of every layer, which was the largest single
+    error source of all-layer eager INT8 on joe (log-mel L1 to FP32 1.56 -> 1.25 with full range,
+    per-channel, 6 held-out sentences). So we probe: 8-bit unless the kernel saturates.
+    """
+    if engine not in ("fbgemm", "x86"):
+        return False
+    return not full_range_ok(engine)
+
+
+_FULL_RANGE_CACHE: dict[str, bool] = {}
+
+
+def full_range_ok(engine: str) -> bool:
+    """True if ``engine``'s INT8 Conv1d/Linear are exact with full 8-bit activations on this CPU.
+
+    Worst case for int16 pair saturation: all-positive inputs reaching u8 255 and weights at
+    +-127 of the same sign in adjacent pairs. The result is compared with the float op on the
+    dequantized input and weights (so only kernel error is left, plus output rounding, ~1 %);
+    a saturating kernel is off by tens of percent. Cached per engine for the process.
+    """
+    if engine in _FULL_RANGE_CACHE:
+        return _FULL_RANGE_CACHE[engine]
+    import torch.ao.quantization as tq
+
+    ok = True
+    gen = torch.Generator().manual_seed(0)
+    with use_engine(engine), torch.no_grad(), _quiet():
+        for layer in (nn.Conv1d(64, 64, 3, padding=1), nn.Linear(64, 64)):
+            w = torch.ones_like(layer.weight)
+            w[..., ::2] = torch.sign(torch.randn(w[..., ::2].shape, generator=gen))
+            layer.weight.copy_(w)
+            layer.bias.zero_()
+            shape = (1, 32, 64) if isinstance(layer, nn.Linear) else (1, 64, 32)
+            x = 4 * torch.rand(shape, generator=gen)
+            wrapped = tq.QuantWrapper(layer).eval()
+            wrapped.qconfig = tq.QConfig(
+                activation=tq.MinMaxObserver.with_args(reduce_range=False),
+                weight=tq.MinMaxObserver.with_args(dtype=torch.qint8, qscheme=torch.per_tensor_symmetric))
+            try:
+                tq.prepare(wrapped, inplace=True)
+                wrapped(x)
+                tq.convert(wrapped, inplace=True)
+                y = wrapped(x)
+                xq = wrapped.quant(x).dequantize()
+                wq = wrapped.module.weight().dequantize()
+                ref = (nn.functional.linear(xq, wq) if isinstance(layer, nn.Linear)
+                       else nn.functional.conv1d(xq, wq, padding=1))
+                rel = float((y - ref).norm() / ref.norm().clamp_min(1e-12))
+            except (RuntimeError, AssertionError, NotImplementedError):
+                rel = float("inf")
+            ok = ok and rel <= 0.05
+    if not ok:
+        log.info("engine %s saturates with 8-bit activations on this CPU: using 7-bit (reduce_range)", engine)
+    _FULL_RANGE_CACHE[engine] = ok
+    return ok
 
 
 def supports_per_channel(module: nn.Module) -> bool:

@@ -91,6 +91,10 @@ class EagerRecipe(_Recipe):
     act_observer: str = "histogram"
     engine: str | None = None
     keep_float: tuple[str, ...] = ()
+    #: 7-bit activations (``True``) or 8-bit (``False``); ``None`` = measured on this CPU by
+    #: :func:`vitsq.quantize.engines.reduce_range` (8-bit unless the engine's kernels saturate).
+    #: Artifacts store the resolved value.
+    reduce_range: bool | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -248,3 +252,36 @@ def as_synthesizer(obj: Any):
         return TorchSynthesizer(obj, "model", frontend)
     raise UnsupportedError(f"quantize takes a torch-backend synthesizer or a VITS/VITS2 module, got "
                            f"{type(obj).__name__} (load the model with backend='torch')")
+
+
+# ============================================================================ presets
+#: Eager layer groups that stay float in the preset (:func:`best_for`). Measured on joe
+#: (per-channel, 8-bit activations, 8 calibration / 6 held-out sentences, distance to FP32 with
+#: the same noise when *only* that group is INT8): dec.conv_post log-mel L1 0.68 / MCD 49 dB and
+#: dec.stage2 0.74 / 28 dB (an INT8 noise floor in silence: per-tensor 8-bit activations at
+#: waveform level cannot represent quiet frames), dp 0.48 (changes integer durations); every
+#: other decoder/flow group <= 0.27. Together they are ~4 % of the weights.
+EAGER_KEEP_FLOAT: tuple[str, ...] = ("dp", "dec.stage2", "dec.conv_post")
+#: ONNX node-name prefixes the ort-static preset leaves float inside the static (decoder) scope:
+#: the output conv and the activation feeding it (same noise floor as the eager groups above).
+ORT_KEEP_FLOAT: tuple[str, ...] = ("/dec/conv_post", "/dec/LeakyRelu_3")
+
+
+def best_for(model: Any = None, recipe: str = "eager"):
+    """The measured best recipe of kind ``recipe`` (``eager`` or ``ort-static``) for ``model``.
+
+    ``model`` (a synthesizer, module or config; optional) picks architecture-specific float
+    layers: the HiFi-GAN VITS decoder's last stage and ``conv_post`` for Piper/VITS voices; for
+    the multi-band iSTFT VITS2 decoder only the duration predictor is kept float, since its
+    last-stage equivalents were not measured on trained weights. Numbers behind the choice:
+    ``benchmarks/joe_int8_recipes.md``. Library users and ``./dev demo`` should take recipes from here.
+    """
+    config = getattr(model, "config", model)
+    arch = getattr(config, "arch", "vits")
+    if recipe == "eager":
+        keep = EAGER_KEEP_FLOAT if arch == "vits" else ("dp",)
+        return EagerRecipe(per_channel=True, act_observer="histogram", keep_float=keep)
+    if recipe == "ort-static":
+        return OrtStaticRecipe(per_channel=True, calibrate_method="minmax",
+                               keep_float=ORT_KEEP_FLOAT if arch == "vits" else ())
+    raise UnsupportedError(f"no measured preset for recipe {recipe!r}: presets exist for eager, ort-static")
