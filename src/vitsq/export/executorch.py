@@ -53,10 +53,29 @@ What blocked the export, and how each was resolved
    runtime resizes within it.
 5. *Speaker embedding and scales as Python numbers* would be baked into the graph as constants:
    they are tensor inputs (``sid``, ``length_scale``); ``noise_scale`` is applied on the host.
+6. *Non-persistent buffers* (VITS2 iSTFT basis, PQMF filters): XNNPACK preprocessing rejected
+   them ("Non-persistent buffer model.dec.istft.basis is in the state dict"); they are exported
+   as persistent program constants (:func:`_export`), the model itself is unchanged.
+7. *INT8 encoder feeding the float duration predictor*: XNNPACK took ``dp.pre`` (dequantized
+   input, float weight) for a quantized conv and failed ("Weight and Input should both be
+   quantized"); a value-preserving ``h * x_mask`` in :class:`EncoderProgram` separates them.
+8. *q/dq ops outside XNNPACK* (around ops it refuses with dynamic shapes) need the quantized
+   portable kernels: ``executorch.kernels.quantized`` at export (out variants) and
+   ``libexecutorch_kernels_quantized.so`` at run time (:func:`_load_quantized_kernels`), which the
+   wheel's Python runtime does not load by itself (``load_method`` error 0x14, OperatorMissing).
+9. *Slow lowering*: with dynamic shapes XNNPACK refuses dynamic slices/views, layer norm over
+   channels, gathers and comparisons, which cut the graph into ~140 partitions at ~1 s of
+   ahead-of-time work each; only partitions holding a convolution or matmul are delegated
+   (:func:`_partitioner`), the elementwise crumbs run as portable kernels.
 
-Ops that XNNPACK does not take (gather in the spline flow, ``ceil``, comparisons, cumsum,
-``where``, embedding, ...) run as ExecuTorch portable kernels inside the same program; the
-manifest lists them per program (``executorch.programs.*.portable_ops``).
+Ops left to ExecuTorch's portable kernels (the manifest lists them per program under
+``executorch.programs.*.portable_ops``): in program A the embedding, layer norm, the spline
+flow's gather/cumsum/where/comparisons, and the dynamic slices/views of relative attention; in
+program B (Piper HiFi-GAN) only the flow's channel flips, splits and slices -- every conv,
+transposed conv, activation and the decoder run in XNNPACK; for the VITS2 MB-iSTFT decoder also
+``exp``/``sin``/``cos`` of the sub-band spectra, the reflect pad (``index``/``abs``), and the
+flow transformer's layer norm/softmax. The iSTFT and PQMF themselves are (transposed) convs and
+run in XNNPACK.
 
 INT8 (``recipe="pt2e"``): PT2E static quantization with the XNNPACK quantizer (per-channel
 symmetric weights, per-tensor activations) of program B's flow and decoder and of program A's
@@ -159,7 +178,22 @@ def _recipe_name(recipe: Any) -> str:
 
 
 def _export(module: nn.Module, args: tuple, dynamic_shapes: tuple) -> "torch.export.ExportedProgram":
-    return torch.export.export(module, args, dynamic_shapes=dynamic_shapes, strict=False)
+    """``torch.export`` with every buffer exported as persistent.
+
+    The VITS2 iSTFT basis and PQMF filters are non-persistent buffers (derived, not in the
+    checkpoint). XNNPACK's preprocessing re-validates each delegated partition and rejects a
+    non-persistent buffer that is in the partition's state dict ("Non-persistent buffer
+    model.dec.istft.basis is in the state dict, it should not be"). Marking them persistent for
+    the duration of the trace makes them ordinary program constants; the model is restored.
+    """
+    marked = [(m, name) for m in module.modules() for name in list(m._non_persistent_buffers_set)]
+    for m, name in marked:
+        m._non_persistent_buffers_set.discard(name)
+    try:
+        return torch.export.export(module, args, dynamic_shapes=dynamic_shapes, strict=False)
+    finally:
+        for m, name in marked:
+            m._non_persistent_buffers_set.add(name)
 
 
 HEAVY_OPS = ("convolution", "mm", "addmm", "bmm", "linear")  # what makes a delegated partition worth it
@@ -196,6 +230,7 @@ def _lower(ep: "torch.export.ExportedProgram", name: str) -> tuple[bytes, dict[s
     """Lower to the XNNPACK delegate and serialize; returns (bytes, op report)."""
     import executorch.kernels.quantized  # noqa: F401  (out variants of q/dq left outside XNNPACK)
     from executorch.exir import to_edge_transform_and_lower
+    from executorch.exir.dialects.edge._ops import EdgeOpOverload
 
     t0 = time.perf_counter()
     edge = to_edge_transform_and_lower(ep, partitioner=[_partitioner()])
@@ -208,7 +243,7 @@ def _lower(ep: "torch.export.ExportedProgram", name: str) -> tuple[bytes, dict[s
         target = getattr(node.target, "__name__", str(node.target))
         if "executorch_call_delegate" in target:
             delegated += 1
-        elif hasattr(node.target, "_op"):  # edge (ATen) op left to the portable kernels
+        elif isinstance(node.target, EdgeOpOverload):  # an operator left to the portable kernels
             op = _op_name(node)
             portable[op] = portable.get(op, 0) + 1
     program = edge.to_executorch()
