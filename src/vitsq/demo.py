@@ -1,8 +1,8 @@
 """`vitsq demo` (the README's ``./dev demo``): FP32 vs INT8 on the embedded voice, end to end.
 
 Steps, each with a progress bar: load joe -> quantize it with the demo recipe (default
-``ort-static``: ONNX Runtime static QDQ INT8 of the decoder + INT8 weights elsewhere; ``eager``:
-torch.ao static INT8 with per-channel weights; both calibrated on the shipped *calibration* split) -> evaluate FP32 vs INT8 with Whisper on held-out *evaluation* sentences
+``ort-static``: ONNX Runtime static QDQ INT8; ``eager``: torch.ao static INT8; each the measured
+preset from :func:`vitsq.quantize.recipes.best_for`, calibrated on the shipped *calibration* split) -> evaluate FP32 vs INT8 with Whisper on held-out *evaluation* sentences
 (same seeds) -> benchmark FP32 torch, FP32 ONNX Runtime and INT8 on CPU -> write the report
 (Markdown + self-contained HTML) and sample wavs -> return a short summary.
 
@@ -48,17 +48,38 @@ DEMO_RECIPES = ("ort-static", "eager")
 DEFAULT_RECIPE = "ort-static"
 
 
-def demo_recipe(name: str = DEFAULT_RECIPE):
-    """(recipe, backend) for the demo: ``ort-static`` (ONNX Runtime QDQ INT8, per-channel, the
-    fastest INT8 joe variant in benchmarks/) or ``eager`` (torch.ao static INT8, per-channel)."""
+def demo_recipe(name: str = DEFAULT_RECIPE, model: Any = None):
+    """(recipe, backend) for the demo: the measured preset of kind ``name`` for ``model`` from
+    :func:`vitsq.quantize.recipes.best_for` -- ``ort-static`` (ONNX Runtime QDQ INT8, runs on
+    onnx) or ``eager`` (torch.ao static INT8, runs on torch)."""
     from vitsq.errors import InputError
-    from vitsq.quantize import EagerRecipe, OrtStaticRecipe
+    from vitsq.quantize.recipes import best_for
 
-    if name == "eager":
-        return EagerRecipe(per_channel=True), "torch"
-    if name == "ort-static":
-        return OrtStaticRecipe(), "onnx"
-    raise InputError(f"unknown demo recipe {name!r}: valid recipes are {', '.join(DEMO_RECIPES)}")
+    if name not in DEMO_RECIPES:
+        raise InputError(f"unknown demo recipe {name!r}: valid recipes are {', '.join(DEMO_RECIPES)}")
+    return best_for(model, name), ("onnx" if name == "ort-static" else "torch")
+
+
+def _artifact_recipe(art: Path) -> dict | None:
+    """The recipe dict an artifact's vitsq.json records (eager stores it flat, ORT nested)."""
+    import json
+
+    try:
+        q = json.loads((art / "vitsq.json").read_text(encoding="utf-8")).get("quantization") or {}
+    except (OSError, ValueError):
+        return None
+    r = q.get("recipe")
+    if isinstance(r, dict):
+        return r
+    return q if isinstance(r, str) else None
+
+
+def _same_recipe(recorded: dict | None, wanted: dict) -> bool:
+    if not recorded:
+        return False
+    norm = lambda d: {k: (list(v) if isinstance(v, tuple) else v) for k, v in d.items()}  # noqa: E731
+    rec = norm(recorded)
+    return all(rec.get(k) == v for k, v in norm(wanted).items())
 
 
 class _Step:
@@ -115,9 +136,14 @@ def run_demo(out_dir: str | Path = "out/demo", model: str = "joe", num_sentences
                                        f"{fp32.describe()['weights']}")
         timings["load"] = st.seconds
 
+        recipe_obj, int8_backend = demo_recipe(recipe, fp32)
         art = out / f"{fp32.name}-int8-{recipe}"
         with _Step("quantize", bar) as st:
             int8 = None
+            if (art / "vitsq.json").is_file() and not requantize:
+                if not _same_recipe(_artifact_recipe(art), recipe_obj.to_dict()):
+                    log.info("%s was made with another recipe: quantizing again", art)
+                    requantize = True
             if (art / "vitsq.json").is_file() and not requantize:
                 try:
                     int8 = vitsq.load(art, backend=int8_backend)
@@ -127,6 +153,10 @@ def run_demo(out_dir: str | Path = "out/demo", model: str = "joe", num_sentences
             if int8 is None:
                 from vitsq.quantize import quantize
 
+                if art.exists():
+                    import shutil
+
+                    shutil.rmtree(art)  # a stale artifact of another recipe
                 q = quantize(fp32, recipe_obj, out_dir=art)
                 if hasattr(q, "save"):  # torch recipes return a QuantizedModel; ORT ones write out_dir
                     q.save(art)
@@ -256,7 +286,7 @@ def register(sub) -> None:
     p.add_argument("--threads", type=int, default=1,
                    help="CPU threads for the benchmark (default 1: stable timings on a shared machine)")
     p.add_argument("--recipe", default=DEFAULT_RECIPE, choices=DEMO_RECIPES,
-                   help=f"INT8 recipe (default {DEFAULT_RECIPE}: the fastest INT8 joe variant measured)")
+                   help=f"INT8 recipe kind; its measured preset is used (default {DEFAULT_RECIPE})")
     p.add_argument("--requantize", action="store_true", help="quantize again even if the artifact exists")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_demo)
