@@ -254,7 +254,7 @@ def test_audio_distance_identical_noisy_gain_and_length_handling():
 
     rng = np.random.default_rng(1)
     noisy = audio_distance(x, x + 0.01 * rng.standard_normal(x.size).astype(np.float32), SR)
-    assert noisy.log_mel_l1 > 0.05 and noisy.mcd_db > 1.0 and noisy.snr_db < 30
+    assert noisy.log_mel_l1 > 0.05 and noisy.mcd_db > 0.15 and noisy.snr_db < 30
 
     half = audio_distance(x, 0.5 * x, SR)  # c0 is dropped: a pure gain change is not distortion
     assert half.mcd_db == pytest.approx(0.0, abs=1e-3)
@@ -518,7 +518,7 @@ def test_evaluate_joe_fp32_vs_broken_variant(tmp_path, eval_cache, whisper):
     assert b.error_rate.cer > r.error_rate.cer + 0.05
     assert b.delta_wer.delta > 0.1
     assert b.similarity.mean < 0.9
-    assert b.distance.log_mel_l1 > 0.5 and b.distance.snr_db < 5.0 and b.distance.mcd_db > 5.0
+    assert b.distance.log_mel_l1 > 0.5 and b.distance.snr_db < 5.0 and b.distance.mcd_db > 0.8
     # a failing sentence is reported and counted, not dropped
     assert f.num_failed == 1 and f.synthesis_errors[1] and "simulated kernel failure" in f.synthesis_errors[1]
     assert f.error_rate.sentences[1].words.deletions == f.error_rate.sentences[1].words.reference_length

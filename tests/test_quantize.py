@@ -132,7 +132,7 @@ def test_eager_int8_close_to_fp32_and_broken_engine_is_not(joe_torch, calib, qmo
     out = qmodel.synth.synthesize(TEXT, seed=3).samples
     d = _distance(ref, out, joe_torch.sample_rate)
     assert len(out) == len(ref)  # durations unchanged: same noise, encoder + duration predictor float
-    assert d.log_mel_l1 < 0.8 and d.mcd_db < 25.0, d
+    assert d.log_mel_l1 < 0.8 and d.mcd_db < 4.0, d
     assert not np.array_equal(ref, out)  # it really is quantized
     # The same recipe on x86 with the numerics probe off keeps the broken INT8 ConvTranspose1d.
     recipe = EagerRecipe(engine="x86", keep_float=KEEP)
@@ -147,7 +147,7 @@ def test_eager_int8_close_to_fp32_and_broken_engine_is_not(joe_torch, calib, qmo
         bad = run_items(broken, [calib.items[0]], calib.scales)[0]
     ref0 = run_items(joe_torch.model, [calib.items[0]], calib.scales)[0]
     d_bad = _distance(ref0, bad, joe_torch.sample_rate)
-    assert d_bad.log_mel_l1 > 1.2 and d_bad.mcd_db > 40.0, d_bad
+    assert d_bad.log_mel_l1 > 1.2 and d_bad.mcd_db > 6.3, d_bad
     # with the probe on (the default), x86 keeps those layers float: see the engine test
 
 
@@ -261,7 +261,7 @@ def test_pt2e_flow_stage_int8_close_and_round_trips(joe_torch, tmp_path):
     out = q.synth.synthesize(TEXT, seed=3).samples
     assert len(out) == len(ref) and not np.array_equal(ref, out)
     d = _distance(ref, out, joe_torch.sample_rate)
-    assert d.log_mel_l1 < 0.4 and d.mcd_db < 15.0, d
+    assert d.log_mel_l1 < 0.4 and d.mcd_db < 2.4, d
 
     art = q.save(tmp_path / "pt2e")
     assert (art / "flow.pt2").stat().st_size < 0.4 * 4 * flow_params

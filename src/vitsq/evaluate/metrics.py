@@ -400,7 +400,11 @@ def _mel_cepstrum(samples: np.ndarray, sample_rate: int, floor: float) -> np.nda
     """Mel-frequency cepstrum c1..c24 [24, frames] (DCT-II of the log mel amplitude; c0 dropped)."""
     from scipy.fft import dct
 
-    return dct(log_mel(samples, sample_rate, floor), type=2, axis=0, norm="ortho")[1 : N_CEPS + 1]
+    # The usual mel-cepstrum c_d is the cosine-series coefficient of the log spectrum,
+    # (2/N) * sum_k X_k cos(...); an orthonormal DCT-II is sqrt(N/2) times that, which would
+    # inflate MCD ~6x (80 bands). Rescale so values sit on the familiar dB scale.
+    c = dct(log_mel(samples, sample_rate, floor), type=2, axis=0, norm="ortho") * math.sqrt(2.0 / N_MELS)
+    return c[1 : N_CEPS + 1]
 
 
 def snr_db(reference: np.ndarray, test: np.ndarray) -> float:

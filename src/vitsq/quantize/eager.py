@@ -14,11 +14,11 @@ float). Sensitivity analysis reuses one calibration for all subsets.
 Measured here (2-core CPU shared with other jobs, so timings are rough; `vitsq bench` is the
 real benchmark). joe, all layers INT8, fbgemm, 16 calibration sentences: state dict 62.7 MB ->
 16.3 MB (99.53 % of weights INT8); distance to FP32 with the same noise on 4 held-out sentences:
-log-mel L1 1.68 nats, MCD 59 dB, all 4 lengths changed (INT8 encoder/duration predictor moves
+log-mel L1 1.68 nats, MCD 59 dB (measured before the MCD scale fix; /6.3 on the current scale), all 4 lengths changed (INT8 encoder/duration predictor moves
 durations). qnnpack (8-bit activations instead of fbgemm's 7): L1 1.29. Sensitivity ranks the
 last decoder stage and the final conv worst (an INT8 noise floor in silence: SNR 25 dB alone,
 but L1 0.94), then the duration predictor (durations change). Keeping dp, dec.stage2,
-dec.conv_post float (4.3 % of weights): L1 0.80, MCD 17 dB, 18.0 MB. RTF ratios flipped between
+dec.conv_post float (4.3 % of weights): L1 0.80, MCD 17 dB (old scale), 18.0 MB. RTF ratios flipped between
 runs under load (INT8/FP32 0.85 with 2 threads in one run, 1.54 with 1 thread in another).
 Vosk VITS2 preset (random weights, size only): 127.7 MB -> 32.7 MB, 99.69 % INT8.
 """

@@ -257,7 +257,7 @@ def as_synthesizer(obj: Any):
 # ============================================================================ presets
 #: Eager layer groups that stay float in the preset (:func:`best_for`). Measured on joe
 #: (per-channel, 8-bit activations, 8 calibration / 6 held-out sentences, distance to FP32 with
-#: the same noise when *only* that group is INT8): dec.conv_post log-mel L1 0.68 / MCD 49 dB and
+#: the same noise when *only* that group is INT8): dec.conv_post log-mel L1 0.68 / MCD 49 dB (pre-rescale; ~7.7 dB on the current scale) and
 #: dec.stage2 0.74 / 28 dB (an INT8 noise floor in silence: per-tensor 8-bit activations at
 #: waveform level cannot represent quiet frames), dp 0.48 (changes integer durations); every
 #: other decoder/flow group <= 0.27. Together they are ~4 % of the weights.
