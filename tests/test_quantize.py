@@ -352,3 +352,16 @@ def test_best_preset_keeps_sensitive_layers_float_and_beats_all_int8(joe_torch, 
     q = quantize(joe_torch, recipe, make_calibration(joe_torch, n=1))
     floats = {l.name for l in q.coverage.layers if not l.quantized and "kept float" in l.reason}
     assert floats == sensitive
+
+
+def test_cli_keep_float_preset_uses_measured_best_recipe(tmp_path, capsys):
+    from vitsq.cli import main
+    from vitsq.quantize.recipes import best_for
+
+    assert main(["quantize", "joe", "--recipe", "pt2e", "--keep-float", "preset", "-o", str(tmp_path / "p")]) == 2
+    assert "no measured preset" in capsys.readouterr().err
+    out = tmp_path / "preset"
+    assert main(["quantize", "joe", "--recipe", "eager", "--keep-float", "preset", "--calib", "2", "-o", str(out)]) == 0
+    q = vitsq.load(out).quantization
+    best = best_for(vitsq.load("joe"), "eager")
+    assert q["keep_float"] == list(best.keep_float) and q["per_channel"] is True

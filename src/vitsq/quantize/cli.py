@@ -25,7 +25,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help=f"ort-static calibration: {', '.join(ORT_CALIBRATION_METHODS)}")
     p.add_argument("--calib", type=int, default=None, help="calibration sentences (default: 16, see docs)")
     p.add_argument("--calib-file", type=Path, help="calibration sentences file (one per line) instead of the shipped split")
-    p.add_argument("--keep-float", default="", help="'auto' (needs --budget) or comma-separated layer/group names")
+    p.add_argument("--keep-float", default="", help="'preset' (the measured best float layers and options for this "
+                                                     "model, see recipes.best_for), 'auto' (needs --budget) or "
+                                                     "comma-separated layer/group names")
     p.add_argument("--budget", type=float, help="with --keep-float auto: max log-mel L1 to FP32 (nats), e.g. 0.15")
     p.add_argument("--granularity", default="groups", choices=["groups", "layers"],
                    help="sensitivity unit for --keep-float auto / --sensitivity")
@@ -49,9 +51,23 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         keep_float=args.keep_float, budget=args.budget, granularity=args.granularity,
         sensitivity=args.sensitivity, seed=args.seed, noise_scale=args.noise_scale,
         length_scale=args.length_scale, noise_w=args.noise_w)
-    build_recipe(opts)  # fail on a bad recipe/option before loading the model
+    preset = opts.keep_float.strip() == "preset"
+    if not preset:
+        build_recipe(opts)  # fail on a bad recipe/option before loading the model
     kw = {"config_path": Path(args.config)} if args.config else {}
     synth = vitsq.load(args.model, backend="torch", device="cpu", **kw)
+    if preset:
+        from dataclasses import replace
+
+        from vitsq.quantize.recipes import best_for
+
+        best = best_for(synth, args.recipe)  # UnsupportedError for recipes without a measured preset
+        opts = replace(opts, keep_float=",".join(best.keep_float), per_channel=best.per_channel)
+        if hasattr(best, "calibrate_method"):
+            opts = replace(opts, calibrate_method=best.calibrate_method)
+        if hasattr(best, "act_observer"):
+            opts = replace(opts, observer=best.act_observer)
+        build_recipe(opts)
     result = quantize_to_dir(synth, args.output, opts)
     if args.json:
         print(json.dumps(result.summary, indent=2, default=str))
