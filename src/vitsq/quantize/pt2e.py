@@ -173,7 +173,110 @@ def capture_stage_inputs(model: VITS, calibration: Any, stages: tuple[str, ...])
 
 
 # ============================================================================ quantize
-def _quantizer(recipe: PT2ERecipe):
+def resolve_recipe(model: VITS, recipe: PT2ERecipe) -> PT2ERecipe:
+    """``recipe`` with ``keep_float=None`` replaced by the measured preset for ``model``'s arch."""
+    if recipe.keep_float is not None:
+        return recipe
+    from vitsq.quantize.recipes import best_for
+
+    return recipe.replace(keep_float=best_for(model, "pt2e").keep_float)
+
+
+def float_scopes(model: VITS, keep_float: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``(prefixes, decoder_stage_starts)`` for ``keep_float`` entries.
+
+    ``prefixes``: module paths whose graph nodes stay float (the layers of the named groups, or
+    the named layers/prefixes). ``decoder_stage_starts``: for each ``dec.stage<i>`` group, the path
+    of its upsampler (``dec.ups.<i>``): from its first node on, the decoder's own ops (residual
+    sums, their average, activations) also stay float -- the XNNPACK quantizer annotates them on
+    the ``dec`` module itself, so skipping the stage's modules by name leaves them INT8.
+    """
+    from vitsq.quantize.eager import layer_groups, resolve_keep_float
+
+    modules = {n for n, _ in model.named_modules()}
+    # a named module (``enc_p.encoder.attn_layers``) covers its non-layer ops too (matmuls, adds)
+    prefixes = tuple(sorted(resolve_keep_float(model, keep_float) | {e.strip() for e in keep_float} & modules))
+    groups = layer_groups(model)
+    starts = []
+    for entry in keep_float:
+        entry = entry.strip()
+        if entry.startswith("dec.stage") and entry in groups:
+            starts.append(f"dec.ups.{int(entry[len('dec.stage'):])}")
+    return prefixes, tuple(starts)
+
+
+def _module_path(node: torch.fx.Node) -> str:
+    stack = node.meta.get("nn_module_stack") or {}
+    if not stack:
+        return ""
+    path = list(stack.values())[-1][0]
+    # non-strict export names paths like the module attributes; strip export's own prefixes
+    for junk in ("L['self'].", "L__self__."):
+        if path.startswith(junk):
+            path = path[len(junk):]
+    return path
+
+
+def _under(path: str, prefix: str) -> bool:
+    return path == prefix or path.startswith(prefix + ".")
+
+
+def unannotate(gm: torch.fx.GraphModule, prefixes: tuple[str, ...], stage_starts: tuple[str, ...],
+               quantize_adds: bool) -> list[str]:
+    """Delete the quantization annotation of the nodes that must stay float; returns their names.
+
+    (a) nodes inside a kept module (``prefixes``); (b) after the first node of a kept decoder
+    stage (``stage_starts``), the nodes of the ``dec`` module itself; (c) unless
+    ``quantize_adds``, every ``add``/``div`` (residual sums and their average).
+    """
+    adds = {torch.ops.aten.add.Tensor, torch.ops.aten.add_.Tensor, torch.ops.aten.div.Tensor,
+            torch.ops.aten.div_.Tensor}
+    dropped = []
+    in_tail = False
+    for node in gm.graph.nodes:
+        path = _module_path(node)
+        if not in_tail and any(_under(path, s) for s in stage_starts):
+            in_tail = True
+        keep = (any(_under(path, p) for p in prefixes)
+                or (in_tail and path == "dec")
+                or (not quantize_adds and node.target in adds))
+        if keep and node.meta.pop("quantization_annotation", None) is not None:
+            dropped.append(node.name)
+    # ops that share their quantization with a now-float node (views, cats, pooling: a
+    # SharedQuantizationSpec) would point at nothing: they stay float too, until none is left
+    gone = set(dropped)
+    changed = bool(gone)
+    while changed:
+        changed = False
+        for node in gm.graph.nodes:
+            ann = node.meta.get("quantization_annotation")
+            if ann is not None and _shares_with(ann, gone):
+                del node.meta["quantization_annotation"]
+                gone.add(node.name)
+                dropped.append(node.name)
+                changed = True
+    return dropped
+
+
+def _shares_with(annotation: Any, names: set[str]) -> bool:
+    """Whether a node annotation has a SharedQuantizationSpec tied to a node in ``names``."""
+    specs = list(annotation.input_qspec_map.values()) + [annotation.output_qspec]
+    for spec in specs:
+        ref = getattr(spec, "edge_or_node", None)
+        if ref is None:
+            continue
+        refs = ref if isinstance(ref, tuple) else (ref,)
+        if any(getattr(r, "name", None) in names for r in refs):
+            return True
+    return False
+
+
+def _quantizer(recipe: PT2ERecipe, model: VITS | None = None):
+    """XNNPACK quantizer whose annotations skip ``recipe.keep_float`` (and adds, see :func:`unannotate`).
+
+    ``set_module_name(name, None)`` is refused by this torchao, so the quantizer's ``annotate``
+    is wrapped: it annotates everything, then the float nodes lose their annotation.
+    """
     try:
         from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
             XNNPACKQuantizer,
@@ -181,7 +284,18 @@ def _quantizer(recipe: PT2ERecipe):
         )
     except ImportError as exc:
         raise UnsupportedError("the pt2e recipe needs executorch (pip install executorch==1.5.1)") from exc
-    return XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=recipe.per_channel))
+    prefixes, starts = float_scopes(model, recipe.keep_float or ()) if model is not None else ((), ())
+    quantize_adds = recipe.quantize_adds
+
+    class _FilteredQuantizer(XNNPACKQuantizer):
+        dropped: list[str] = []
+
+        def annotate(self, gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
+            gm = super().annotate(gm)
+            self.dropped = unannotate(gm, prefixes, starts, quantize_adds)
+            return gm
+
+    return _FilteredQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=recipe.per_channel))
 
 
 def quantize_stages(model: VITS, recipe: PT2ERecipe, calibration: Any, progress: bool = True) -> dict[str, Any]:
@@ -197,12 +311,15 @@ def quantize_stages(model: VITS, recipe: PT2ERecipe, calibration: Any, progress:
     from vitsq.quantize.engines import _quiet
 
     model = model.eval()
+    recipe = resolve_recipe(model, recipe)
     captured = capture_stage_inputs(model, calibration, recipe.stages)
     programs = {}
     for stage, module in stage_modules(model, recipe.stages).items():
         with _quiet():
             ep = export_stage(module, model, stage)
-            prepared = prepare_pt2e(ep.module(), _quantizer(recipe))
+            quantizer = _quantizer(recipe, model)
+            prepared = prepare_pt2e(ep.module(), quantizer)
+            log.debug("pt2e: %s: %d nodes left float", stage, len(quantizer.dropped))
             with torch.no_grad():
                 for args in tqdm(captured[stage], desc=f"calibrating {stage}", leave=False, disable=not progress):
                     prepared(*args)
@@ -297,6 +414,7 @@ def quantize_pt2e(synth: Any, recipe: PT2ERecipe, calibration: Any = None, progr
 
     if calibration is None:
         calibration = make_calibration(synth)
+    recipe = resolve_recipe(synth.model, recipe)  # the artifact records the resolved keep_float
     programs = quantize_stages(synth.model, recipe, calibration, progress)
     staged = StagedVITS(synth.model, {s: ep.module() for s, ep in programs.items()})
     staged.programs = programs  # kept for saving
@@ -334,7 +452,8 @@ def load_pt2e(directory: Path, manifest: dict[str, Any], device: str = "cpu", **
         raise UnsupportedError(f"pt2e artifacts run on the CPU, not {device!r}")
     verify_manifest(directory, manifest)
     q = manifest.get("quantization") or {}
-    recipe = recipe_from_dict({k: q[k] for k in ("recipe", "version", "per_channel", "stages") if k in q})
+    recipe = recipe_from_dict({k: q[k] for k in ("recipe", "version", "per_channel", "stages", "keep_float",
+                                                 "quantize_adds") if k in q})
     config = manifest_config(manifest)
     base = skeleton(config).eval()
     rest = torch.load(directory / FLOAT_PARTS, map_location="cpu", weights_only=True)

@@ -115,17 +115,32 @@ class PT2ERecipe(_Recipe):
     Only the stages with static shapes are exported and quantized (``stages``, a subset of
     ``encoder``, ``flow``, ``decoder``; the frame axis is dynamic); duration prediction and the
     data-dependent expansion stay float eager code. See :mod:`vitsq.quantize.pt2e`.
+
+    ``keep_float``: layer names, module prefixes or sensitivity group names (as for
+    :class:`EagerRecipe`: ``dec.stage2``, ``dec.conv_post``, ``flow``) whose nodes are left
+    unannotated, hence float; a decoder stage group also keeps float the decoder's own ops after
+    it (the sums/averages of its residual blocks, the activations feeding the next layer).
+    ``None`` = the measured preset for the model's architecture (:data:`PT2E_KEEP_FLOAT` for
+    VITS, nothing for the VITS2 MB-iSTFT decoder); artifacts store the resolved value.
+    ``quantize_adds``: let the quantizer put INT8 activations on ``add``/``div`` (residual sums);
+    off by default, since on joe they cost log-mel L1 0.48 -> 0.30 with the tail float.
     """
 
     name: ClassVar[str] = "pt2e"
-    VERSION: ClassVar[int] = 1
-    version: int = 1
+    VERSION: ClassVar[int] = 2
+    version: int = 2
     per_channel: bool = True
     stages: tuple[str, ...] = ("encoder", "flow", "decoder")
+    keep_float: tuple[str, ...] | None = None
+    quantize_adds: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
         object.__setattr__(self, "stages", tuple(self.stages))
+        if isinstance(self.keep_float, str):
+            raise InputError("keep_float takes a tuple of layer/group names, not a string")
+        if self.keep_float is not None:
+            object.__setattr__(self, "keep_float", tuple(self.keep_float))
         if not self.stages:
             raise InputError(f"pt2e recipe needs at least one stage: choose from {', '.join(PT2E_STAGES)}")
         for s in self.stages:
@@ -267,12 +282,17 @@ EAGER_KEEP_FLOAT: tuple[str, ...] = ("dp", "dec.stage2", "dec.conv_post")
 #: floor as the eager groups above). Measured on 40 held-out sentences (benchmarks/
 #: joe_int8_recipes.md): speaker similarity 0.889 (old default) / 0.893 (conv_post float only) /
 #: 0.970 (this), at 1.55x / 1.56x / 1.12x the speed of FP32 ONNX Runtime.
+#: PT2E groups left float in VITS's decoder by default (:class:`PT2ERecipe` ``keep_float=None``):
+#: the same measured-sensitive layers as :data:`EAGER_KEEP_FLOAT` (``dp`` is never in a PT2E
+#: stage). On joe (decoder only, log-mel L1 to FP32, same noise): all INT8 1.45; these float
+#: with the decoder's sums after them 0.48; and no INT8 adds/div anywhere 0.30 (eager: 0.305).
+PT2E_KEEP_FLOAT: tuple[str, ...] = tuple(g for g in EAGER_KEEP_FLOAT if g.startswith("dec."))
 ORT_KEEP_FLOAT: tuple[str, ...] = ("/dec/conv_post", "/dec/LeakyRelu_3", "/dec/ups.2", "/dec/resblocks.6",
                                    "/dec/resblocks.7", "/dec/resblocks.8", "/dec/Add_4", "/dec/Add_5", "/dec/Div_2")
 
 
 def best_for(model: Any = None, recipe: str = "eager"):
-    """The measured best recipe of kind ``recipe`` (``eager`` or ``ort-static``) for ``model``.
+    """The measured best recipe of kind ``recipe`` (``eager``, ``ort-static`` or ``pt2e``) for ``model``.
 
     ``model`` (a synthesizer, module or config; optional) picks architecture-specific float
     layers: the HiFi-GAN VITS decoder's last stage and ``conv_post`` for Piper/VITS voices; for
@@ -288,4 +308,7 @@ def best_for(model: Any = None, recipe: str = "eager"):
     if recipe == "ort-static":
         return OrtStaticRecipe(per_channel=True, calibrate_method="minmax",
                                keep_float=ORT_KEEP_FLOAT if arch == "vits" else ())
-    raise UnsupportedError(f"no measured preset for recipe {recipe!r}: presets exist for eager, ort-static")
+    if recipe == "pt2e":
+        return PT2ERecipe(per_channel=True, keep_float=PT2E_KEEP_FLOAT if arch == "vits" else (),
+                          quantize_adds=False)
+    raise UnsupportedError(f"no measured preset for recipe {recipe!r}: presets exist for eager, ort-static, pt2e")

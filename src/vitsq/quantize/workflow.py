@@ -73,9 +73,8 @@ def build_recipe(opts: QuantizeOptions):
         return EagerRecipe(per_channel=opts.per_channel, act_observer=opts.observer, engine=opts.engine,
                            keep_float=manual)
     if cls is PT2ERecipe:
-        if manual:
-            raise UnsupportedError("--keep-float names are not supported by pt2e (choose stages in the recipe)")
-        return PT2ERecipe()
+        # no names: the measured preset for the model's architecture (keep_float=None)
+        return PT2ERecipe(keep_float=manual or None)
     if cls is OrtStaticRecipe:
         return OrtStaticRecipe(per_channel=True,
                                calibrate_method=opts.calibrate_method, keep_float=manual)
