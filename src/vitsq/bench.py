@@ -35,7 +35,6 @@ import os
 import platform
 import random
 import resource
-import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +43,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from vitsq.errors import InputError, UnsupportedError, VitsqError
+from vitsq.jsonutil import to_jsonable
 
 log = logging.getLogger(__name__)
 
@@ -333,26 +333,8 @@ class BenchResult:
         return paths
 
 
-def _f(x: Any) -> Any:
-    if x is None:
-        return None
-    x = float(x)
-    if math.isnan(x) or math.isinf(x):
-        return None
-    return x
-
-
 def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (float, np.floating)):
-        return _f(obj)
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, Path):
-        return str(obj)
+    return to_jsonable(obj, inf_as_string=False)
     if obj is None or isinstance(obj, (str, int, bool)):
         return obj
     return str(obj)

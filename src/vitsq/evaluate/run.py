@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import os
 import platform
 import tempfile
@@ -46,6 +45,7 @@ from vitsq.evaluate.metrics import (
     score_transcripts,
     similarity_stats,
 )
+from vitsq.jsonutil import to_jsonable
 
 log = logging.getLogger(__name__)
 
@@ -133,28 +133,8 @@ class EvalResult:
         return path
 
 
-def _f(x: float | None) -> Any:
-    if x is None:
-        return None
-    x = float(x)
-    if math.isnan(x):
-        return None
-    if math.isinf(x):
-        return "inf" if x > 0 else "-inf"
-    return x
-
-
 def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (float, np.floating)):
-        return _f(float(obj))
-    if isinstance(obj, np.integer):
-        return int(obj)
-    if isinstance(obj, Path):
-        return str(obj)
+    return to_jsonable(obj, inf_as_string=True)
     if obj is None or isinstance(obj, (str, int, bool)):
         return obj
     return str(obj)
