@@ -295,7 +295,7 @@ class BenchResult:
         return None
 
     def to_dict(self) -> dict[str, Any]:
-        return _jsonable({
+        return to_jsonable({
             "schema": SCHEMA,
             "created": self.created,
             "machine": self.machine,
@@ -331,13 +331,6 @@ class BenchResult:
         if plot:
             paths["png"] = plot_rtf(data, out.with_suffix(".png"))
         return paths
-
-
-def _jsonable(obj: Any) -> Any:
-    return to_jsonable(obj, inf_as_string=False)
-    if obj is None or isinstance(obj, (str, int, bool)):
-        return obj
-    return str(obj)
 
 
 def _stats(values: Sequence[float]) -> dict[str, float]:

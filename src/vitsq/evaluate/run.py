@@ -106,7 +106,7 @@ class EvalResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dictionary (non-finite floats become "inf"/"-inf"/null)."""
-        return _jsonable(
+        return to_jsonable(
             {
                 "language": self.language,
                 "num_sentences": len(self.sentences),
@@ -122,7 +122,8 @@ class EvalResult:
                     "seeds": "sentence i is synthesized with seed + i in every model",
                 },
                 "results": [_variant_dict(v, self) for v in self.rows],
-            }
+            },
+            inf_as_string=True,  # keep SNR = inf for identical audio visible
         )
 
     def write_json(self, path: str | Path) -> Path:
@@ -131,13 +132,6 @@ class EvalResult:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False, allow_nan=False) + "\n")
         return path
-
-
-def _jsonable(obj: Any) -> Any:
-    return to_jsonable(obj, inf_as_string=True)
-    if obj is None or isinstance(obj, (str, int, bool)):
-        return obj
-    return str(obj)
 
 
 def _variant_dict(v: VariantResult, res: EvalResult) -> dict[str, Any]:

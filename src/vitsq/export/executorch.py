@@ -97,7 +97,6 @@ only. On joe (torch-pt2e, 2 sentences, same noise): decoder INT8 log-mel L1 0.21
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -304,14 +303,9 @@ def export_executorch(synth: Any, out_dir: str | Path, recipe: Any = None, *,
         raise UnsupportedError("this model is already quantized for PyTorch "
                                f"({synth.quantization.get('recipe', synth.quantization)}); export the float model "
                                "and use recipe='pt2e' for INT8 ExecuTorch programs")
-    out = Path(out_dir)
-    if out.exists() or out.is_symlink():
-        if not force:
-            raise InputError(f"output {out} already exists: choose another path or pass force=True (--force)")
-        if out.is_dir() and not out.is_symlink():
-            shutil.rmtree(out)
-        else:
-            out.unlink()
+    from vitsq.export.onnx import check_output_path
+
+    out = check_output_path(out_dir, force)
     config = model.config
     was_training = model.training
     model.eval()
