@@ -60,8 +60,27 @@ def test_recipe_dict_round_trip_and_bad_options():
         recipe_from_dict({"recipe": "eager", "version": 2})
     with pytest.raises(InputError, match="valid options are"):
         recipe_from_dict({"recipe": "eager", "bits": 4})
-    with pytest.raises(UnsupportedError, match="encoder, flow, decoder"):
+    with pytest.raises(UnsupportedError, match="encoder, duration, flow, decoder"):
         PT2ERecipe(stages=("vocoder",))
+    with pytest.raises(InputError, match="tuple of names"):
+        PT2ERecipe(stages="decoder")
+    with pytest.raises(InputError, match="at least one stage"):
+        PT2ERecipe(stages=())
+
+
+def test_pt2e_preset_resolves_per_architecture(joe_torch):
+    """``PT2ERecipe()`` leaves stages/keep_float to the measured preset: every stage for VITS
+    (decoder tail float), the duration predictor float for VITS2; explicit values are kept."""
+    from vitsq.quantize.pt2e import resolve_recipe
+    from vitsq.quantize.recipes import PT2E_KEEP_FLOAT, PT2E_STAGES
+
+    r = resolve_recipe(joe_torch.model, PT2ERecipe())
+    assert r.stages == PT2E_STAGES and r.keep_float == PT2E_KEEP_FLOAT and not r.quantize_adds
+    vosk = vitsq.load("vosk-ru-multi").model
+    r2 = resolve_recipe(vosk, PT2ERecipe())
+    assert r2.stages == ("encoder", "flow", "decoder") and r2.keep_float == ()
+    mine = PT2ERecipe(stages=("flow",), keep_float=("flow.flows.0",))
+    assert resolve_recipe(vosk, mine) == mine
 
 
 def test_quantize_rejects_unknown_recipe_and_engine_missing_here(joe_torch, calib, monkeypatch):
@@ -269,6 +288,23 @@ def test_pt2e_flow_stage_int8_close_and_round_trips(joe_torch, tmp_path):
     loaded = vitsq.load(art)
     np.testing.assert_array_equal(loaded.synthesize(TEXT, seed=3).samples, out)
     assert json.loads((art / "vitsq.json").read_text())["quantization"]["stages"] == ["flow"]
+
+
+def test_pt2e_duration_stage_int8(joe_torch):
+    """The duration predictor as its own INT8 stage: INT8 weights in its graph, and durations
+    (hence audio length) close to float with the same noise."""
+    one = make_calibration(joe_torch, n=1)
+    q = quantize(joe_torch, PT2ERecipe(stages=("duration",)), one, progress=False)
+    ep = q.synth.model.programs["duration"]
+    ops = {str(n.target) for n in ep.graph.nodes if n.op == "call_function"}
+    assert "quantized_decomposed.dequantize_per_channel.default" in ops
+    int8 = sum(v.numel() for v in ep.state_dict.values() if v.dtype == torch.int8)
+    conv_weights = sum(p.numel() for n, p in joe_torch.model.dp.named_parameters() if n.endswith("weight") and p.dim() == 3)
+    assert int8 > 0.95 * conv_weights
+    ref = joe_torch.synthesize(TEXT, seed=3).samples
+    out = q.synth.synthesize(TEXT, seed=3).samples
+    assert abs(len(out) - len(ref)) <= 0.1 * len(ref)
+    assert q.synth.quantization["stages"] == ["duration"]
 
 
 def test_pt2e_keep_float_decoder_tail_float_and_within_budget(joe_torch):

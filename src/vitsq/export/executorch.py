@@ -77,21 +77,35 @@ transposed conv, activation and the decoder run in XNNPACK; for the VITS2 MB-iST
 flow transformer's layer norm/softmax. The iSTFT and PQMF themselves are (transposed) convs and
 run in XNNPACK.
 
-INT8 (``recipe="pt2e"``): the stages the recipe names (text encoder, flow, decoder) are quantized
-by :func:`vitsq.quantize.pt2e.quantize_stages` (XNNPACK quantizer: per-channel symmetric weights,
-per-tensor activations, calibrated on the calibration split), composed with the float speaker
-embedding and duration predictor (:class:`~vitsq.quantize.pt2e.StagedVITS`) into the same two
-program wrappers, exported again with this export's bounds, and lowered to XNNPACK's INT8
-kernels (q/dq left outside XNNPACK run as portable kernels). A ``PT2ERecipe``'s ``keep_float``
-(default: the measured preset, for VITS the last decoder stage and ``conv_post``) and
-``quantize_adds=False`` leave those nodes unannotated, hence float (see
-:func:`vitsq.quantize.pt2e.unannotate`); the manifest records the resolved recipe. ``"pt2e"`` by
-name still means everything INT8 (``keep_float=()``, ``quantize_adds=True``) until the filtered
-programs are verified to load in the runtime. The programs
-lower, load and run (tiny VITS2: SNR ~25 dB to float). Exporting, preparing and converting an
-unannotated graph reproduces eager float exactly, so the distance to float is quantization error
-only. On joe (torch-pt2e, 2 sentences, same noise): decoder INT8 log-mel L1 0.21 with the preset
-(1.45 without); with the text encoder INT8 the integer durations shift and L1 is 0.8-1.1 (open).
+INT8 (``recipe="pt2e"``): the stages the recipe names (text encoder, duration predictor, flow,
+decoder) are quantized by :func:`vitsq.quantize.pt2e.quantize_stages` (XNNPACK quantizer:
+per-channel symmetric weights, per-tensor activations, calibrated on the calibration split),
+composed with the float speaker embedding and any float stage
+(:class:`~vitsq.quantize.pt2e.StagedVITS`) into the same two program wrappers, exported again
+with this export's bounds, and lowered to XNNPACK's INT8 kernels (q/dq left outside XNNPACK run
+as portable kernels). ``"pt2e"`` by name is the measured preset
+(:func:`vitsq.quantize.recipes.best_for`): for VITS every stage INT8 except the decoder's last
+upsampling stage and ``conv_post``, with the residual sums float (``quantize_adds=False``); those
+nodes are left unannotated (:func:`vitsq.quantize.pt2e.unannotate`). The manifest records the
+resolved recipe. Exporting, preparing and converting an unannotated graph reproduces eager
+float exactly, so the distance to float is quantization error only. On joe, 60 held-out
+sentences (``vitsq eval``, same noise as FP32 torch): 17.1 MB (FP32 ONNX 63.2 MB), WER +0.2 pt,
+speaker similarity 0.984 mean / 0.969 worst; 2.5x the speed of FP32 ONNX Runtime at batch 1,
+1 thread. The integer durations of an INT8 text encoder/duration predictor differ from float
+for some tokens, so log-mel distances to float are not meaningful there; judge by WER and
+speaker similarity.
+
+Two more blockers, found with INT8 partly-float programs:
+
+10. *A dequantized tensor shared by an XNNPACK partition and a portable op*: the flow's WaveNet
+    started its skip sum with ``zeros_like(x)``; in the INT8 flow ``x``'s dequantize fed both a
+    delegated conv and the portable ``full_like``, and the program failed at run time
+    ("Propagating input shapes failed", error 0x1; with fewer partitions a portable ``add``
+    broadcast error, 0x12). The sum now starts from the first layer's skip (same values).
+11. *Every stage's INT8 weights in both programs*: the converted stage graphs hold their INT8
+    weights as constants, which export keeps even when the program does not use them; each
+    program now gets a StagedVITS with only its own stages (the Vosk config's encoder.pte went
+    from 35.7 MB to ~11 MB).
 """
 
 from __future__ import annotations
@@ -238,6 +252,42 @@ def _op_name(node: "torch.fx.Node") -> str:
     return name.replace("aten.", "").split(".")[0]
 
 
+def _input_ranges(ep: "torch.export.ExportedProgram") -> dict[str, tuple[int, int]]:
+    """``{"x[1]": (min, max)}`` for every dynamic axis of the program's user inputs."""
+    user_inputs = set(ep.graph_signature.user_inputs)
+    ranges = {}
+    for node in ep.graph.nodes:
+        if node.op != "placeholder" or node.name not in user_inputs:
+            continue
+        for dim, size in enumerate(getattr(node.meta.get("val"), "shape", ())):
+            if isinstance(size, torch.SymInt):
+                vr = ep.range_constraints.get(size.node.expr)
+                if vr is not None:
+                    ranges[f"{node.name}[{dim}]"] = (int(vr.lower), int(vr.upper))
+    return ranges
+
+
+def _check_serialized_bounds(buffer: bytes, input_names: list[str], wanted: dict[str, tuple[int, int]],
+                             name: str) -> None:
+    """Refuse a program whose planned input sizes are below the dynamic bounds asked for.
+
+    The runtime sizes each input's buffer from the serialized (upper-bound) shape; a narrower
+    shape than requested means some pass added a guard on the length, and the program would
+    reject valid inputs at run time (error 0x10) instead of at export.
+    """
+    from executorch.runtime import Runtime
+
+    _load_quantized_kernels()
+    meta = Runtime.get().load_program(buffer).load_method("forward").metadata
+    for key, (_lo, hi) in wanted.items():
+        arg, dim = key[:-1].split("[")
+        size = meta.input_tensor_meta(input_names.index(arg)).sizes()[int(dim)]
+        if size != hi:
+            raise UnsupportedError(f"{name}.pte: input {key} was planned for {size}, not the maximum {hi} asked "
+                                   "for (an export pass narrowed the dynamic length); the program would refuse "
+                                   "valid inputs")
+
+
 def _lower(ep: "torch.export.ExportedProgram", name: str) -> tuple[bytes, dict[str, Any]]:
     """Lower to the XNNPACK delegate and serialize; returns (bytes, op report)."""
     import executorch.kernels.quantized  # noqa: F401  (out variants of q/dq left outside XNNPACK)
@@ -245,20 +295,28 @@ def _lower(ep: "torch.export.ExportedProgram", name: str) -> tuple[bytes, dict[s
     from executorch.exir.dialects.edge._ops import EdgeOpOverload
 
     t0 = time.perf_counter()
-    edge = to_edge_transform_and_lower(ep, partitioner=[_partitioner()])
-    t1 = time.perf_counter()
-    portable: dict[str, int] = {}
-    delegated = 0
-    for node in edge.exported_program().graph.nodes:
-        if node.op != "call_function":
-            continue
-        target = getattr(node.target, "__name__", str(node.target))
-        if "executorch_call_delegate" in target:
-            delegated += 1
-        elif isinstance(node.target, EdgeOpOverload):  # an operator left to the portable kernels
-            op = _op_name(node)
-            portable[op] = portable.get(op, 0) + 1
-    program = edge.to_executorch()
+    wanted = _input_ranges(ep)
+    # With MKL-DNN enabled, re-tracing a conv on fake tensors asks ATen's backend heuristic
+    # whether input.numel() > 20480, which adds a guard on the symbolic length and silently
+    # narrows it (the Vosk INT8 encoder came out accepting 80 tokens instead of 400). The
+    # ExecuTorch program never uses ATen's conv backends, so the heuristic is switched off for
+    # every pass up to serialization, and the serialized bounds are checked below.
+    with torch.backends.mkldnn.flags(enabled=False):
+        edge = to_edge_transform_and_lower(ep, partitioner=[_partitioner()])
+        t1 = time.perf_counter()
+        portable: dict[str, int] = {}
+        delegated = 0
+        for node in edge.exported_program().graph.nodes:
+            if node.op != "call_function":
+                continue
+            target = getattr(node.target, "__name__", str(node.target))
+            if "executorch_call_delegate" in target:
+                delegated += 1
+            elif isinstance(node.target, EdgeOpOverload):  # an operator left to the portable kernels
+                op = _op_name(node)
+                portable[op] = portable.get(op, 0) + 1
+        program = edge.to_executorch()
+    _check_serialized_bounds(program.buffer, list(ep.graph_signature.user_inputs), wanted, name)
     t2 = time.perf_counter()
     log.info("%s: lowered in %.1f s, serialized in %.1f s (%d XNNPACK partitions, portable ops %s)",
              name, t1 - t0, t2 - t1, delegated, portable)
@@ -364,28 +422,31 @@ def _quantize_pt2e(synth: Any, model: nn.Module, recipe: Any, calibration: Any, 
     """
     from vitsq.quantize.calibration import make_calibration
     from vitsq.quantize.pt2e import StagedVITS, quantize_stages
-    from vitsq.quantize.recipes import PT2ERecipe
-
     from vitsq.quantize.pt2e import resolve_recipe
+    from vitsq.quantize.recipes import PT2E_STAGES, PT2ERecipe
 
-    # "pt2e" by name keeps the previous all-INT8 programs: the .pte of the filtered default recipe
-    # (float tail, float adds) is not verified yet to lower/load in the runtime (an earlier
-    # partly-float variant was refused with 0x1). Pass PT2ERecipe() explicitly to try it.
-    recipe = resolve_recipe(model, PT2ERecipe(keep_float=(), quantize_adds=True) if isinstance(recipe, str) else recipe)
+    # "pt2e" by name: the measured preset (recipes.best_for)
+    recipe = resolve_recipe(model, PT2ERecipe() if isinstance(recipe, str) else recipe)
     if calibration is None:
         calibration = make_calibration(synth, n=n_calib)
     t0 = time.perf_counter()
     programs = quantize_stages(model, recipe, calibration, progress=False)
-    staged = StagedVITS(model, {s: ep.module() for s, ep in programs.items()})
+
+    def staged(names: tuple[str, ...]) -> StagedVITS:
+        # only the stages a program runs: the converted stage graphs hold their INT8 weights as
+        # constants, which export keeps even when unused -- one StagedVITS with every stage put
+        # the decoder's INT8 weights into encoder.pte and vice versa (+24 MB on the Vosk config)
+        return StagedVITS(model, {s: ep.module() for s, ep in programs.items() if s in names})
+
     (enc_dyn, enc_args), (dec_dyn, dec_args) = specs
     with torch.no_grad():
-        enc_ep = _export(EncoderProgram(staged), enc_args, enc_dyn)
-        dec_ep = _export(DecoderProgram(staged), dec_args, dec_dyn)
+        enc_ep = _export(EncoderProgram(staged(("encoder", "duration"))), enc_args, enc_dyn)
+        dec_ep = _export(DecoderProgram(staged(("flow", "decoder"))), dec_args, dec_dyn)
     log.info("pt2e: quantized stages %s and re-exported both programs in %.1f s", recipe.stages,
              time.perf_counter() - t0)
     info = {**recipe.to_dict(), "calibration": calibration.to_dict(),
-            "float": ["speaker embedding", "duration predictor", "host-side expansion"]
-            + [s for s in ("encoder", "flow", "decoder") if s not in recipe.stages]}
+            "float": ["speaker embedding", "host-side expansion"]
+            + [s for s in PT2E_STAGES if s not in recipe.stages]}
     return enc_ep, dec_ep, info
 
 

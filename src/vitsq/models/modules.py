@@ -248,7 +248,10 @@ class WN(nn.Module):
 
     def forward(self, x: torch.Tensor, x_mask: torch.Tensor, g: torch.Tensor | None = None) -> torch.Tensor:
         h = self.hidden_channels
-        output = torch.zeros_like(x)  # [B, H, T]
+        # the skip sum starts from the first layer's skip, not zeros_like(x): same values, and
+        # no full_like reading the input -- with it, the INT8 flow .pte (a dequantized input
+        # shared by an XNNPACK partition and that portable op) failed at run time (error 0x1/0x12)
+        output: torch.Tensor | None = None  # [B, H, T]
         if g is not None and hasattr(self, "cond_layer"):
             g = self.cond_layer(g)  # [B, 2H*L, 1]
         else:
@@ -261,9 +264,10 @@ class WN(nn.Module):
             res_skip = self.res_skip_layers[i](acts)
             if i < self.n_layers - 1:
                 x = (x + res_skip[:, :h]) * x_mask
-                output = output + res_skip[:, h:]
+                skip = res_skip[:, h:]
             else:
-                output = output + res_skip
+                skip = res_skip
+            output = skip if output is None else output + skip
         return output * x_mask
 
 

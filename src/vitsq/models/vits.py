@@ -125,9 +125,14 @@ class VITS(nn.Module):
     def predict_durations(self, h: torch.Tensor, x_mask: torch.Tensor, g: torch.Tensor | None,
                           dp_noise: torch.Tensor, length_scale: float | torch.Tensor) -> torch.Tensor:
         """Integer frame counts per token [B, 1, T_x]. ``dp_noise`` [B, 2, T_x] is pre-scaled."""
-        logw = self.dp(h, x_mask, noise=dp_noise, g=g)
+        logw = self.duration_logw(h, x_mask, g, dp_noise)  # [B, 1, T_x]
         w = torch.exp(logw) * x_mask * length_scale
         return torch.ceil(w)
+
+    def duration_logw(self, h: torch.Tensor, x_mask: torch.Tensor, g: torch.Tensor | None,
+                      dp_noise: torch.Tensor) -> torch.Tensor:
+        """Log-durations [B, 1, T_x] from the duration predictor (a stage of its own for PT2E)."""
+        return self.dp(h, x_mask, noise=dp_noise, g=g)
 
     @staticmethod
     def expand(m_p: torch.Tensor, logs_p: torch.Tensor, x_mask: torch.Tensor, w_ceil: torch.Tensor):

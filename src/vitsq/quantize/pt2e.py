@@ -9,12 +9,15 @@ stage      inputs -> outputs                                           dynamic a
 =========  ==========================================================  =========================
 encoder    ids [1, T_x] int64, lengths [1] int64 (+ g [1, gin, 1])     T_x (tokens)
            -> h [1, H, T_x], m_p [1, C, T_x], logs_p [1, C, T_x], x_mask [1, 1, T_x]
+duration   h [1, H, T_x], x_mask [1, 1, T_x], noise [1, 2, T_x] (+ g)   T_x (tokens)
+           -> logw [1, 1, T_x] (log-durations)
 flow       z_p [1, C, T_y], y_mask [1, 1, T_y] (+ g) -> z [1, C, T_y]   T_y (frames)
 decoder    z [1, C, T_y] (+ g) -> audio [1, 1, T_y * hop]                T_y (frames)
 =========  ==========================================================  =========================
 
-Duration prediction, noise, and the alignment expansion stay float eager code
-(:class:`StagedVITS` reuses ``VITS.infer``, so the order of noise draws is unchanged).
+Noise, the rounding of durations and the alignment expansion stay float eager code, as does
+every stage a recipe leaves out (:class:`StagedVITS` reuses ``VITS.infer``, so the order of noise
+draws is unchanged).
 
 For the ExecuTorch export (``vitsq.export.executorch``), call::
 
@@ -65,6 +68,18 @@ class EncoderStage(nn.Module):
         return self.enc_p(x, x_lengths)
 
 
+class DurationStage(nn.Module):
+    """Duration predictor: h [1, H, T_x], x_mask [1, 1, T_x], noise [1, 2, T_x] (+ g) -> logw [1, 1, T_x]."""
+
+    def __init__(self, model: VITS) -> None:
+        super().__init__()
+        self.dp = model.dp
+
+    def forward(self, h: torch.Tensor, x_mask: torch.Tensor, noise: torch.Tensor,
+                g: torch.Tensor | None = None) -> torch.Tensor:
+        return self.dp(h, x_mask, noise=noise, g=g)
+
+
 class FlowStage(nn.Module):
     """Flow in reverse: z_p [1, C, T_y], y_mask [1, 1, T_y] (+ g) -> z [1, C, T_y]."""
 
@@ -88,8 +103,8 @@ class DecoderStage(nn.Module):
         return out[0] if isinstance(out, tuple) else out  # MB-iSTFT returns (audio, sub-bands)
 
 
-STAGE_CLASSES = {"encoder": EncoderStage, "flow": FlowStage, "decoder": DecoderStage}
-STAGE_PREFIX = {"encoder": "enc_p", "flow": "flow", "decoder": "dec"}
+STAGE_CLASSES = {"encoder": EncoderStage, "duration": DurationStage, "flow": FlowStage, "decoder": DecoderStage}
+STAGE_PREFIX = {"encoder": "enc_p", "duration": "dp", "flow": "flow", "decoder": "dec"}
 
 
 def stage_modules(model: VITS, stages: tuple[str, ...] = PT2E_STAGES) -> dict[str, nn.Module]:
@@ -112,6 +127,8 @@ def example_inputs(model: VITS, stage: str, length: int = 37) -> tuple[torch.Ten
     g = (torch.zeros(1, c.gin_channels, 1),) if _speaker_input(model, stage) else ()
     if stage == "encoder":
         return (torch.ones(1, length, dtype=torch.long), torch.tensor([length], dtype=torch.long), *g)
+    if stage == "duration":
+        return (torch.zeros(1, c.hidden_channels, length), torch.ones(1, 1, length), torch.zeros(1, 2, length), *g)
     if stage == "flow":
         return (torch.zeros(1, c.inter_channels, length), torch.ones(1, 1, length), *g)
     return (torch.zeros(1, c.inter_channels, length), *g)
@@ -125,6 +142,9 @@ def stage_dynamic_shapes(model: VITS, stage: str) -> tuple:
     if stage == "encoder":
         t = Dim("tokens", min=MIN_LEN, max=MAX_TOKENS)
         return ({1: t}, None, *g)
+    if stage == "duration":
+        t = Dim("tokens", min=MIN_LEN, max=MAX_TOKENS)
+        return ({2: t}, {2: t}, {2: t}, *g)
     t = Dim("frames", min=MIN_LEN, max=MAX_FRAMES)
     if stage == "flow":
         return ({2: t}, {2: t}, *g)
@@ -152,6 +172,10 @@ def capture_stage_inputs(model: VITS, calibration: Any, stages: tuple[str, ...])
                 x, lengths = args[0], args[1]
                 g = args[2] if len(args) > 2 else kwargs.get("g")
                 vals = (x, lengths) + ((g,) if _speaker_input(model, stage) else ())
+            elif stage == "duration":
+                g = kwargs.get("g", args[3] if len(args) > 3 else None)
+                noise = kwargs.get("noise", args[2] if len(args) > 2 else None)
+                vals = (args[0], args[1], noise) + ((g,) if _speaker_input(model, stage) else ())
             elif stage == "flow":
                 g = kwargs.get("g", args[2] if len(args) > 2 else None)
                 vals = (args[0], args[1]) + ((g,) if _speaker_input(model, stage) else ())
@@ -174,12 +198,15 @@ def capture_stage_inputs(model: VITS, calibration: Any, stages: tuple[str, ...])
 
 # ============================================================================ quantize
 def resolve_recipe(model: VITS, recipe: PT2ERecipe) -> PT2ERecipe:
-    """``recipe`` with ``keep_float=None`` replaced by the measured preset for ``model``'s arch."""
-    if recipe.keep_float is not None:
+    """``recipe`` with ``stages=None`` / ``keep_float=None`` replaced by the measured preset for
+    ``model``'s architecture (:func:`vitsq.quantize.recipes.best_for`)."""
+    if recipe.stages is not None and recipe.keep_float is not None:
         return recipe
     from vitsq.quantize.recipes import best_for
 
-    return recipe.replace(keep_float=best_for(model, "pt2e").keep_float)
+    best = best_for(model, "pt2e")
+    return recipe.replace(stages=best.stages if recipe.stages is None else recipe.stages,
+                          keep_float=best.keep_float if recipe.keep_float is None else recipe.keep_float)
 
 
 def float_scopes(model: VITS, keep_float: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -379,6 +406,11 @@ class StagedVITS(nn.Module):
             return self.base.encode(x, x_lengths, g)
         args = (x, x_lengths) + ((g,) if _speaker_input(self.base, "encoder") else ())
         return tuple(self.stages["encoder"](*args))
+
+    def duration_logw(self, h, x_mask, g, dp_noise):
+        if "duration" not in self.stages:
+            return self.base.duration_logw(h, x_mask, g, dp_noise)
+        return self.stages["duration"](h, x_mask, dp_noise, *((g,) if _speaker_input(self.base, "duration") else ()))
 
     def flow_reverse(self, z_p, y_mask, g):
         if "flow" not in self.stages:

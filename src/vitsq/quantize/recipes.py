@@ -24,7 +24,7 @@ from vitsq.errors import InputError, UnsupportedError
 
 OBSERVERS = ("histogram", "minmax", "moving_average")
 ORT_CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
-PT2E_STAGES = ("encoder", "flow", "decoder")
+PT2E_STAGES = ("encoder", "duration", "flow", "decoder")
 
 
 def _check_choice(what: str, value: Any, valid: tuple) -> None:
@@ -113,8 +113,11 @@ class PT2ERecipe(_Recipe):
     """torch.export + XNNPACK quantizer (per-channel symmetric weights, static activations).
 
     Only the stages with static shapes are exported and quantized (``stages``, a subset of
-    ``encoder``, ``flow``, ``decoder``; the frame axis is dynamic); duration prediction and the
-    data-dependent expansion stay float eager code. See :mod:`vitsq.quantize.pt2e`.
+    ``encoder``, ``duration``, ``flow``, ``decoder``; the token/frame axis is dynamic); the
+    rounding of durations and the data-dependent expansion stay float eager code, as does every
+    stage left out. ``None`` = the measured preset for the model's architecture (every stage for
+    VITS; VITS2 keeps its duration predictor float, as its eager preset does). See
+    :mod:`vitsq.quantize.pt2e`.
 
     ``keep_float``: layer names, module prefixes or sensitivity group names (as for
     :class:`EagerRecipe`: ``dec.stage2``, ``dec.conv_post``, ``flow``) whose nodes are left
@@ -130,21 +133,23 @@ class PT2ERecipe(_Recipe):
     VERSION: ClassVar[int] = 2
     version: int = 2
     per_channel: bool = True
-    stages: tuple[str, ...] = ("encoder", "flow", "decoder")
+    stages: tuple[str, ...] | None = None
     keep_float: tuple[str, ...] | None = None
     quantize_adds: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        object.__setattr__(self, "stages", tuple(self.stages))
-        if isinstance(self.keep_float, str):
-            raise InputError("keep_float takes a tuple of layer/group names, not a string")
-        if self.keep_float is not None:
-            object.__setattr__(self, "keep_float", tuple(self.keep_float))
-        if not self.stages:
-            raise InputError(f"pt2e recipe needs at least one stage: choose from {', '.join(PT2E_STAGES)}")
-        for s in self.stages:
-            _check_choice("pt2e stage", s, PT2E_STAGES)
+        for field in ("stages", "keep_float"):
+            value = getattr(self, field)
+            if isinstance(value, str):
+                raise InputError(f"{field} takes a tuple of names, not a string: {value!r}")
+            if value is not None:
+                object.__setattr__(self, field, tuple(value))
+        if self.stages is not None:
+            if not self.stages:
+                raise InputError(f"pt2e recipe needs at least one stage: choose from {', '.join(PT2E_STAGES)}")
+            for s in self.stages:
+                _check_choice("pt2e stage", s, PT2E_STAGES)
 
 
 @dataclass(frozen=True)
@@ -283,9 +288,11 @@ EAGER_KEEP_FLOAT: tuple[str, ...] = ("dp", "dec.stage2", "dec.conv_post")
 #: joe_int8_recipes.md): speaker similarity 0.889 (old default) / 0.893 (conv_post float only) /
 #: 0.970 (this), at 1.55x / 1.56x / 1.12x the speed of FP32 ONNX Runtime.
 #: PT2E groups left float in VITS's decoder by default (:class:`PT2ERecipe` ``keep_float=None``):
-#: the same measured-sensitive layers as :data:`EAGER_KEEP_FLOAT` (``dp`` is never in a PT2E
-#: stage). On joe (decoder only, log-mel L1 to FP32, same noise): all INT8 1.45; these float
-#: with the decoder's sums after them 0.48; and no INT8 adds/div anywhere 0.30 (eager: 0.305).
+#: the decoder's part of :data:`EAGER_KEEP_FLOAT`. On joe (decoder only, log-mel L1 to FP32, same
+#: noise): all INT8 1.45; these float with the decoder's sums after them 0.48; and no INT8
+#: adds/div anywhere 0.30 (eager: 0.305). Unlike eager, the duration predictor is INT8 in the
+#: VITS preset: as ExecuTorch programs on 60 held-out sentences, every stage INT8 with this tail
+#: float gave 17.1 MB, WER +0.2 pt, speaker similarity 0.984 (0.986 with dp float, 18.5 MB).
 PT2E_KEEP_FLOAT: tuple[str, ...] = tuple(g for g in EAGER_KEEP_FLOAT if g.startswith("dec."))
 ORT_KEEP_FLOAT: tuple[str, ...] = ("/dec/conv_post", "/dec/LeakyRelu_3", "/dec/ups.2", "/dec/resblocks.6",
                                    "/dec/resblocks.7", "/dec/resblocks.8", "/dec/Add_4", "/dec/Add_5", "/dec/Div_2")
@@ -309,6 +316,7 @@ def best_for(model: Any = None, recipe: str = "eager"):
         return OrtStaticRecipe(per_channel=True, calibrate_method="minmax",
                                keep_float=ORT_KEEP_FLOAT if arch == "vits" else ())
     if recipe == "pt2e":
-        return PT2ERecipe(per_channel=True, keep_float=PT2E_KEEP_FLOAT if arch == "vits" else (),
+        stages = PT2E_STAGES if arch == "vits" else tuple(st for st in PT2E_STAGES if st != "duration")
+        return PT2ERecipe(per_channel=True, stages=stages, keep_float=PT2E_KEEP_FLOAT if arch == "vits" else (),
                           quantize_adds=False)
     raise UnsupportedError(f"no measured preset for recipe {recipe!r}: presets exist for eager, ort-static, pt2e")
