@@ -160,19 +160,22 @@ def test_int8_preset_is_small_and_within_quality_budget(joe_torch, joe_et_dir, t
     assert q["stages"] == list(PT2E_STAGES) and q["keep_float"] == list(PT2E_KEEP_FLOAT)
     fp32_bytes = sum(f["bytes"] for f in json.loads((joe_et_dir / "vitsq.json").read_text())["files"].values())
     int8_bytes = sum(f["bytes"] for f in manifest["files"].values())
-    assert int8_bytes < 0.3 * fp32_bytes, (int8_bytes, fp32_bytes)  # measured 17.1 / 63.0 MB
+    assert int8_bytes < 0.3 * fp32_bytes, (int8_bytes, fp32_bytes)  # measured 18.0 / 63.0 MB
 
     et = vitsq.load(out, backend="executorch")
-    texts = load_split("en", "evaluation", limit=5)
+    fits = [t for t in load_split("en", "evaluation")
+            if all(len(ids) <= MAX_TOKENS - 10 for ids in joe_torch.text_to_ids(t))]  # within the test bounds
+    texts = fits[:5]
     ref = [joe_torch.synthesize(t, seed=i) for i, t in enumerate(texts)]
     got = [et.synthesize(t, seed=i) for i, t in enumerate(texts)]
     enc = SpeakerEncoder()
     sims = [cosine_similarity(enc.embed(a.samples, a.sample_rate), enc.embed(b.samples, b.sample_rate))
             for a, b in zip(ref, got)]
-    assert min(sims) > 0.93 and np.mean(sims) >= 0.95, sims  # measured 0.984 mean on 60 sentences
+    assert min(sims) > 0.93 and np.mean(sims) >= 0.95, sims  # measured 0.985 mean on the 235-sentence split
     for a, b in zip(ref, got):
         assert abs(len(b.samples) - len(a.samples)) < 0.1 * len(a.samples)
-    assert any(rel_err(b.samples, a.samples) > 1e-3 for a, b in zip(ref, got))  # really quantized
+    assert any(len(a.samples) != len(b.samples) or rel_err(b.samples, a.samples) > 1e-3
+               for a, b in zip(ref, got))  # really quantized, not the float programs
     asr = WhisperASR()
     wer = {name: score_transcripts(texts, [asr.transcribe(x.samples, x.sample_rate, "en") for x in audio], "en").wer
            for name, audio in (("fp32", ref), ("int8", got))}

@@ -291,20 +291,24 @@ def test_pt2e_flow_stage_int8_close_and_round_trips(joe_torch, tmp_path):
 
 
 def test_pt2e_duration_stage_int8(joe_torch):
-    """The duration predictor as its own INT8 stage: INT8 weights in its graph, and durations
-    (hence audio length) close to float with the same noise."""
+    """The duration predictor as its own INT8 stage: INT8 weights in its graph (all of them with
+    ``keep_float=()``; all but the flows' with the preset), and durations (hence audio length)
+    close to float with the same noise."""
     one = make_calibration(joe_torch, n=1)
-    q = quantize(joe_torch, PT2ERecipe(stages=("duration",)), one, progress=False)
-    ep = q.synth.model.programs["duration"]
-    ops = {str(n.target) for n in ep.graph.nodes if n.op == "call_function"}
-    assert "quantized_decomposed.dequantize_per_channel.default" in ops
-    int8 = sum(v.numel() for v in ep.state_dict.values() if v.dtype == torch.int8)
-    conv_weights = sum(p.numel() for n, p in joe_torch.model.dp.named_parameters() if n.endswith("weight") and p.dim() == 3)
-    assert int8 > 0.95 * conv_weights
     ref = joe_torch.synthesize(TEXT, seed=3).samples
-    out = q.synth.synthesize(TEXT, seed=3).samples
-    assert abs(len(out) - len(ref)) <= 0.1 * len(ref)
-    assert q.synth.quantization["stages"] == ["duration"]
+    weights = {n: p.numel() for n, p in joe_torch.model.dp.named_parameters() if n.endswith("weight") and p.dim() == 3}
+    flows = sum(v for n, v in weights.items() if n.startswith("flows."))
+    assert 0 < flows < sum(weights.values())
+    for keep, expected in (((), sum(weights.values())), (None, sum(weights.values()) - flows)):
+        q = quantize(joe_torch, PT2ERecipe(stages=("duration",), keep_float=keep), one, progress=False)
+        ep = q.synth.model.programs["duration"]
+        ops = {str(n.target) for n in ep.graph.nodes if n.op == "call_function"}
+        assert "quantized_decomposed.dequantize_per_channel.default" in ops
+        int8 = sum(v.numel() for v in ep.state_dict.values() if v.dtype == torch.int8)
+        assert 0.95 * expected < int8 <= expected, (keep, int8, expected)
+        out = q.synth.synthesize(TEXT, seed=3).samples
+        assert abs(len(out) - len(ref)) <= 0.1 * len(ref)
+        assert q.synth.quantization["stages"] == ["duration"]
 
 
 def test_pt2e_keep_float_decoder_tail_float_and_within_budget(joe_torch):
@@ -314,7 +318,7 @@ def test_pt2e_keep_float_decoder_tail_float_and_within_budget(joe_torch):
     from vitsq.quantize.pt2e import _module_path
     from vitsq.quantize.recipes import PT2E_KEEP_FLOAT, best_for
 
-    assert best_for(joe_torch, "pt2e").keep_float == PT2E_KEEP_FLOAT == ("dec.stage2", "dec.conv_post")
+    assert best_for(joe_torch, "pt2e").keep_float == PT2E_KEEP_FLOAT == ("dec.stage2", "dec.conv_post", "dp.flows")
     cal = make_calibration(joe_torch, n=2)
     ref = joe_torch.synthesize(TEXT, seed=3).samples
     dist = {}

@@ -42,9 +42,14 @@ def run_export(model: str, fmt: str, out: str | Path, *, recipe: str | None = No
             raise InputError(f"output {out} already exists: choose another path or pass --force to overwrite it")
         kw = {"config_path": Path(config)} if config else {}
         synth = vitsq.load(model, backend="torch", **kw)
-        kwargs = {"force": force}
+        kwargs: dict = {"force": force}
         if recipe:
             kwargs["recipe"] = recipe
+        if calib is not None:
+            kwargs["calibration_sentences"] = calib
+        if calibrate_method is not None:
+            raise InputError("--calibrate-method applies to the ort-static recipe, not to ExecuTorch (pt2e uses "
+                             "min/max observers)")
         return mod.export_executorch(synth, out, **kwargs)
 
     recipe = recipe or "fp32"
@@ -86,7 +91,7 @@ def register(subparsers) -> None:
     p.add_argument("--format", required=True, choices=list(FORMATS))
     p.add_argument("--recipe", default=None,
                    help="onnx formats: fp32 (default), ort-static, ort-dynamic; executorch: its recipes (e.g. pt2e)")
-    p.add_argument("--calib", type=int, default=None, help="calibration sentences (ort-static)")
+    p.add_argument("--calib", type=int, default=None, help="calibration sentences (ort-static, executorch pt2e; default 16)")
     p.add_argument("--calibrate-method", default=None, choices=["minmax", "entropy", "percentile"],
                    help="ort-static activation range method")
     p.add_argument("-o", "--output", required=True,

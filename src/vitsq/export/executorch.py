@@ -338,7 +338,7 @@ def _program_specs(config: "VitsConfig", max_tokens: int, max_frames: int):
 
 def export_executorch(synth: Any, out_dir: str | Path, recipe: Any = None, *,
                       max_tokens: int = DEFAULT_MAX_TOKENS, max_frames: int = DEFAULT_MAX_FRAMES,
-                      force: bool = False, calibration: Any = None, calibration_sentences: int = 8) -> Path:
+                      force: bool = False, calibration: Any = None, calibration_sentences: int | None = None) -> Path:
     """Write ``encoder.pte`` + ``decoder.pte`` (XNNPACK) and ``vitsq.json`` into ``out_dir``.
 
     ``synth``: a torch-backend synthesizer of an FP32 model (``vitsq.load(..., backend="torch")``).
@@ -346,7 +346,8 @@ def export_executorch(synth: Any, out_dir: str | Path, recipe: Any = None, *,
     ``max_tokens`` / ``max_frames``: upper bounds of the dynamic axes (symbol ids per sentence,
     decoder frames per sentence). Refuses an existing ``out_dir`` unless ``force``.
     ``calibration`` (pt2e): a :class:`~vitsq.quantize.calibration.Calibration`, default the first
-    ``calibration_sentences`` sentences of the model language's calibration split.
+    ``calibration_sentences`` (default :data:`~vitsq.quantize.calibration.DEFAULT_CALIB`) sentences
+    of the model language's calibration split.
     Returns ``out_dir``.
     """
     from vitsq.manifest import source_info, write_manifest
@@ -410,7 +411,7 @@ def export_executorch(synth: Any, out_dir: str | Path, recipe: Any = None, *,
     return out
 
 
-def _quantize_pt2e(synth: Any, model: nn.Module, recipe: Any, calibration: Any, n_calib: int,
+def _quantize_pt2e(synth: Any, model: nn.Module, recipe: Any, calibration: Any, n_calib: int | None,
                    specs: tuple) -> tuple[Any, Any, dict[str, Any]]:
     """INT8 programs A and B from :func:`vitsq.quantize.pt2e.quantize_stages`.
 
