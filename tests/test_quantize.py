@@ -305,7 +305,7 @@ def test_pt2e_duration_stage_int8(joe_torch):
         ops = {str(n.target) for n in ep.graph.nodes if n.op == "call_function"}
         assert "quantized_decomposed.dequantize_per_channel.default" in ops
         int8 = sum(v.numel() for v in ep.state_dict.values() if v.dtype == torch.int8)
-        assert 0.95 * expected < int8 <= expected, (keep, int8, expected)
+        assert 0.95 * expected < int8 < 1.01 * expected, (keep, int8, expected)  # (+ a few INT8 zero points)
         out = q.synth.synthesize(TEXT, seed=3).samples
         assert abs(len(out) - len(ref)) <= 0.1 * len(ref)
         assert q.synth.quantization["stages"] == ["duration"]

@@ -85,15 +85,15 @@ composed with the float speaker embedding and any float stage
 with this export's bounds, and lowered to XNNPACK's INT8 kernels (q/dq left outside XNNPACK run
 as portable kernels). ``"pt2e"`` by name is the measured preset
 (:func:`vitsq.quantize.recipes.best_for`): for VITS every stage INT8 except the decoder's last
-upsampling stage and ``conv_post``, with the residual sums float (``quantize_adds=False``); those
-nodes are left unannotated (:func:`vitsq.quantize.pt2e.unannotate`). The manifest records the
-resolved recipe. Exporting, preparing and converting an unannotated graph reproduces eager
-float exactly, so the distance to float is quantization error only. On joe, 60 held-out
-sentences (``vitsq eval``, same noise as FP32 torch): 17.1 MB (FP32 ONNX 63.2 MB), WER +0.2 pt,
-speaker similarity 0.984 mean / 0.969 worst; 2.5x the speed of FP32 ONNX Runtime at batch 1,
-1 thread. The integer durations of an INT8 text encoder/duration predictor differ from float
-for some tokens, so log-mel distances to float are not meaningful there; judge by WER and
-speaker similarity.
+upsampling stage, ``conv_post`` and the duration predictor's spline flows, with the residual
+sums float (``quantize_adds=False``); those nodes are left unannotated
+(:func:`vitsq.quantize.pt2e.unannotate`). The manifest records the resolved recipe. Exporting,
+preparing and converting an unannotated graph reproduces eager float exactly, so the distance
+to float is quantization error only. On joe, the 235-sentence evaluation split (``vitsq eval``,
+same noise as FP32 torch): 18.0 MB (FP32 ONNX 63.2 MB), WER -0.0 pt, speaker similarity 0.985
+mean / 0.962 worst; 2.48x the speed of FP32 ONNX Runtime at batch 1, 1 thread. The integer
+durations of an INT8 text encoder/duration predictor differ from float for some tokens, so
+log-mel distances to float are not meaningful there; judge by WER and speaker similarity.
 
 Two more blockers, found with INT8 partly-float programs:
 
