@@ -137,6 +137,11 @@ def test_export_refuses_bad_requests(joe_torch, joe_onnx, tmp_path):
     with pytest.raises(InputError, match="max_tokens"):
         export_executorch(joe_torch, tmp_path / "z", max_tokens=0)
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+    from vitsq.export.cli import run_export
+
+    with pytest.raises(InputError, match="--calibrate-method applies to the ort-static recipe"):
+        run_export("joe", "executorch", tmp_path / "w", recipe="pt2e", calibrate_method="entropy")
+    assert not (tmp_path / "w").exists()
 
 
 # --------------------------------------------------------------------------- joe INT8 (pt2e preset)

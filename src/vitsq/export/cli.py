@@ -40,6 +40,9 @@ def run_export(model: str, fmt: str, out: str | Path, *, recipe: str | None = No
             raise
         if (out.exists() or out.is_symlink()) and not force:
             raise InputError(f"output {out} already exists: choose another path or pass --force to overwrite it")
+        if calibrate_method is not None:
+            raise InputError("--calibrate-method applies to the ort-static recipe, not to ExecuTorch (pt2e uses "
+                             "min/max observers)")
         kw = {"config_path": Path(config)} if config else {}
         synth = vitsq.load(model, backend="torch", **kw)
         kwargs: dict = {"force": force}
@@ -47,9 +50,6 @@ def run_export(model: str, fmt: str, out: str | Path, *, recipe: str | None = No
             kwargs["recipe"] = recipe
         if calib is not None:
             kwargs["calibration_sentences"] = calib
-        if calibrate_method is not None:
-            raise InputError("--calibrate-method applies to the ort-static recipe, not to ExecuTorch (pt2e uses "
-                             "min/max observers)")
         return mod.export_executorch(synth, out, **kwargs)
 
     recipe = recipe or "fp32"
