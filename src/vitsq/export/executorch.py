@@ -95,7 +95,7 @@ mean / 0.962 worst; 2.48x the speed of FP32 ONNX Runtime at batch 1, 1 thread. T
 durations of an INT8 text encoder/duration predictor differ from float for some tokens, so
 log-mel distances to float are not meaningful there; judge by WER and speaker similarity.
 
-Two more blockers, found with INT8 partly-float programs:
+Three more blockers, found with INT8 partly-float programs:
 
 10. *A dequantized tensor shared by an XNNPACK partition and a portable op*: the flow's WaveNet
     started its skip sum with ``zeros_like(x)``; in the INT8 flow ``x``'s dequantize fed both a
@@ -106,6 +106,12 @@ Two more blockers, found with INT8 partly-float programs:
     weights as constants, which export keeps even when the program does not use them; each
     program now gets a StagedVITS with only its own stages (the Vosk config's encoder.pte went
     from 35.7 MB to ~11 MB).
+12. *Dynamic bounds narrowed by a guard*: with MKL-DNN enabled, ``to_edge`` and the later passes
+    re-trace convs on fake tensors, and ATen's conv backend heuristic asks whether
+    ``input.numel() > 20480``, which adds a guard on the symbolic length; the Vosk INT8 encoder
+    came out planned for 80 tokens instead of 400 (run-time error 0x10 on longer input).
+    :func:`_lower` runs with MKL-DNN off and :func:`_check_serialized_bounds` refuses a program
+    whose planned input sizes are below the bounds asked for.
 """
 
 from __future__ import annotations
@@ -252,8 +258,8 @@ def _op_name(node: "torch.fx.Node") -> str:
     return name.replace("aten.", "").split(".")[0]
 
 
-def _input_ranges(ep: "torch.export.ExportedProgram") -> dict[str, tuple[int, int]]:
-    """``{"x[1]": (min, max)}`` for every dynamic axis of the program's user inputs."""
+def _input_ranges(ep: "torch.export.ExportedProgram") -> dict[tuple[str, int], tuple[int, int]]:
+    """``{(input name, axis): (min, max)}`` for every dynamic axis of the program's user inputs."""
     user_inputs = set(ep.graph_signature.user_inputs)
     ranges = {}
     for node in ep.graph.nodes:
@@ -263,12 +269,12 @@ def _input_ranges(ep: "torch.export.ExportedProgram") -> dict[str, tuple[int, in
             if isinstance(size, torch.SymInt):
                 vr = ep.range_constraints.get(size.node.expr)
                 if vr is not None:
-                    ranges[f"{node.name}[{dim}]"] = (int(vr.lower), int(vr.upper))
+                    ranges[(node.name, dim)] = (int(vr.lower), int(vr.upper))
     return ranges
 
 
-def _check_serialized_bounds(buffer: bytes, input_names: list[str], wanted: dict[str, tuple[int, int]],
-                             name: str) -> None:
+def _check_serialized_bounds(buffer: bytes, input_names: list[str],
+                             wanted: dict[tuple[str, int], tuple[int, int]], name: str) -> None:
     """Refuse a program whose planned input sizes are below the dynamic bounds asked for.
 
     The runtime sizes each input's buffer from the serialized (upper-bound) shape; a narrower
@@ -279,11 +285,10 @@ def _check_serialized_bounds(buffer: bytes, input_names: list[str], wanted: dict
 
     _load_quantized_kernels()
     meta = Runtime.get().load_program(buffer).load_method("forward").metadata
-    for key, (_lo, hi) in wanted.items():
-        arg, dim = key[:-1].split("[")
-        size = meta.input_tensor_meta(input_names.index(arg)).sizes()[int(dim)]
+    for (arg, dim), (_lo, hi) in wanted.items():
+        size = meta.input_tensor_meta(input_names.index(arg)).sizes()[dim]
         if size != hi:
-            raise UnsupportedError(f"{name}.pte: input {key} was planned for {size}, not the maximum {hi} asked "
+            raise UnsupportedError(f"{name}.pte: input {arg}[{dim}] was planned for {size}, not the maximum {hi} asked "
                                    "for (an export pass narrowed the dynamic length); the program would refuse "
                                    "valid inputs")
 
@@ -415,15 +420,14 @@ def _quantize_pt2e(synth: Any, model: nn.Module, recipe: Any, calibration: Any, 
                    specs: tuple) -> tuple[Any, Any, dict[str, Any]]:
     """INT8 programs A and B from :func:`vitsq.quantize.pt2e.quantize_stages`.
 
-    The quantized stages (text encoder, flow, decoder; as many as ``recipe.stages`` names) are
-    calibrated by the quantization module on the real inputs each stage sees during FP32
-    inference of the calibration sentences; they are then composed with the float speaker
-    embedding and duration predictor (:class:`~vitsq.quantize.pt2e.StagedVITS`) into the same
-    two program wrappers as FP32 and exported again with this export's bounds.
+    The quantized stages (those of text encoder, duration predictor, flow and decoder that
+    ``recipe.stages`` names) are calibrated by the quantization module on the real inputs each
+    stage sees during FP32 inference of the calibration sentences; they are then composed with
+    the float speaker embedding and any float stage (:class:`~vitsq.quantize.pt2e.StagedVITS`)
+    into the same two program wrappers as FP32 and exported again with this export's bounds.
     """
     from vitsq.quantize.calibration import make_calibration
-    from vitsq.quantize.pt2e import StagedVITS, quantize_stages
-    from vitsq.quantize.pt2e import resolve_recipe
+    from vitsq.quantize.pt2e import StagedVITS, quantize_stages, resolve_recipe
     from vitsq.quantize.recipes import PT2E_STAGES, PT2ERecipe
 
     # "pt2e" by name: the measured preset (recipes.best_for)
@@ -478,27 +482,11 @@ def _load_quantized_kernels() -> None:
     _QUANTIZED_KERNELS_LOADED = True
 
 
-class EagerMethod:
-    """A torch module behind the ``execute(list) -> list`` call of an ExecuTorch method.
-
-    Lets calibration (and debugging) run program wrappers through exactly the host code of
-    :func:`run_programs`.
-    """
-
-    def __init__(self, module: nn.Module) -> None:
-        self.module = module
-
-    def execute(self, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        with torch.no_grad():
-            out = self.module(*inputs)
-        return list(out) if isinstance(out, (tuple, list)) else [out]
-
-
 def run_programs(encoder: Any, decoder: Any, config: "VitsConfig", ids: Sequence[int], speaker: int, seed: int,
                  scales: tuple[float, float, float], max_frames: int) -> np.ndarray:
     """One sentence through program A, the host expansion and program B -> audio [S] float32.
 
-    ``encoder``/``decoder``: loaded ExecuTorch methods (or :class:`EagerMethod`). Noise is drawn
+    ``encoder``/``decoder``: loaded ExecuTorch methods. Noise is drawn
     from ``torch.Generator().manual_seed(seed)`` in :meth:`VITS.infer`'s order.
     """
     from vitsq.models.vits import sample_frame_noise, sample_token_noise

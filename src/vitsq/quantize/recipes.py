@@ -287,8 +287,8 @@ EAGER_KEEP_FLOAT: tuple[str, ...] = ("dp", "dec.stage2", "dec.conv_post")
 #: floor as the eager groups above). Measured on 40 held-out sentences (benchmarks/
 #: joe_int8_recipes.md): speaker similarity 0.889 (old default) / 0.893 (conv_post float only) /
 #: 0.970 (this), at 1.55x / 1.56x / 1.12x the speed of FP32 ONNX Runtime.
-#: PT2E groups left float in VITS's decoder by default (:class:`PT2ERecipe` ``keep_float=None``):
-#: the decoder's part of :data:`EAGER_KEEP_FLOAT`. On joe (decoder only, log-mel L1 to FP32, same
+#: PT2E groups left float in VITS by default (:class:`PT2ERecipe` ``keep_float=None``): the
+#: decoder's part of :data:`EAGER_KEEP_FLOAT`, plus ``dp.flows`` (below). On joe (decoder only, log-mel L1 to FP32, same
 #: noise): all INT8 1.45; these float with the decoder's sums after them 0.48; and no INT8
 #: adds/div anywhere 0.30 (eager: 0.305). The duration predictor is INT8 except its flows
 #: (``dp.flows``, the spline flows that turn noise into log-durations). As ExecuTorch programs,
