@@ -127,6 +127,42 @@ def test_artifact_manifest_loading_and_cli(joe_et_dir, joe_et, tmp_path, capsys)
         vitsq.load(bad, backend="executorch")
 
 
+_THREADS_SCRIPT = """
+import gc, sys
+import vitsq
+from vitsq.bench import run_benchmark
+from vitsq.errors import UnsupportedError
+from vitsq.export.executorch import threadpool_size
+d = sys.argv[1]
+res = run_benchmark(d, [], batches="1", warmup=0, iters=1, progress=False, threads=1)
+info = res.variants[0]
+assert info["status"] == "ok" and info["threads"] == 1 and threadpool_size() == 1, info
+a = vitsq.load(d, threads=1)
+try:
+    vitsq.load(d, threads=2)
+except UnsupportedError as e:
+    assert "thread pool has 1 threads" in str(e), e
+else:
+    raise SystemExit("resizing under a loaded program was not refused")
+del a, res
+gc.collect()
+b = vitsq.load(d, threads=2)
+assert b.describe()["threads"] == 2 and len(b.synthesize("Two threads now.").samples) > 1000
+print("THREADS-OK")
+"""
+
+
+def test_threads_size_the_executorch_pool(joe_et_dir):
+    """ExecuTorch's pool ignores torch.set_num_threads: `threads` must size it, or a "1-thread"
+    benchmark runs XNNPACK on every core. A fresh process, since the pool is process-wide."""
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", _THREADS_SCRIPT, str(joe_et_dir)], capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0 and "THREADS-OK" in r.stdout, r.stdout[-2000:] + r.stderr[-3000:]
+
+
 def test_export_refuses_bad_requests(joe_torch, joe_onnx, tmp_path):
     with pytest.raises(InputError, match="already exists"):
         export_executorch(joe_torch, tmp_path)

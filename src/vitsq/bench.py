@@ -378,7 +378,9 @@ def _default_loader(threads: int | None) -> Loader:
         import vitsq
 
         kw: dict[str, Any] = {}
-        if v.backend == "onnx" and threads:
+        # torch's pool is set by run_benchmark; ONNX Runtime sessions and ExecuTorch's pool take
+        # it from here (torch loaders ignore it). An ExecuTorch folder may come as backend "torch".
+        if threads:
             kw["threads"] = threads
         return vitsq.load(v.spec, backend=v.backend, device="cpu", **kw)
 
@@ -565,7 +567,7 @@ def run_benchmark(
             info.update({"name": getattr(synth, "name", label), "backend": getattr(synth, "backend", info["backend"]),
                          "weights": desc.get("weights", "trained"), "random_weights": not trained,
                          "size_bytes": _size(synth), "sample_rate": int(synth.sample_rate),
-                         "description": desc})
+                         "threads": desc.get("threads"), "description": desc})
             if texts is None:
                 language = str(getattr(synth, "language", "en"))
                 texts = benchmark_texts(language, batches, seed, sentences)
@@ -749,6 +751,11 @@ def markdown_report(data: dict[str, Any]) -> str:
     if seq:
         out += ["", "Not batched (run item by item inside a batch call, so no padding cost): "
                 + ", ".join(f"`{x}`" for x in seq) + "."]
+    odd = [v for v in data.get("variants", [])
+           if v.get("threads") is not None and v.get("threads") != s["threads"]]
+    if odd:
+        out += ["", f"**Thread counts differ** from the run's {s['threads']}: " + ", ".join(
+            f"`{v['label']}` {v['threads']}" for v in odd) + " — compare these speedups with care."]
     out += ["", "## Details", "", details_table(data)]
     if data.get("messages"):
         out += ["", "## Messages", ""] + [f"- {m}" for m in data["messages"]]
@@ -825,7 +832,7 @@ def register(sub) -> None:
     p.add_argument("variants", nargs="*", help="more models to compare, same syntax")
     p.add_argument("--batch", default=",".join(map(str, DEFAULT_BATCHES)), help="batch sizes, e.g. 1,2,4,8")
     p.add_argument("--device", default="cpu", help=f"comma-separated, from: {', '.join(DEVICES)}")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch and ONNX Runtime")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch, ONNX Runtime and ExecuTorch (XNNPACK)")
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--iters", type=int, default=100)
     p.add_argument("--sentences", default=None, help="sentence file (default: the evaluation split)")

@@ -375,11 +375,14 @@ class TorchSynthesizer(BaseSynthesizer):
         return self._size
 
     def describe(self) -> dict[str, Any]:
+        import torch
+
         from vitsq.models.vits import count_parameters
 
         d = super().describe()
         d["parameters"] = count_parameters(self.model)
         d["device"] = str(self.device)
+        d["threads"] = torch.get_num_threads()
         return d
 
 
@@ -402,6 +405,7 @@ class OnnxSynthesizer(BaseSynthesizer):
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
+        self.threads = threads  # None: ONNX Runtime's default (one per physical core)
         try:
             self.session = ort.InferenceSession(str(onnx_path), sess_options=opts, providers=["CPUExecutionProvider"])
         except Exception as exc:
@@ -434,3 +438,8 @@ class OnnxSynthesizer(BaseSynthesizer):
             (audio,) = self.session.run(["output"], self._feed(x, lengths, [spk], scales))
             outs.append(audio.reshape(-1))
         return outs
+
+    def describe(self) -> dict[str, Any]:
+        d = super().describe()
+        d["threads"] = self.threads or "onnxruntime default"
+        return d

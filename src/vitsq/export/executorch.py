@@ -118,6 +118,7 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -482,6 +483,43 @@ def _load_quantized_kernels() -> None:
     _QUANTIZED_KERNELS_LOADED = True
 
 
+#: ExecuTorch synthesizers alive in this process (their XNNPACK delegates hold the thread pool).
+_LIVE_SYNTHS: "weakref.WeakSet[ExecuTorchSynthesizer]" = weakref.WeakSet()
+
+
+def threadpool_size() -> int:
+    """Threads in ExecuTorch's process-wide pool, on which XNNPACK runs its kernels."""
+    from executorch.extension.pybindings import portable_lib
+
+    return int(portable_lib._threadpool_get_thread_count())
+
+
+def set_threadpool_size(threads: int) -> int:
+    """Resize ExecuTorch's process-wide thread pool to ``threads`` and return its size.
+
+    The pool starts with one thread per core and ignores ``torch.set_num_threads``, so without
+    this an ExecuTorch variant benchmarked "with 1 thread" ran on every core. It can only be
+    resized while no program that ran on it is alive: with executorch 1.5.1, resizing under a
+    loaded XNNPACK method crashed the process (segfault), so that case raises
+    :class:`~vitsq.errors.UnsupportedError` instead.
+    """
+    from executorch.extension.pybindings import portable_lib
+
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise InputError(f"threads must be an integer >= 1, got {threads!r}")
+    current = threadpool_size()
+    if threads == current:
+        return current
+    if len(_LIVE_SYNTHS):
+        raise UnsupportedError(
+            f"ExecuTorch's thread pool has {current} threads and cannot be resized to {threads} while "
+            f"{len(_LIVE_SYNTHS)} ExecuTorch model(s) are loaded in this process (the runtime crashes): "
+            f"load every ExecuTorch model with the same threads, or release the others first")
+    portable_lib._unsafe_reset_threadpool(threads)
+    log.info("ExecuTorch thread pool resized %d -> %d threads", current, threads)
+    return threadpool_size()
+
+
 def run_programs(encoder: Any, decoder: Any, config: "VitsConfig", ids: Sequence[int], speaker: int, seed: int,
                  scales: tuple[float, float, float], max_frames: int) -> np.ndarray:
     """One sentence through program A, the host expansion and program B -> audio [S] float32.
@@ -537,7 +575,7 @@ class ExecuTorchSynthesizer(BaseSynthesizer):
     backend = "executorch"
 
     def __init__(self, directory: str | Path, config: "VitsConfig", name: str, frontend: Any, *,
-                 max_tokens: int, max_frames: int, **kwargs: Any) -> None:
+                 max_tokens: int, max_frames: int, threads: int | None = None, **kwargs: Any) -> None:
         from executorch.runtime import Runtime
 
         directory = Path(directory)
@@ -548,6 +586,8 @@ class ExecuTorchSynthesizer(BaseSynthesizer):
         self.max_tokens = int(max_tokens)
         self.max_frames = int(max_frames)
         runtime = Runtime.get()
+        if threads is not None:  # before loading: the pool cannot change under a loaded program
+            set_threadpool_size(threads)
         if self.quantization:
             _load_quantized_kernels()
         try:
@@ -555,6 +595,7 @@ class ExecuTorchSynthesizer(BaseSynthesizer):
             self._encoder, self._decoder = (p.load_method("forward") for p in self._programs)
         except Exception as exc:  # the runtime raises RuntimeError/ValueError with its own codes
             raise ModelLoadError(f"executorch.runtime cannot load the programs in {directory}: {exc}") from exc
+        _LIVE_SYNTHS.add(self)
 
     def _run(self, batch: list[list[int]], speakers: list[int], scales: tuple[float, float, float],
              seeds: list[int]) -> list[np.ndarray]:
@@ -571,6 +612,7 @@ class ExecuTorchSynthesizer(BaseSynthesizer):
         d["max_tokens"] = self.max_tokens
         d["max_frames"] = self.max_frames
         d["device"] = "cpu"
+        d["threads"] = threadpool_size()
         return d
 
 
@@ -602,12 +644,11 @@ def load_executorch_artifact(directory: str | Path, manifest: dict[str, Any], ba
         raise ModelLoadError(f"{directory}: ExecuTorch export version {et.get('export_version')!r} is not "
                              f"supported (this vitsq reads {EXPORT_VERSION}): re-export the model")
     config = manifest_config(manifest)
-    kw.pop("threads", None)
     name = manifest.get("name") or manifest.get("source", {}).get("name") or directory.name
     recipe = et.get("recipe", "fp32")
     return ExecuTorchSynthesizer(
         directory, config, f"{name}-et-{recipe}", make_frontend(config),
-        max_tokens=et["max_tokens"], max_frames=et["max_frames"],
+        max_tokens=et["max_tokens"], max_frames=et["max_frames"], threads=kw.pop("threads", None),
         label=manifest.get("label", "trained"), quantization=manifest.get("quantization"),
         extra_info={"source": manifest.get("source", {}).get("source"), "artifact": str(directory),
                     "executorch_recipe": recipe},
