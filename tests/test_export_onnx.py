@@ -168,10 +168,26 @@ def test_piper_runtime_loads_int8_voice(joe_torch, tmp_path):
     from vitsq.evaluate.metrics import audio_distance
     from vitsq.quantize.ort import export_quantized
 
+    from vitsq.quantize.recipes import best_for
+
     voice = export_quantized(joe_torch, "piper", tmp_path / "joe-int8.onnx", "ort-static", calib=4)
     proto = onnx.load(str(voice))
     ops = {n.op_type for n in proto.graph.node}
     assert {"QLinearConv", "DequantizeLinear"} <= ops or {"QuantizeLinear", "DequantizeLinear"} <= ops
+    # by name = the measured preset: every float prefix names real nodes, which stay float, and
+    # the upsampling layers became (quantizable) convolutions
+    names = [n.name for n in proto.graph.node]
+    dq_out = {o for n in proto.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    for prefix in best_for(joe_torch, "ort-static").keep_float:
+        hit = [n for n in proto.graph.node if n.name.startswith(prefix)
+               and n.op_type not in ("QuantizeLinear", "DequantizeLinear")]
+        assert hit, f"preset prefix {prefix} matches no node"
+        # float convs keep float weights (their input may still be a shared, quantized activation:
+        # the exporter merges the identical leaky_relu(x) that each resblock of a stage computes)
+        assert not [n.name for n in hit if n.op_type == "Conv" and n.input[1] in dq_out], prefix
+    assert not [n for n in names if n.startswith("/dec/ups") and "ConvTranspose" in n]
+    ups0 = next(n for n in proto.graph.node if n.name == "/dec/ups.0/conv/Conv")
+    assert ups0.input[0] in dq_out  # INT8 activations into the rewritten upsampling conv
     meta = {p.key: p.value for p in proto.metadata_props}
     assert json.loads(meta["vitsq.quantization"])["recipe"]["recipe"] == "ort-static"
     fp32_bytes = json.loads(meta["vitsq.quantization"])["fp32_onnx_bytes"]

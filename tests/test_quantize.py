@@ -66,6 +66,33 @@ def test_recipe_dict_round_trip_and_bad_options():
         PT2ERecipe(stages="decoder")
     with pytest.raises(InputError, match="at least one stage"):
         PT2ERecipe(stages=())
+    # ort-static v1 artifacts were made without polyphase upsampling: they read as such
+    v1 = {"recipe": "ort-static", "version": 1, "per_channel": True, "calibrate_method": "minmax",
+          "op_types": None, "keep_float": [], "static_prefixes": None, "weight_only_rest": True}
+    old = recipe_from_dict(v1)
+    assert old.version == 2 and old.polyphase_upsampling is False and OrtStaticRecipe().polyphase_upsampling
+    with pytest.raises(UnsupportedError, match="version 3"):
+        recipe_from_dict({**v1, "version": 3})
+
+
+def test_ort_preset_names_follow_the_decoder_shape(joe_torch):
+    """The VITS ort-static preset's float nodes are derived from the config (joe: 3 stages x 3
+    resblocks), so other Piper layouts get their own last stage, not joe's node numbers."""
+    from dataclasses import replace
+
+    from vitsq.quantize.recipes import best_for, ort_keep_float
+
+    c = joe_torch.config
+    assert ort_keep_float(c) == ("/dec/conv_post/", "/dec/LeakyRelu_3", "/dec/Add_4", "/dec/Add_5", "/dec/Div_2",
+                                 "/dec/resblocks.6/Add", "/dec/resblocks.7/Add", "/dec/resblocks.8/")
+    four = replace(c, upsample_rates=(8, 8, 2, 2), upsample_kernel_sizes=(16, 16, 4, 4))
+    assert ort_keep_float(four)[1:5] == ("/dec/LeakyRelu_4", "/dec/Add_6", "/dec/Add_7", "/dec/Div_3")
+    assert ort_keep_float(four)[-1] == "/dec/resblocks.11/"
+    best = best_for(joe_torch, "ort-static")
+    assert best.polyphase_upsampling and best.calibrate_method == "percentile"
+    assert set(best.static_prefixes) == {"/dec/", "/flow/", "/enc_p/"}
+    with pytest.raises(InputError, match="pass the model"):
+        ort_keep_float(None)
 
 
 def test_pt2e_preset_resolves_per_architecture(joe_torch):

@@ -186,7 +186,8 @@ def check_output_path(path: str | Path, force: bool) -> Path:
 
 # =========================================================================== export
 def export_onnx(synth_or_model: Any, path: str | Path, flavor: str | None = None, *,
-                opset: int = OPSET, force: bool = False, name: str | None = None) -> Path:
+                opset: int = OPSET, force: bool = False, name: str | None = None,
+                polyphase_upsampling: bool = False) -> Path:
     """Export an FP32 PyTorch model to one ONNX file with the Piper or Vosk contract.
 
     Args:
@@ -194,10 +195,17 @@ def export_onnx(synth_or_model: Any, path: str | Path, flavor: str | None = None
         path: the ``.onnx`` file to write.
         flavor: ``"piper"`` or ``"vosk"`` (see the module docstring); None picks by model.
         force: overwrite an existing ``path``.
+        polyphase_upsampling: write the decoder's transposed convolutions as ordinary
+            convolutions (:mod:`vitsq.models.polyphase`; same outputs), which ONNX Runtime can
+            then run in INT8. Off for FP32 files, which keep the upstream graph structure.
     Returns the written path.
     """
     model, synth = _torch_model(synth_or_model)
     config = model.config
+    if polyphase_upsampling:
+        from vitsq.models.polyphase import with_polyphase_upsampling
+
+        model = with_polyphase_upsampling(model)
     flavor = flavor or default_flavor(config)
     if flavor not in FLAVORS:
         raise InputError(f"unknown ONNX flavor {flavor!r}: valid flavors are {', '.join(FLAVORS)}")

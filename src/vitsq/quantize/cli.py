@@ -65,6 +65,8 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         opts = replace(opts, keep_float=",".join(best.keep_float), per_channel=best.per_channel)
         if hasattr(best, "calibrate_method"):
             opts = replace(opts, calibrate_method=best.calibrate_method)
+        if getattr(best, "static_prefixes", None):
+            opts = replace(opts, static_prefixes=best.static_prefixes)
         if hasattr(best, "act_observer"):
             opts = replace(opts, observer=best.act_observer)
         build_recipe(opts)

@@ -160,18 +160,28 @@ class OrtStaticRecipe(_Recipe):
     :mod:`vitsq.quantize.ort`). ``keep_float``: ONNX node name prefixes to leave in float.
     ``static_prefixes``: node name prefixes quantized statically (``None`` = the ort module's
     measured default, the decoder); ``weight_only_rest``: INT8 weights (float activations)
-    everywhere else.
+    everywhere else. ``polyphase_upsampling``: export the decoder's transposed convolutions as
+    ordinary convolutions (:mod:`vitsq.models.polyphase`, same function) so that they run as
+    INT8 ``QLinearConv`` -- ONNX Runtime's CPU provider has no INT8 ``ConvTranspose``.
+    Version 2 added it; version-1 recipes (made without it) read as ``False``.
     """
 
     name: ClassVar[str] = "ort-static"
-    VERSION: ClassVar[int] = 1
-    version: int = 1
+    VERSION: ClassVar[int] = 2
+    version: int = 2
     per_channel: bool = True
     calibrate_method: str = "minmax"
     op_types: tuple[str, ...] | None = None
     keep_float: tuple[str, ...] = ()
     static_prefixes: tuple[str, ...] | None = None
     weight_only_rest: bool = True
+    polyphase_upsampling: bool = True
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]):
+        if isinstance(d, dict) and d.get("version") == 1:  # v1 artifacts predate the polyphase option
+            d = {**d, "version": 2, "polyphase_upsampling": False}
+        return super().from_dict(d)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -282,11 +292,42 @@ def as_synthesizer(obj: Any):
 #: waveform level cannot represent quiet frames), dp 0.48 (changes integer durations); every
 #: other decoder/flow group <= 0.27. Together they are ~4 % of the weights.
 EAGER_KEEP_FLOAT: tuple[str, ...] = ("dp", "dec.stage2", "dec.conv_post")
-#: ONNX node-name prefixes the ort-static preset leaves float inside the static (decoder) scope:
-#: the last upsampling stage, its sums, and conv_post with the activation feeding it (same noise
-#: floor as the eager groups above). Measured on 40 held-out sentences (benchmarks/
-#: joe_int8_recipes.md): speaker similarity 0.889 (old default) / 0.893 (conv_post float only) /
-#: 0.970 (this), at 1.55x / 1.56x / 1.12x the speed of FP32 ONNX Runtime.
+#: How the ort-static preset for VITS (Piper) voices was chosen -- joe, 1 thread, polyphase
+#: upsampling, 16 calibration sentences; speaker similarity (resemblyzer) to FP32 PyTorch with zero
+#: noise on 10 evaluation sentences, speed vs the original FP32 .onnx in ONNX Runtime, one run each:
+#: whole decoder INT8, minmax 0.892 (x2.12); + percentile 0.929 (x2.10); + final sum/activation/
+#: conv_post float 0.948 (x2.03); + flow static 0.945 (x2.43); + last-stage residual sums float
+#: 0.954 (x2.28); + last resblock float 0.967 (x1.91); + text encoder static 0.962 (x2.11, this).
+#: Per-tensor 8-bit activations on the last stage's residual stream put a noise floor under quiet
+#: frames; everything before it tolerates INT8 (Conv, LeakyRelu and Add in QLinear form).
+ORT_STATIC_PREFIXES_VITS: tuple[str, ...] = ("/dec/", "/flow/", "/enc_p/")
+
+
+def ort_keep_float(config: Any) -> tuple[str, ...]:
+    """ONNX node-name prefixes the VITS ort-static preset keeps float, derived from ``config``.
+
+    The last upsampling stage's residual sums (inside its resblocks and between them), its last
+    resblock, the activation before ``conv_post`` and ``conv_post`` (see the measurements above).
+    Names follow ``torch.onnx`` numbering of the decoder's top-level ops (``/dec/Add_4``: the
+    fifth ``Add`` in ``dec``), one LeakyRelu and ``num_kernels - 1`` Adds and a Div per stage.
+    """
+    if not hasattr(config, "upsample_rates"):
+        raise InputError("the ort-static preset for VITS is derived from the model's decoder: pass the model "
+                         f"or its config, not {type(config).__name__}")
+    n = len(config.upsample_rates)
+    k = len(config.resblock_kernel_sizes)
+    last = n - 1
+
+    def nth(op: str, i: int) -> str:
+        return f"/dec/{op}" if i == 0 else f"/dec/{op}_{i}"
+
+    keep = ["/dec/conv_post/", nth("LeakyRelu", n)]
+    keep += [nth("Add", last * (k - 1) + j) for j in range(k - 1)] + [nth("Div", last)]
+    blocks = range(last * k, last * k + k)
+    keep += [f"/dec/resblocks.{b}/Add" for b in blocks[:-1]] + [f"/dec/resblocks.{blocks[-1]}/"]
+    return tuple(keep)
+
+
 #: PT2E groups left float in VITS by default (:class:`PT2ERecipe` ``keep_float=None``): the
 #: decoder's part of :data:`EAGER_KEEP_FLOAT`, plus ``dp.flows`` (below). On joe (decoder only, log-mel L1 to FP32, same
 #: noise): all INT8 1.45; these float with the decoder's sums after them 0.48; and no INT8
@@ -315,8 +356,13 @@ def best_for(model: Any = None, recipe: str = "eager"):
         keep = EAGER_KEEP_FLOAT if arch == "vits" else ("dp",)
         return EagerRecipe(per_channel=True, act_observer="histogram", keep_float=keep)
     if recipe == "ort-static":
-        return OrtStaticRecipe(per_channel=True, calibrate_method="minmax",
-                               keep_float=ORT_KEEP_FLOAT if arch == "vits" else ())
+        if arch == "vits":
+            return OrtStaticRecipe(per_channel=True, calibrate_method="percentile", keep_float=ort_keep_float(config),
+                                   static_prefixes=ORT_STATIC_PREFIXES_VITS, polyphase_upsampling=True)
+        # VITS2 (random weights only here: speed, not quality, was measured): the decoder static,
+        # as measured on joe before the flow/encoder were tried, and polyphase upsampling
+        return OrtStaticRecipe(per_channel=True, calibrate_method="minmax", keep_float=(),
+                               polyphase_upsampling=True)
     if recipe == "pt2e":
         stages = PT2E_STAGES if arch == "vits" else tuple(st for st in PT2E_STAGES if st != "duration")
         return PT2ERecipe(per_channel=True, stages=stages, keep_float=PT2E_KEEP_FLOAT if arch == "vits" else (),

@@ -33,6 +33,7 @@ class QuantizeOptions:
     per_channel: bool = False
     observer: str = "histogram"
     calibrate_method: str = "minmax"
+    static_prefixes: tuple[str, ...] | None = None  # ort-static: where activations are INT8 (None = decoder)
     calib: int | None = None
     calib_file: Path | None = None
     keep_float: str = ""  # "auto" or comma-separated names
@@ -76,8 +77,8 @@ def build_recipe(opts: QuantizeOptions):
         # no names: the measured preset for the model's architecture (keep_float=None)
         return PT2ERecipe(keep_float=manual or None)
     if cls is OrtStaticRecipe:
-        return OrtStaticRecipe(per_channel=True,
-                               calibrate_method=opts.calibrate_method, keep_float=manual)
+        return OrtStaticRecipe(per_channel=True, calibrate_method=opts.calibrate_method, keep_float=manual,
+                               static_prefixes=opts.static_prefixes)
     return OrtDynamicRecipe(per_channel=opts.per_channel)
 
 
