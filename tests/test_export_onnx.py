@@ -129,6 +129,31 @@ def test_vosk_runtime_loads_exported_folder(tiny_vosk, tmp_path):
                                tiny_vosk.synthesize(RU_TEXT, speaker=3, **ZERO).samples, atol=1e-4)
 
 
+def test_vosk_runtime_runs_int8_folder_with_polyphase_upsampling(tiny_vosk, tmp_path):
+    """ort-static (VITS2 preset: decoder INT8, upsampling rewritten as convolutions) still drops
+    into vosk-tts, which runs it exactly as vitsq's ONNX backend does."""
+    import onnx
+    import vosk_tts
+
+    import vitsq
+    from vitsq.quantize.ort import export_quantized
+
+    out = export_quantized(tiny_vosk, "vosk-dir", tmp_path / "vosk-int8", "ort-static", calib=4)
+    proto = onnx.load(str(out / "model.onnx"))
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert json.loads(meta["vitsq.quantization"])["recipe"]["polyphase_upsampling"] is True
+    ops = [(n.name, n.op_type) for n in proto.graph.node]
+    assert not [n for n, op in ops if op == "ConvTranspose" and n.startswith("/dec/ups")]
+    assert [n for n, op in ops if n.startswith("/dec/ups.0/conv") and op == "Conv"]
+    synth = vosk_tts.Synth(vosk_tts.Model(model_path=str(out)))
+    got = synth.synth_audio(RU_TEXT, speaker_id=3, noise_level=0.0, duration_noise_level=0.0)
+    ours = vitsq.load(out, backend="onnx").synthesize(RU_TEXT, speaker=3, **ZERO).samples
+    ours16 = (np.clip(ours, -1, 1) * 32767).astype(np.int16)
+    assert len(got) == len(ours16) > 1000 and np.abs(got.astype(np.int32) - ours16).max() <= 2
+    ref = tiny_vosk.synthesize(RU_TEXT, speaker=3, **ZERO).samples
+    assert abs(len(ours) - len(ref)) <= 0.1 * len(ref)
+
+
 def test_refuses_existing_output_and_unsupported_pairs(joe_torch, tiny_vosk, joe_voice, tmp_path, capsys):
     from vitsq.cli import main
     from vitsq.export.onnx import export_onnx, export_piper_voice, export_vosk_dir
