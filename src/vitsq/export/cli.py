@@ -91,7 +91,7 @@ def register(subparsers) -> None:
     p.add_argument("--format", required=True, choices=list(FORMATS))
     p.add_argument("--recipe", default=None,
                    help="onnx formats: fp32 (default), ort-static, ort-dynamic; executorch: its recipes (e.g. pt2e)")
-    p.add_argument("--calib", type=int, default=None, help="calibration sentences (ort-static, executorch pt2e; default 16)")
+    p.add_argument("--calib", type=int, default=None, help="calibration sentences (ort-static, executorch pt2e; default 16, 32 for percentile/entropy ranges)")
     p.add_argument("--calibrate-method", default=None, choices=["minmax", "entropy", "percentile"],
                    help="ort-static activation range method")
     p.add_argument("-o", "--output", required=True,

@@ -23,7 +23,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--observer", default="histogram", help=f"eager activation observer: {', '.join(OBSERVERS)}")
     p.add_argument("--calibrate-method", default="minmax",
                    help=f"ort-static calibration: {', '.join(ORT_CALIBRATION_METHODS)}")
-    p.add_argument("--calib", type=int, default=None, help="calibration sentences (default: 16, see docs)")
+    p.add_argument("--calib", type=int, default=None, help="calibration sentences (default: 16; 32 for percentile/entropy ranges; see docs)")
     p.add_argument("--calib-file", type=Path, help="calibration sentences file (one per line) instead of the shipped split")
     p.add_argument("--keep-float", default="", help="'preset' (the measured best float layers and options for this "
                                                      "model, see recipes.best_for), 'auto' (needs --budget) or "

@@ -185,6 +185,23 @@ def _weight_only(recipe: Any) -> bool:
     return bool(getattr(recipe, "weight_only_rest", True))
 
 
+NOISE_OPS = ("RandomNormal", "RandomNormalLike")
+
+
+def _set_noise_seeds(proto: Any, seed: int | None) -> Any:
+    """Give every in-graph noise node a fixed ``seed`` attribute (``seed + i`` for the i-th), or
+    remove them (``None``). ONNX Runtime then draws the same noise sequence in every session."""
+    from onnx import helper
+
+    for i, node in enumerate(n for n in proto.graph.node if n.op_type in NOISE_OPS):
+        kept = [a for a in node.attribute if a.name != "seed"]
+        del node.attribute[:]
+        node.attribute.extend(kept)
+        if seed is not None:
+            node.attribute.append(helper.make_attribute("seed", float(seed + i)))
+    return proto
+
+
 def quantize_onnx_file(fp32_path: Path, out_path: Path, recipe: Any, calibration: Any = None,
                        with_sid: bool = False) -> dict[str, Any]:
     """Quantize one FP32 ONNX file with ``recipe``; returns facts for the manifest."""
@@ -209,14 +226,18 @@ def quantize_onnx_file(fp32_path: Path, out_path: Path, recipe: Any, calibration
     exclude = [n for n in names if not any(n.startswith(p) for p in scope) or any(n.startswith(k) for k in keep_float)]
     with tempfile.TemporaryDirectory(prefix="vitsq-ort-") as tmp:
         static_out = Path(tmp) / "static.onnx"
+        # calibrate with seeded in-graph noise, so that the same calibration set gives the same
+        # ranges (and the same artifact) every time; the shipped graph gets its unseeded noise back
+        seeded = Path(tmp) / "seeded.onnx"
+        onnx.save(_set_noise_seeds(proto, int(getattr(calibration, "seed", 0))), str(seeded))
         quantize_static(
-            str(fp32_path), str(static_out), _calibration_reader(calibration, with_sid),
+            str(seeded), str(static_out), _calibration_reader(calibration, with_sid),
             quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
             per_channel=recipe.per_channel, calibrate_method=_calibrate_method(recipe.calibrate_method),
             op_types_to_quantize=op_types, nodes_to_exclude=exclude,
             extra_options={"CalibStridedMinMax": 1},
         )
-        qproto = onnx.load(str(static_out))
+        qproto = _set_noise_seeds(onnx.load(str(static_out)), None)
     static_nodes = sorted({n.name.rsplit("_", 1)[0] for n in qproto.graph.node if n.op_type == "QuantizeLinear"})
     facts["static_scope"] = list(scope)
     facts["static_op_types"] = op_types
@@ -251,9 +272,9 @@ def quantize_ort(synth: Any, recipe: Any, out_dir: str | Path, calibration: Any 
     config = synth.config
     flavor = flavor or default_flavor(config)
     if isinstance(recipe, OrtStaticRecipe) and calibration is None:
-        from vitsq.quantize.calibration import make_calibration
+        from vitsq.quantize.calibration import default_calibration_size, make_calibration
 
-        calibration = make_calibration(synth, n=calib)
+        calibration = make_calibration(synth, n=calib if calib is not None else default_calibration_size(recipe))
     out = check_output_path(out_dir, force)
     with tempfile.TemporaryDirectory(prefix="vitsq-export-") as tmp:
         fp32 = export_onnx(synth, Path(tmp) / "fp32.onnx", flavor=flavor,
