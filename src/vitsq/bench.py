@@ -373,6 +373,10 @@ def _prepare_for_device(synth: Any, device: str) -> Any:
 Loader = Callable[[VariantSpec, str], Any]
 
 
+#: How a benchmark runs batches (see :attr:`vitsq.synth.BaseSynthesizer.batching`).
+BATCHING = ("padded", "items")
+
+
 def _default_loader(threads: int | None) -> Loader:
     def load(v: VariantSpec, device: str) -> Any:
         import vitsq
@@ -460,6 +464,7 @@ def run_benchmark(
     machine_name: str | None = None,
     progress: bool = True,
     loader: Loader | None = None,
+    batching: str = "padded",
 ) -> BenchResult:
     """Benchmark ``model`` and ``variants`` on every (device, batch); see the module docstring.
 
@@ -475,6 +480,8 @@ def run_benchmark(
         raise InputError(f"warmup must be >= 0 iterations, got {warmup}")
     if iters < 1:
         raise InputError(f"iters must be >= 1, got {iters}")
+    if batching not in BATCHING:
+        raise InputError(f"batching must be one of {', '.join(BATCHING)}, got {batching!r}")
     if threads is not None:
         if threads < 1:
             raise InputError(f"threads must be >= 1, got {threads}")
@@ -586,8 +593,16 @@ def run_benchmark(
             # an ONNX graph without output_lengths cannot recover padded items' lengths, so the
             # backend runs a batch one item at a time: say so next to its numbers
             outs = getattr(synth, "output_names", None)
-            info["batching"] = ("items one at a time (ONNX graph without output_lengths)"
-                                if outs is not None and "output_lengths" not in outs else "padded batch")
+            if batching == "items" and hasattr(synth, "batching"):
+                synth.batching = "items"
+            if getattr(synth, "backend", None) == "executorch":
+                info["batching"] = "items one at a time (ExecuTorch programs take batch 1)"
+            elif outs is not None and "output_lengths" not in outs:
+                info["batching"] = "items one at a time (ONNX graph without output_lengths)"
+            elif getattr(synth, "batching", "padded") == "items":
+                info["batching"] = "items one at a time (--batching items)"
+            else:
+                info["batching"] = "padded batch"
             length_scale = None
             if not trained:
                 try:
@@ -635,7 +650,7 @@ def run_benchmark(
         if base is not None and c.rtf and base.rtf:
             c.speedup_vs_baseline = base.rtf["median"] / c.rtf["median"]
 
-    settings = {"batches": batches, "devices": devices, "threads": threads_used,
+    settings = {"batches": batches, "devices": devices, "threads": threads_used, "batching": batching,
                 "threads_requested": threads, "warmup": warmup, "iters": iters, "seed": seed,
                 "baseline": baseline, "speaker": 0,
                 "random_weight_frames_per_token": RANDOM_WEIGHT_FRAMES_PER_TOKEN}
@@ -739,7 +754,8 @@ def markdown_report(data: dict[str, Any]) -> str:
     """Markdown page for one bench JSON: settings, RTF table, details, messages."""
     s = data["settings"]
     out = [f"# vitsq bench ({data.get('created', '')})", "", machine_line(data), "",
-           f"warmup {s['warmup']}, iterations {s['iters']}, seed {s['seed']}, inputs: "
+           f"warmup {s['warmup']}, iterations {s['iters']}, seed {s['seed']}, "
+           f"batching {s.get('batching', 'padded')}, inputs: "
            f"{data['inputs'].get('source', '?')}; baseline for × speedups: `{s['baseline']}`.", "",
            "## RTF (median [p10–p90] over iterations; lower is faster)", "", markdown_table(data)]
     rw = [v for v in data.get("variants", []) if v.get("random_weights")]
@@ -812,6 +828,7 @@ def plot_rtf(data: dict[str, Any] | Sequence[dict[str, Any]], path: str | Path) 
 def cmd_bench(args: argparse.Namespace) -> int:
     res = run_benchmark(
         args.model, args.variants, batches=args.batch, devices=args.device, threads=args.threads,
+        batching=args.batching,
         warmup=args.warmup, iters=args.iters, sentences=args.sentences, seed=args.seed,
         baseline=args.baseline, machine_name=args.machine_name, progress=not args.no_progress,
     )
@@ -832,6 +849,9 @@ def register(sub) -> None:
     p.add_argument("variants", nargs="*", help="more models to compare, same syntax")
     p.add_argument("--batch", default=",".join(map(str, DEFAULT_BATCHES)), help="batch sizes, e.g. 1,2,4,8")
     p.add_argument("--device", default="cpu", help=f"comma-separated, from: {', '.join(DEVICES)}")
+    p.add_argument("--batching", choices=BATCHING, default="padded",
+                   help="padded: each batch as one padded, masked batch (default); items: every variant runs a "
+                        "batch's items one at a time, as a CPU server would (no padding cost)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch, ONNX Runtime and ExecuTorch (XNNPACK)")
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--iters", type=int, default=100)

@@ -57,6 +57,8 @@ def demo_recipe(name: str = DEFAULT_RECIPE, model: Any = None):
 
     if name not in DEMO_RECIPES:
         raise InputError(f"unknown demo recipe {name!r}: valid recipes are {', '.join(DEMO_RECIPES)}")
+    if model is None:
+        raise InputError("the demo's recipe is the measured preset for a model: pass the loaded model")
     return best_for(model, name), ("onnx" if name == "ort-static" else "torch")
 
 
@@ -119,7 +121,10 @@ def run_demo(out_dir: str | Path = "out/demo", model: str = "joe", num_sentences
 
     from tqdm.auto import tqdm
 
-    recipe_obj, int8_backend = demo_recipe(recipe)  # bad names fail before any work
+    if recipe not in DEMO_RECIPES:  # bad names fail before any work (the preset needs the model)
+        from vitsq.errors import InputError
+
+        raise InputError(f"unknown demo recipe {recipe!r}: valid recipes are {', '.join(DEMO_RECIPES)}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()

@@ -189,6 +189,11 @@ class BaseSynthesizer:
     """
 
     backend = "base"
+    #: How a batch call runs: ``"padded"`` (one padded, masked batch through the backend) or
+    #: ``"items"`` (each item alone, as a CPU server answering a batch would; no padding cost).
+    #: Same audio either way. Backends that cannot pad (ExecuTorch, ONNX graphs without
+    #: ``output_lengths``) run items regardless.
+    batching = "padded"
 
     def __init__(self, name: str, config: "VitsConfig", frontend: Any, *, label: str = "trained",
                  artifact_paths: Sequence[Path] = (), quantization: dict | None = None,
@@ -247,8 +252,8 @@ class BaseSynthesizer:
             per_text = [self.text_to_ids(t) for t in texts]
         flat = [(i, k, ids) for i, sents in enumerate(per_text) for k, ids in enumerate(sents)]
         with Timer() as mt:
-            outs = self._run([ids for _, _, ids in flat], [speakers[i] for i, _, _ in flat], scales,
-                             [seed + k for _, k, _ in flat])
+            outs = self._run_batch([ids for _, _, ids in flat], [speakers[i] for i, _, _ in flat], scales,
+                                   [seed + k for _, k, _ in flat])
         results = []
         total_tokens = sum(len(ids) for _, _, ids in flat)
         for i, sents in enumerate(per_text):
@@ -284,8 +289,16 @@ class BaseSynthesizer:
         spk = self._speakers(speakers, len(ids))
         scales = self._scales(noise_scale, length_scale, noise_w)
         with Timer() as mt:
-            outs = self._run(ids, spk, scales, [seed] * len(ids))
+            outs = self._run_batch(ids, spk, scales, [seed] * len(ids))
         return outs, mt.seconds
+
+    def _run_batch(self, batch: list[list[int]], speakers: list[int], scales: tuple[float, float, float],
+                   seeds: list[int]) -> list[np.ndarray]:
+        if self.batching == "items":
+            return [self._run([ids], [spk], scales, [sd])[0] for ids, spk, sd in zip(batch, speakers, seeds)]
+        if self.batching != "padded":
+            raise InputError(f"batching must be 'padded' or 'items', not {self.batching!r}")
+        return self._run(batch, speakers, scales, seeds)
 
     def _speakers(self, speaker, n: int) -> list[int]:
         if speaker is None or isinstance(speaker, (int, np.integer)):
