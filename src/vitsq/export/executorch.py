@@ -91,7 +91,7 @@ sums float (``quantize_adds=False``); those nodes are left unannotated
 preparing and converting an unannotated graph reproduces eager float exactly, so the distance
 to float is quantization error only. On joe, the 235-sentence evaluation split (``vitsq eval``,
 same noise as FP32 torch): 18.0 MB (FP32 ONNX 63.2 MB), WER -0.0 pt, speaker similarity 0.985
-mean / 0.962 worst; 1.57x the speed of FP32 ONNX Runtime at batch 1 with every backend on 1
+mean / 0.962 worst; 1.56x the speed of FP32 ONNX Runtime at batch 1 with every backend on 1
 thread (session 2's 2.48x gave the XNNPACK pool both cores: see :func:`set_threadpool_size`). The integer
 durations of an INT8 text encoder/duration predictor differ from float for some tokens, so
 log-mel distances to float are not meaningful there; judge by WER and speaker similarity.
