@@ -201,3 +201,19 @@ def test_demo_missing_things_are_one_line_errors(tmp_path, capsys):
     with pytest.raises(UnsupportedError, match=r"needs the Python package 'faster_whisper'.*\.\[eval\]"):
         with _Step("evaluate", Bar()):
             raise ModuleNotFoundError("No module named 'faster_whisper'", name="faster_whisper")
+
+
+def test_demo_runs_end_to_end_small(tmp_path, capsys):
+    """The README's first command, shrunk: every step runs (a refactor once broke the last one,
+    writing summary.json, and nothing caught it) and the printed summary names the artifacts."""
+    import json
+
+    from vitsq.cli import main
+
+    assert main(["demo", "--out", str(tmp_path), "--sentences", "2", "--batch", "1", "--warmup", "0",
+                 "--iters", "1", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["recipe"]["recipe"] == "ort-static" and summary["recipe"]["polyphase_upsampling"] is True
+    assert (tmp_path / "report.md").is_file() or summary["report_md"]
+    assert "WER" in out and "RTF" in out

@@ -240,9 +240,9 @@ def run_demo(out_dir: str | Path = "out/demo", model: str = "joe", num_sentences
         "seconds": {**timings, "total": time.perf_counter() - t_start},
         "threads": bench.settings["threads"],
     }
-    from vitsq.bench import _jsonable
+    from vitsq.jsonutil import to_jsonable
 
-    (out / "summary.json").write_text(json.dumps(_jsonable(summary), indent=2) + "\n", encoding="utf-8")
+    (out / "summary.json").write_text(json.dumps(to_jsonable(summary), indent=2) + "\n", encoding="utf-8")
     return summary
 
 
