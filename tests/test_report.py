@@ -217,3 +217,6 @@ def test_demo_runs_end_to_end_small(tmp_path, capsys):
     assert summary["recipe"]["recipe"] == "ort-static" and summary["recipe"]["polyphase_upsampling"] is True
     assert (tmp_path / "report.md").is_file() or summary["report_md"]
     assert "WER" in out and "RTF" in out
+    # every variant of its benchmark ran on the demo's one thread (ONNX Runtime has its own pool)
+    bench = json.loads((tmp_path / "bench.json").read_text())
+    assert [v["threads"] for v in bench["variants"]] == [1, 1, 1]

@@ -135,7 +135,9 @@ def run_demo(out_dir: str | Path = "out/demo", model: str = "joe", num_sentences
             import vitsq
 
             fp32 = vitsq.load(model, backend="torch")
-            onnx = vitsq.load(model, backend="onnx")
+            # ONNX Runtime has its own thread pool: give it the benchmark's thread count too
+            tkw = {"threads": threads} if threads else {}
+            onnx = vitsq.load(model, backend="onnx", **tkw)
             if fp32.describe().get("weights", "trained") != "trained":
                 raise UnsupportedError(f"the demo compares quality, so it needs a trained model; {model!r} is "
                                        f"{fp32.describe()['weights']}")
@@ -151,7 +153,7 @@ def run_demo(out_dir: str | Path = "out/demo", model: str = "joe", num_sentences
                     requantize = True
             if (art / "vitsq.json").is_file() and not requantize:
                 try:
-                    int8 = vitsq.load(art, backend=int8_backend)
+                    int8 = vitsq.load(art, backend=int8_backend, **tkw)
                     log.info("reusing %s", art)
                 except VitsqError as e:
                     log.warning("cannot reuse %s (%s): quantizing again", art, e)
@@ -165,7 +167,7 @@ def run_demo(out_dir: str | Path = "out/demo", model: str = "joe", num_sentences
                 q = quantize(fp32, recipe_obj, out_dir=art)
                 if hasattr(q, "save"):  # torch recipes return a QuantizedModel; ORT ones write out_dir
                     q.save(art)
-                int8 = vitsq.load(art, backend=int8_backend)
+                int8 = vitsq.load(art, backend=int8_backend, **tkw)
         timings["quantize"] = st.seconds
 
         # distinct names: they label the rows of the eval, bench and report tables
