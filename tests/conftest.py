@@ -28,6 +28,17 @@ def joe_torch():
 
 
 @pytest.fixture(scope="session")
+def vosk_tiny():
+    """The tiny upstream Vosk VITS2 checkpoint of the golden fixtures (../shared), in torch."""
+    import vitsq
+
+    fixtures = SHARED / "fixtures" / "vosk_vits2"
+    ckpt = fixtures / "tiny_G_1.pth"
+    assert ckpt.is_file(), f"golden fixture missing: {ckpt} (copy ../shared/fixtures beside the repo)"
+    return vitsq.load(ckpt, config_path=fixtures / "tiny_config.json")
+
+
+@pytest.fixture(scope="session")
 def joe_onnx():
     import vitsq
 

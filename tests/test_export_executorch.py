@@ -224,13 +224,6 @@ def test_int8_preset_is_small_and_within_quality_budget(joe_torch, joe_et_dir, t
 
 
 # --------------------------------------------------------------------------- Vosk VITS2 (MB-iSTFT)
-@pytest.fixture(scope="module")
-def vosk_tiny():
-    ckpt = VOSK_FIXTURES / "tiny_G_1.pth"
-    assert ckpt.is_file(), f"golden fixture missing: {ckpt} (copy ../shared/fixtures beside the repo)"
-    return vitsq.load(ckpt, config_path=VOSK_FIXTURES / "tiny_config.json")
-
-
 def test_vits2_tiny_exports_and_matches_torch_and_upstream(vosk_tiny, tmp_path):
     """Multi-speaker VITS2 with the sub-band iSTFT + PQMF decoder, against our torch model
     (unbatched) and the upstream golden audio (row 0 of the batch, which has no frame padding)."""

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from vitsq.models.polyphase import PolyphaseConvTranspose1d, with_polyphase_upsampling
-
-VOSK_FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "vosk_vits2"
 
 # (in, out, kernel, stride, padding, output_padding): the HiFi-GAN layers of joe and Vosk, and
 # odd cases (kernel not a multiple of the stride, stride 1, padding past the kernel's reach)
@@ -46,15 +42,6 @@ def test_refuses_what_it_does_not_implement():
         PolyphaseConvTranspose1d(nn.ConvTranspose1d(4, 4, 4, 2, groups=2))
     with pytest.raises(ValueError, match="no dec.ups"):
         with_polyphase_upsampling(nn.Linear(2, 2))
-
-
-@pytest.fixture(scope="module")
-def vosk_tiny():
-    import vitsq
-
-    ckpt = VOSK_FIXTURES / "tiny_G_1.pth"
-    assert ckpt.is_file(), f"golden fixture missing: {ckpt} (copy ../shared/fixtures beside the repo)"
-    return vitsq.load(ckpt, config_path=VOSK_FIXTURES / "tiny_config.json")
 
 
 def test_model_copy_and_onnx_export_match(vosk_tiny, tmp_path):

@@ -48,6 +48,14 @@ DEMO_RECIPES = ("ort-static", "eager")
 DEFAULT_RECIPE = "ort-static"
 
 
+def check_demo_recipe(name: str) -> None:
+    """InputError naming the valid demo recipes unless ``name`` is one."""
+    from vitsq.errors import InputError
+
+    if name not in DEMO_RECIPES:
+        raise InputError(f"unknown demo recipe {name!r}: valid recipes are {', '.join(DEMO_RECIPES)}")
+
+
 def demo_recipe(name: str = DEFAULT_RECIPE, model: Any = None):
     """(recipe, backend) for the demo: the measured preset of kind ``name`` for ``model`` from
     :func:`vitsq.quantize.recipes.best_for` -- ``ort-static`` (ONNX Runtime QDQ INT8, runs on
@@ -55,8 +63,7 @@ def demo_recipe(name: str = DEFAULT_RECIPE, model: Any = None):
     from vitsq.errors import InputError
     from vitsq.quantize.recipes import best_for
 
-    if name not in DEMO_RECIPES:
-        raise InputError(f"unknown demo recipe {name!r}: valid recipes are {', '.join(DEMO_RECIPES)}")
+    check_demo_recipe(name)
     if model is None:
         raise InputError("the demo's recipe is the measured preset for a model: pass the loaded model")
     return best_for(model, name), ("onnx" if name == "ort-static" else "torch")
@@ -121,10 +128,7 @@ def run_demo(out_dir: str | Path = "out/demo", model: str = "joe", num_sentences
 
     from tqdm.auto import tqdm
 
-    if recipe not in DEMO_RECIPES:  # bad names fail before any work (the preset needs the model)
-        from vitsq.errors import InputError
-
-        raise InputError(f"unknown demo recipe {recipe!r}: valid recipes are {', '.join(DEMO_RECIPES)}")
+    check_demo_recipe(recipe)  # bad names fail before any work (the preset itself needs the model)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()

@@ -107,10 +107,10 @@ def _spread_speakers(n_items: int, n_speakers: int, seed: int) -> list[int]:
 def make_calibration(synth: Any, n: int | None = None, sentences: Sequence[str] | None = None,
                      speakers: Sequence[int] | None = None, noise_scale: float | None = None,
                      length_scale: float | None = None, noise_w: float | None = None, seed: int = 0,
-                     offset: int = 0) -> Calibration:
+                     offset: int = 0, recipe: Any = None) -> Calibration:
     """Build a :class:`Calibration` for ``synth``.
 
-    ``n``: number of sentences (default :data:`DEFAULT_CALIB`); taken from ``sentences`` if
+    ``n``: number of sentences (default :func:`default_calibration_size` of ``recipe``); taken from ``sentences`` if
     given, else from the shipped calibration split of the model's language starting at
     ``offset`` (sensitivity uses a later slice as its held-out set). ``speakers``: explicit
     speaker per sentence (default: a seeded spread over all speakers). Scales default to the
@@ -118,7 +118,7 @@ def make_calibration(synth: Any, n: int | None = None, sentences: Sequence[str] 
     """
     from vitsq.evaluate.sentences import LANGUAGES, load_split, split_of
 
-    n = DEFAULT_CALIB if n is None else int(n)
+    n = default_calibration_size(recipe) if n is None else int(n)
     if n < 1:
         raise InputError(f"calibration needs at least 1 sentence, got {n}")
     lang = (synth.language or "").split("-")[0].split("_")[0].lower()

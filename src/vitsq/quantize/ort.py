@@ -279,9 +279,9 @@ def quantize_ort(synth: Any, recipe: Any, out_dir: str | Path, calibration: Any 
     config = synth.config
     flavor = flavor or default_flavor(config)
     if isinstance(recipe, OrtStaticRecipe) and calibration is None:
-        from vitsq.quantize.calibration import default_calibration_size, make_calibration
+        from vitsq.quantize.calibration import make_calibration
 
-        calibration = make_calibration(synth, n=calib if calib is not None else default_calibration_size(recipe))
+        calibration = make_calibration(synth, n=calib, recipe=recipe)
     out = check_output_path(out_dir, force)
     with tempfile.TemporaryDirectory(prefix="vitsq-export-") as tmp:
         fp32 = export_onnx(synth, Path(tmp) / "fp32.onnx", flavor=flavor,

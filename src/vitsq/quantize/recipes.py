@@ -342,8 +342,6 @@ def ort_keep_float(config: Any) -> tuple[str, ...]:
 #: +0.6 pt, speaker similarity 0.983 / worst 0.950; dp wholly float 18.5 MB, +0.1 pt, 0.986 /
 #: 0.928; this preset 18.0 MB (3.52x smaller than the FP32 ONNX), -0.0 pt, 0.985 / 0.962.
 PT2E_KEEP_FLOAT: tuple[str, ...] = tuple(g for g in EAGER_KEEP_FLOAT if g.startswith("dec.")) + ("dp.flows",)
-ORT_KEEP_FLOAT: tuple[str, ...] = ("/dec/conv_post", "/dec/LeakyRelu_3", "/dec/ups.2", "/dec/resblocks.6",
-                                   "/dec/resblocks.7", "/dec/resblocks.8", "/dec/Add_4", "/dec/Add_5", "/dec/Div_2")
 
 
 def best_for(model: Any = None, recipe: str = "eager"):

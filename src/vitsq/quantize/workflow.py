@@ -85,7 +85,7 @@ def build_recipe(opts: QuantizeOptions):
 def quantize_to_dir(synth: Any, out_dir: str | Path, opts: QuantizeOptions) -> QuantizeResult:
     """Quantize ``synth`` as ``opts`` say and write the artifact folder ``out_dir``."""
     from vitsq.evaluate.sentences import read_sentence_file
-    from vitsq.quantize.calibration import default_calibration_size, make_calibration
+    from vitsq.quantize.calibration import make_calibration
 
     out_dir = Path(out_dir)
     recipe = build_recipe(opts)
@@ -95,9 +95,9 @@ def quantize_to_dir(synth: Any, out_dir: str | Path, opts: QuantizeOptions) -> Q
     if opts.budget is not None and not auto:
         raise InputError("--budget only applies with --keep-float auto")
     sentences = read_sentence_file(opts.calib_file) if opts.calib_file else None
-    n = opts.calib if opts.calib is not None else (len(sentences) if sentences else default_calibration_size(recipe))
+    n = opts.calib if opts.calib is not None or sentences is None else len(sentences)
     calibration = make_calibration(synth, n=n, sentences=sentences, seed=opts.seed, noise_scale=opts.noise_scale,
-                                   length_scale=opts.length_scale, noise_w=opts.noise_w)
+                                   length_scale=opts.length_scale, noise_w=opts.noise_w, recipe=recipe)
     if not isinstance(recipe, EagerRecipe):
         q = quantize(synth, recipe, calibration, out_dir=out_dir)
         if hasattr(q, "save"):
