@@ -9,7 +9,9 @@ import argparse
 import importlib
 import json
 import logging
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Sequence
 
@@ -127,11 +129,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminate(signum, frame):  # pragma: no cover - exercised through a subprocess test
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    # SIGTERM unwinds like Ctrl-C, so every output's temporary sibling is removed and the
+    # previous output stays in place (vitsq.outputs)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
     try:
         return int(args.func(args) or 0)
     except VitsqError as exc:
@@ -140,6 +150,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -22,3 +22,7 @@ class ModelLoadError(VitsqError):
 
 class UnsupportedError(VitsqError):
     """A valid request that this model/backend/recipe combination cannot serve."""
+
+
+class OutputError(InputError):
+    """An output path that cannot be written safely (exists, wrong kind, not writable, busy)."""
