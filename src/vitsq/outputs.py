@@ -6,13 +6,16 @@ Every file or folder vitsq produces goes through :func:`atomic_output`:
    that is (or can be made) a writable folder, and, when the path exists, ``force`` plus proof that
    vitsq wrote what is there (a folder with a ``vitsq.json`` manifest, or a file of the expected
    kind). An arbitrary folder is never replaced.
-2. A lock file beside the target (``.NAME.vitsq-lock``, created with ``O_EXCL``) makes concurrent
-   writers to one path exclusive: the second gets :class:`~vitsq.errors.OutputError` at once.
+2. A lock file beside the target (``.NAME.vitsq-lock``) held with ``flock`` makes concurrent
+   writers to one path exclusive: the second gets :class:`~vitsq.errors.OutputError` at once. The
+   kernel drops the lock of a writer that dies, so a killed writer never blocks the path.
 3. The content is written to a temporary sibling (``.NAME.vitsq-tmp-PID-XXXX``) and moved into
    place with ``os.replace``/``os.rename`` when complete. Interrupted at any point (Ctrl-C, SIGTERM
-   through the CLI's handler, a crash), the old output is still there, untouched.
+   through the CLI's handler, a crash), the old output is still there, untouched; the next writer
+   of the path clears what a killed one left.
 
-Only the temporary sibling, the lock and a replaced vitsq artifact are ever deleted.
+Only the temporary sibling, the lock, parent folders created for the output (when empty) and a
+replaced vitsq artifact are ever deleted.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import errno
 import json
 import logging
 import os
+import re
 import secrets
 import shutil
 from contextlib import contextmanager
@@ -29,12 +33,20 @@ from typing import Iterator, Literal, Sequence
 
 from vitsq.errors import OutputError
 
+try:  # POSIX; elsewhere the lock is a plain O_EXCL file (a killed writer's lock is removed by hand)
+    import fcntl
+except ImportError:  # pragma: no cover
+    fcntl = None  # type: ignore[assignment]
+
 log = logging.getLogger(__name__)
 
 Kind = Literal["file", "dir"]
 MANIFEST = "vitsq.json"  # same name as vitsq.manifest.MANIFEST (kept import-free here)
 _TMP = ".vitsq-tmp-"
 _LOCK = ".vitsq-lock"
+#: extensions that name a file, refused as folder names
+_FILE_SUFFIXES = (".onnx", ".wav", ".pte", ".json", ".pt", ".pth", ".pt2", ".mp3", ".flac", ".ogg", ".md",
+                  ".csv", ".png", ".txt")
 
 
 def _suffix_ok(path: Path, suffixes: Sequence[str]) -> bool:
@@ -64,14 +76,13 @@ def _check_writable_folder(folder: Path, target: Path) -> None:
     """Probe by creating (and removing) a file of our own: ``os.access`` lies for root and on /proc."""
     if not folder.is_dir():
         raise OutputError(f"cannot write {target}: {folder} is not a folder")
+    probe = folder / f"{_TMP}probe-{os.getpid()}-{secrets.token_hex(4)}"
     try:
-        fd = os.open(folder / f"{_TMP}probe-{os.getpid()}-{secrets.token_hex(4)}",
-                     os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        fd = os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     except OSError as exc:
         raise OutputError(f"cannot write {target}: {folder} is not writable ({exc.strerror or exc})") from exc
     os.close(fd)
-    for p in folder.glob(f"{_TMP}probe-{os.getpid()}-*"):
-        p.unlink(missing_ok=True)
+    probe.unlink(missing_ok=True)
 
 
 def check_output(path: str | Path, *, kind: Kind = "file", suffixes: Sequence[str] = (),
@@ -87,67 +98,101 @@ def check_output(path: str | Path, *, kind: Kind = "file", suffixes: Sequence[st
     path = Path(path).expanduser()
     if not str(path).strip() or path.name in ("", ".", ".."):
         raise OutputError(f"{what} path {str(path)!r} names no file or folder")
+    ends = " or ".join(suffixes)
     if kind == "file" and suffixes and not _suffix_ok(path, suffixes):
-        raise OutputError(f"{what} {path} must end in {' or '.join(suffixes)}")
-    if kind == "dir" and path.suffix.lower() in (".onnx", ".wav", ".pte", ".json", ".pt", ".pth"):
+        raise OutputError(f"{what} {path} must end in {ends}")
+    if kind == "dir" and path.suffix.lower() in _FILE_SUFFIXES:
         raise OutputError(f"{what} {path} must be a folder, not a {path.suffix} file name")
     if path.exists() or path.is_symlink():
-        if not force:
-            raise OutputError(f"{what} {path} already exists: choose another path or pass --force to replace it")
         if path.is_symlink():
             raise OutputError(f"{what} {path} is a symbolic link: vitsq replaces only what it wrote; "
                               "choose another path")
         if kind == "file" and not path.is_file():
-            raise OutputError(f"{what} {path} is a folder: give a file path ending in {' or '.join(suffixes) or 'a file name'}")
-        if kind == "dir":
-            if not path.is_dir():
-                raise OutputError(f"{what} {path} is a file, not a folder: choose another path")
-            if not is_vitsq_artifact(path):
-                raise OutputError(f"{what} {path} is a folder vitsq did not write (no {MANIFEST}): --force only "
-                                  "replaces vitsq artifacts; choose another path")
+            raise OutputError(f"{what} {path} is a folder: give a file path"
+                              + (f" ending in {ends}" if ends else ""))
+        if kind == "dir" and not path.is_dir():
+            raise OutputError(f"{what} {path} is a file, not a folder: choose another path")
+        if not force:
+            raise OutputError(f"{what} {path} already exists: choose another path or pass --force to replace it")
+        if kind == "dir" and not is_vitsq_artifact(path):
+            raise OutputError(f"{what} {path} is a folder vitsq did not write (no {MANIFEST}): --force only "
+                              "replaces vitsq artifacts; choose another path")
     _check_writable_folder(_nearest_existing(path.parent), path)
     return path
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
+# ------------------------------------------------------------------------------------ writer lock
 def _lock_path(path: Path) -> Path:
     return path.parent / f".{path.name}{_LOCK}"
 
 
-def _acquire_lock(path: Path) -> Path:
-    """Create the writer lock beside ``path``; a dead writer's lock (and its temp files) are cleared."""
-    lock = _lock_path(path)
-    for _ in range(2):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            try:
-                pid = int(lock.read_text().strip() or 0)
-            except (OSError, ValueError):
-                pid = 0
-            if pid and _pid_alive(pid) and pid != os.getpid():
-                raise OutputError(f"another vitsq process (pid {pid}) is writing {path}: wait for it or "
-                                  "choose another path") from None
-            if pid == os.getpid():
-                raise OutputError(f"{path} is already being written by this process") from None
-            # stale: its writer died without cleaning up (SIGKILL, power loss)
-            for stale in path.parent.glob(f".{path.name}{_TMP}{pid}-*"):
-                _remove(stale)
-            lock.unlink(missing_ok=True)
+def _tmp_pattern(path: Path) -> re.Pattern:
+    return re.compile(rf"\.{re.escape(path.name)}{re.escape(_TMP)}(\d+)-(old-)?[0-9a-f]{{8}}")
+
+
+def _clear_leftovers(path: Path) -> None:
+    """Under the lock: remove temporary siblings a killed writer left; if it died while swapping
+    folders (old artifact moved aside, new one not yet in place), put the old one back."""
+    pattern = _tmp_pattern(path)
+    for p in path.parent.iterdir():
+        m = pattern.match(p.name)
+        if not m or int(m.group(1)) == os.getpid():
             continue
-        with os.fdopen(fd, "w") as f:
-            f.write(str(os.getpid()))
-        return lock
-    raise OutputError(f"cannot take the write lock {lock}: remove it if no vitsq process is running")
+        if m.group(2) and not (path.exists() or path.is_symlink()):
+            log.warning("restoring %s from an interrupted replacement (%s)", path, p.name)
+            os.rename(p, path)
+            continue
+        log.info("removing %s, left by a writer that was killed", p)
+        _remove(p)
+
+
+def _busy(path: Path, lock: Path) -> OutputError:
+    try:
+        pid = int(lock.read_text().strip() or 0)
+    except (OSError, ValueError):
+        pid = 0
+    if pid == os.getpid():
+        return OutputError(f"{path} is already being written by this process")
+    who = f"another vitsq process (pid {pid})" if pid else "another vitsq process"
+    return OutputError(f"{who} is writing {path}: wait for it or choose another path")
+
+
+def _acquire_lock(path: Path) -> tuple[Path, int]:
+    """Take the writer lock of ``path``: ``(lock file, open descriptor)``; busy -> OutputError."""
+    lock = _lock_path(path)
+    if fcntl is None:  # pragma: no cover
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o644)
+        except FileExistsError:
+            raise _busy(path, lock) from None
+        os.write(fd, str(os.getpid()).encode())
+        return lock, fd
+    for _ in range(10):
+        fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise _busy(path, lock) from None
+            raise OutputError(f"cannot lock {lock}: {exc.strerror or exc}") from exc
+        # the holder before us may have unlinked the file between our open and our flock
+        try:
+            same = os.stat(lock).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            os.ftruncate(fd, 0)
+            os.write(fd, str(os.getpid()).encode())
+            return lock, fd
+        os.close(fd)
+    raise OutputError(f"cannot take the write lock {lock}: too much contention; try again")
+
+
+def _release_lock(lock: Path, fd: int) -> None:
+    # unlink while still holding it: a waiter that opened this inode re-checks it and retries
+    lock.unlink(missing_ok=True)
+    os.close(fd)
 
 
 def _remove(p: Path) -> None:
@@ -157,6 +202,7 @@ def _remove(p: Path) -> None:
         p.unlink(missing_ok=True)
 
 
+# ------------------------------------------------------------------------------------ commit
 def _commit(tmp: Path, path: Path, kind: Kind, force: bool) -> None:
     exists = path.exists() or path.is_symlink()
     if exists and not force:
@@ -164,6 +210,9 @@ def _commit(tmp: Path, path: Path, kind: Kind, force: bool) -> None:
                           "choose another path or pass --force")
     if kind == "file":
         if exists:
+            if not path.is_file() or path.is_symlink():
+                raise OutputError(f"output {path} was replaced by something else while vitsq was writing it: "
+                                  "left untouched")
             os.replace(tmp, path)  # atomic: readers see the old file or the new one
             return
         try:
@@ -178,8 +227,11 @@ def _commit(tmp: Path, path: Path, kind: Kind, force: bool) -> None:
             tmp.unlink()
         return
     if not exists:
-        os.rename(tmp, path)
+        os.rename(tmp, path)  # fails (ENOTEMPTY/EEXIST) rather than clobber a folder made meanwhile
         return
+    if path.is_symlink() or not is_vitsq_artifact(path):
+        raise OutputError(f"output {path} was replaced by something vitsq did not write while it was "
+                          "writing: left untouched")
     # replace a vitsq artifact folder: move it aside, move the new one in, then drop the old one
     old = path.parent / f".{path.name}{_TMP}{os.getpid()}-old-{secrets.token_hex(4)}"
     os.rename(path, old)
@@ -191,6 +243,16 @@ def _commit(tmp: Path, path: Path, kind: Kind, force: bool) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def _missing_parents(path: Path) -> list[Path]:
+    """Ancestors of ``path`` that do not exist yet, deepest first."""
+    out = []
+    p = path.parent
+    while not (p.exists() or p.is_symlink()) and p.parent != p:
+        out.append(p)
+        p = p.parent
+    return out
+
+
 @contextmanager
 def atomic_output(path: str | Path, *, kind: Kind = "file", suffixes: Sequence[str] = (),
                   force: bool = False, what: str = "output") -> Iterator[Path]:
@@ -198,28 +260,45 @@ def atomic_output(path: str | Path, *, kind: Kind = "file", suffixes: Sequence[s
 
     For ``kind="dir"`` the sibling is an empty folder; for ``"file"`` it is a path (not created)
     with the same extension as ``path``, so writers that pick a format by extension still work.
-    On any exception the sibling is removed and the old ``path`` (if any) is left untouched.
+    On any exception (KeyboardInterrupt included) the sibling is removed and the old ``path`` (if
+    any) is left untouched. A second writer of the same path gets :class:`OutputError` at once.
     """
     path = check_output(path, kind=kind, suffixes=suffixes, force=force, what=what)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock = _acquire_lock(path)
+    created = _missing_parents(path)
     try:
-        # re-check under the lock: a writer that finished just before us must not be clobbered
-        check_output(path, kind=kind, suffixes=suffixes, force=force, what=what)
-        ext = "".join(path.suffixes[-2:]) if kind == "file" else ""
-        tmp = path.parent / f".{path.name}{_TMP}{os.getpid()}-{secrets.token_hex(4)}{ext}"
-        if kind == "dir":
-            tmp.mkdir()
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create the folder {path.parent} for {what} {path}: "
+                          f"{exc.strerror or exc}") from exc
+    done = False
+    try:
+        lock, fd = _acquire_lock(path)
         try:
-            yield tmp
-            if kind == "file" and not tmp.is_file():
-                raise RuntimeError(f"nothing was written for {path}")
-            _commit(tmp, path, kind, force)
-        except BaseException:
-            _remove(tmp)
-            raise
+            _clear_leftovers(path)
+            # re-check under the lock: a writer that finished just before us must not be clobbered
+            check_output(path, kind=kind, suffixes=suffixes, force=force, what=what)
+            ext = "".join(path.suffixes[-2:]) if kind == "file" else ""
+            tmp = path.parent / f".{path.name}{_TMP}{os.getpid()}-{secrets.token_hex(4)}{ext}"
+            if kind == "dir":
+                tmp.mkdir()
+            try:
+                yield tmp
+                if kind == "file" and not tmp.is_file():
+                    raise RuntimeError(f"nothing was written for {path}")
+                _commit(tmp, path, kind, force)
+                done = True
+            finally:
+                if not done:
+                    _remove(tmp)
+        finally:
+            _release_lock(lock, fd)
     finally:
-        lock.unlink(missing_ok=True)
+        if not done:
+            for p in created:  # deepest first; only folders made for this output, and only if empty
+                try:
+                    p.rmdir()
+                except OSError:
+                    break
 
 
 def write_text(path: str | Path, text: str, *, suffixes: Sequence[str] = (), force: bool = False,
