@@ -430,7 +430,7 @@ def load_onnx_artifact(directory: str | Path, manifest: dict, backend: str = "on
     onnx_path = directory / manifest.get("model_file", "model.onnx")
     dictionary = directory / "dictionary"
     frontend = make_frontend(config, dictionary=str(dictionary)) if (
-        config.phoneme_type == "vosk_ru" and dictionary.is_file()) else make_frontend(config)
+        config.phoneme_type == "vosk_ru" and "dictionary" in manifest["files"]) else make_frontend(config)
     source = manifest.get("source") or {}
     return OnnxSynthesizer(onnx_path, config, kw.get("name") or source.get("name") or directory.name, frontend,
                            threads=kw.get("threads"), label=source.get("weights", "trained"),
