@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 
 from vitsq import bench
-from vitsq.bench import VariantSpec, parse_batches, parse_devices, parse_variant, run_benchmark
-from vitsq.errors import InputError
+from vitsq.bench import parse_batches, parse_devices, run_benchmark
+from vitsq.errors import InputError, UnsupportedError
+from vitsq.limits import MAX_BENCH_BATCH
+from vitsq.variants import Variant, parse_variant
 
 
 class FakeSynth:
@@ -48,16 +50,25 @@ class FakeSynth:
 
 
 # ----------------------------------------------------------------------------- parsing
-def test_parse_variant_syntax():
-    assert parse_variant("joe") == VariantSpec("joe", "joe", "torch")
-    assert parse_variant("joe@onnx") == VariantSpec("joe@onnx", "joe", "onnx")
-    assert parse_variant("out/int8@torch") == VariantSpec("out/int8@torch", "out/int8", "torch")
-    assert parse_variant("int8=out/joe-int8@executorch") == VariantSpec("int8", "out/joe-int8", "executorch")
-    assert parse_variant("onnx:voice.onnx") == VariantSpec("onnx:voice.onnx", "voice.onnx", "onnx")
+def test_parse_variant_syntax(caplog):
+    assert parse_variant("joe") == Variant("joe", "joe", "auto")
+    assert parse_variant("joe").load_kwargs() == {}
+    assert parse_variant("joe@onnx") == Variant("joe@onnx", "joe", "onnx")
+    assert parse_variant("joe@onnx").load_kwargs() == {"backend": "onnx"}
+    assert parse_variant("out/int8@torch") == Variant("out/int8@torch", "out/int8", "torch")
+    assert parse_variant("int8=out/joe-int8@executorch") == Variant("int8", "out/joe-int8", "executorch")
+    # an absolute path is labelled by its file name: no machine's folders in result tables
+    assert parse_variant("/data/models/voice.onnx@onnx") == Variant("voice.onnx@onnx", "/data/models/voice.onnx", "onnx")
     with pytest.raises(InputError, match="unknown backend 'tflite'.*torch, onnx, executorch"):
         parse_variant("joe@tflite")
     with pytest.raises(InputError, match="LABEL=SPEC"):
         parse_variant("=joe")
+    # BACKEND:SPEC is refused with the right spelling, except as eval's deprecated alias
+    with pytest.raises(InputError, match="voice.onnx@onnx"):
+        parse_variant("onnx:voice.onnx")
+    with caplog.at_level("WARNING", logger="vitsq.variants"):
+        assert parse_variant("onnx:voice.onnx", legacy_prefix=True) == Variant("voice.onnx@onnx", "voice.onnx", "onnx")
+    assert "deprecated" in caplog.text
 
 
 def test_parse_batches_and_devices_errors():
@@ -66,6 +77,9 @@ def test_parse_batches_and_devices_errors():
         parse_batches("0,1")
     with pytest.raises(InputError, match="'x' is not an integer"):
         parse_batches("1,x")
+    assert parse_batches([MAX_BENCH_BATCH]) == [MAX_BENCH_BATCH]
+    with pytest.raises(InputError, match=f"batch size {MAX_BENCH_BATCH + 1} is not valid.*<= {MAX_BENCH_BATCH}"):
+        parse_batches(f"1,{MAX_BENCH_BATCH + 1}")
     assert parse_devices("cpu,CUDA") == ["cpu", "cuda"]
     with pytest.raises(InputError, match="unknown device 'tpu'.*cpu, cuda, cuda-fp16"):
         parse_devices("cpu,tpu")
@@ -112,8 +126,10 @@ def test_inputs_are_identical_for_every_variant_and_seeded(tmp_path):
     a, b = FakeSynth("a"), FakeSynth("b", samples_per_token=200)
     res = run_benchmark(a, [b], batches="2", warmup=0, iters=2, progress=False)
     assert res.cell("a", "cpu", 2).tokens == res.cell("b", "cpu", 2).tokens
-    # b makes half the audio per token in the same time budget class: its RTF is reported vs a
-    assert res.cell("a", "cpu", 2).speedup_vs_baseline == pytest.approx(1.0)
+    # the speedup is the baseline's median RTF over the variant's, same device and batch
+    ca, cb = res.cell("a", "cpu", 2), res.cell("b", "cpu", 2)
+    assert cb.speedup_vs_baseline == pytest.approx(ca.rtf["median"] / cb.rtf["median"])
+    assert cb.audio_seconds == pytest.approx(ca.audio_seconds / 2)  # b makes half the audio per token
     again = run_benchmark(FakeSynth("a"), batches="2", warmup=0, iters=1, progress=False)
     assert again.inputs["texts"] == res.inputs["texts"]
     other = run_benchmark(FakeSynth("a"), batches="2", warmup=0, iters=1, progress=False, seed=5)
@@ -270,3 +286,155 @@ def test_cuda_with_non_torch_backend_is_skipped_with_reason(monkeypatch):
     assert res.cell("a@onnx", "cpu", 1).status == "ok"
     c = res.cell("a@onnx", "cuda-bf16", 1)
     assert c.status == "skipped" and "needs the torch backend" in c.error
+
+
+# ----------------------------------------------------------------------------- interleaving
+def test_rounds_interleave_variants_in_rotating_order():
+    log = []
+
+    class Logged(FakeSynth):
+        def synthesize_ids_batch(self, batch, *a, **k):
+            log.append((self.name, len(batch)))
+            return super().synthesize_ids_batch(batch, *a, **k)
+
+    synths = [Logged("a"), Logged("b"), Logged("c")]
+    res = run_benchmark(synths[0], synths[1:], batches="1,2", warmup=2, iters=5, progress=False)
+    data = res.to_dict()
+    assert data["settings"]["schedule"] == "interleaved"
+    assert [(r["device"], r["batch"]) for r in data["rounds"]] == [("cpu", 1), ("cpu", 2)]
+    for r in data["rounds"]:
+        assert r["warmup_rounds"] == 2 and len(r["orders"]) == 5
+        for k, order in enumerate(r["orders"]):
+            # every round holds each variant once; round k starts at variant k mod 3
+            assert sorted(order) == ["a", "b", "c"]
+            assert order == (["a", "b", "c"] * 2)[k % 3:k % 3 + 3]
+    # the calls really ran in that order, warm-up rounds (every variant) before the timed ones
+    batch1 = [name for name, n in log if n == 1]
+    assert batch1[:6] == ["a", "b", "c", "b", "c", "a"]  # two warm-up rounds
+    assert batch1[6:] == [x for order in data["rounds"][0]["orders"] for x in order]
+    assert all(c.iters == 5 and c.status == "ok" for c in res.cells)
+
+
+def test_a_variant_failing_mid_run_leaves_the_rounds_of_the_others():
+    bad = FakeSynth("bad", fail_at_batch=2)
+    res = run_benchmark(FakeSynth("good"), [bad], batches="1,2", warmup=0, iters=3, progress=False)
+    rounds = {r["batch"]: r["orders"] for r in res.rounds}
+    assert rounds[1] == [["good", "bad"], ["bad", "good"], ["good", "bad"]]
+    # bad fails in round 0 at batch 2: later rounds run good alone
+    assert rounds[2][1:] == [["good"], ["good"]]
+    assert res.cell("good", "cpu", 2).status == "ok" and res.cell("good", "cpu", 2).iters == 3
+    assert res.cell("bad", "cpu", 2).status == "failed"
+
+
+def test_real_vosk_fixture_variants_interleave(vosk_tiny):
+    """Two versions of the tiny Vosk checkpoint: real synthesis, rotating rounds, same inputs."""
+    import vitsq
+    from tests.conftest import SHARED
+
+    fixtures = SHARED / "fixtures" / "vosk_vits2"
+    other = vitsq.load(fixtures / "tiny_G_1.pth", config_path=fixtures / "tiny_config.json")
+    vosk_tiny.name, other.name = "tiny-a", "tiny-b"
+    res = run_benchmark(vosk_tiny, [other], batches="1", warmup=1, iters=4, progress=False, threads=1,
+                        sentences=_short_sentences())
+    (r,) = res.rounds
+    assert r["orders"] == [["tiny-a", "tiny-b"], ["tiny-b", "tiny-a"]] * 2
+    for name in ("tiny-a", "tiny-b"):
+        c = res.cell(name, "cpu", 1)
+        assert c.status == "ok", c.error
+        assert c.audio_seconds > 0 and c.iters == 4 and c.rtf_aggregate > 0
+    assert res.cell("tiny-a", "cpu", 1).tokens == res.cell("tiny-b", "cpu", 1).tokens
+
+
+def _short_sentences():
+    import tempfile
+    from pathlib import Path
+
+    f = Path(tempfile.mkdtemp()) / "short.txt"
+    f.write_text("Привет.\n", encoding="utf-8")
+    return f
+
+
+def test_executorch_pool_of_another_size_is_refused():
+    class FakeET(FakeSynth):
+        backend = "executorch"
+
+        def describe(self):
+            return {"name": self.name, "weights": "trained", "threads": 3}
+
+    with pytest.raises(UnsupportedError, match=r"et \(3 threads\).*1 threads.*process-wide.*threads=1"):
+        run_benchmark(FakeSynth("torchy"), [FakeET("et")], batches="1", warmup=0, iters=1, threads=1,
+                      progress=False)
+
+
+def test_failed_description_is_unknown_not_trained():
+    class NoDescribe(FakeSynth):
+        def describe(self):
+            raise RuntimeError("no description")
+
+    s = NoDescribe("nd")
+    res = run_benchmark(s, batches="1", warmup=0, iters=1, progress=False)
+    info = res.variants[0]
+    assert info["weights"] == "unknown" and info["random_weights"] is False
+    assert "describe() failed" in info["description"]["error"]
+    assert s.calls == [(1, None)]  # not calibrated as a random-weight model either
+
+
+# ----------------------------------------------------------------------------- portable JSON
+def test_json_holds_no_absolute_paths_and_records_the_command(tmp_path):
+    model = tmp_path / "models" / "voice.onnx"
+    model.parent.mkdir()
+    model.write_bytes(b"not really a model")
+    sents = tmp_path / "sents.txt"
+    sents.write_text("One short line.\nAnother one here.\n")
+
+    class Sourced(FakeSynth):
+        def describe(self):
+            return {"name": self.name, "weights": "trained", "source": str(model),
+                    "note": f"converted from {model}"}
+
+    def loader(v, device):
+        if v.spec.endswith("missing.onnx"):
+            raise FileNotFoundError(f"no such file: {v.spec}")
+        return Sourced(v.label)
+
+    res = run_benchmark(f"{model}@onnx", [f"gone={tmp_path / 'missing.onnx'}"], batches="1", warmup=0, iters=1,
+                        sentences=sents, progress=False, loader=loader, command="vitsq bench voice.onnx@onnx")
+    paths = res.write(tmp_path / "out" / "b.json")
+    text = paths["json"].read_text()
+    assert str(tmp_path) not in text and "/tmp" not in text
+    data = json.loads(text)
+    assert data["command"] == "vitsq bench voice.onnx@onnx"
+    import hashlib
+
+    v0 = data["variants"][0]
+    assert v0["label"] == "voice.onnx@onnx" and v0["spec"] == "voice.onnx"
+    assert v0["spec_sha256"] == hashlib.sha256(b"voice.onnx" + model.read_bytes()).hexdigest()
+    assert v0["description"]["source"] == "voice.onnx" and v0["description"]["source_sha256"] == v0["spec_sha256"]
+    assert v0["description"]["note"] == "converted from .../voice.onnx"
+    assert data["inputs"]["source"] == "sentence file sents.txt" and len(data["inputs"]["sentences_sha256"]) == 64
+    assert ".../missing.onnx" in data["results"][1]["error"]
+
+
+def test_cli_refuses_huge_batch_before_loading_and_records_command(tmp_path, monkeypatch, capsys):
+    from vitsq.cli import main
+
+    monkeypatch.setattr(bench, "_default_loader", lambda threads: pytest.fail("loaded a model"))
+    assert main(["bench", "joe", "--batch", "5000"]) == 2
+    err = capsys.readouterr().err
+    assert f"batch size 5000 is not valid: batch sizes must be integers >= 1 and <= {MAX_BENCH_BATCH}" in err
+    assert "Traceback" not in err
+    monkeypatch.undo()
+    out = tmp_path / "r.json"
+    argv = ["bench", "joe", "--batch", "1", "--warmup", "0", "--iters", "1", "--sentences", str(_short_en(tmp_path)),
+            "--no-plot", "--no-progress", "--out", str(out)]
+    monkeypatch.setattr("sys.argv", ["/usr/local/bin/vitsq", *argv])
+    assert main(argv) == 0
+    data = json.loads(out.read_text())
+    assert data["command"].startswith("vitsq bench joe --batch 1 ") and data["command"].endswith("--out .../r.json")
+    assert str(tmp_path) not in json.dumps(data)
+
+
+def _short_en(tmp_path):
+    f = tmp_path / "one.txt"
+    f.write_text("Hi there.\n")
+    return f

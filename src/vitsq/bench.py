@@ -11,9 +11,18 @@ What is measured, and how:
   ``synthesize_ids_batch`` call (model only, front-end excluded) and yields one RTF; we report
   the median with p10/p90 over iterations, the latency per call, and the aggregate
   (sum of seconds / sum of audio).
-* **Memory**: peak CPU RSS per cell (Linux ``VmHWM`` reset through ``/proc/self/clear_refs``;
-  otherwise the process-lifetime ``ru_maxrss``), and ``torch.cuda.max_memory_allocated`` on GPU.
-* **Random-weight models** (``describe()["weights"] != "trained"``) are run with a
+* **Interleaving**: on each device every variant is loaded, then each batch size runs ``warmup``
+  untimed rounds and ``iters`` timed rounds; a round calls every variant once, round ``r``
+  starting at variant ``r mod n``, so load from other processes hits all variants alike. The
+  order of every round is recorded in the JSON (``rounds``). ExecuTorch's XNNPACK pool is
+  process-wide and cannot be resized with a program loaded, so a run whose ExecuTorch variants
+  would need another thread count than the run's is refused.
+* **Memory**: peak CPU RSS per (device, batch) while all of that device's variants are loaded
+  (Linux ``VmHWM`` reset through ``/proc/self/clear_refs``; otherwise the process-lifetime
+  ``ru_maxrss``), and ``torch.cuda.max_memory_allocated`` on GPU.
+* **Portability**: the JSON names model files and sentence files by name and SHA-256, never by
+  absolute path, and records the command line that produced it.
+* **Random-weight models** (``describe()["weights"]`` neither "trained" nor "unknown") are run with a
   ``length_scale`` calibrated so the audio has ~3 latent frames per input token, like real
   speech, and every row they appear in is labelled as a random-weight run.
 * **Devices**: ``cpu``; ``cuda`` (FP32), ``cuda-fp16``, ``cuda-bf16`` and ``cuda-compile``
@@ -43,7 +52,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from vitsq.errors import InputError, UnsupportedError, VitsqError
-from vitsq.jsonutil import to_jsonable
+from vitsq.jsonutil import command_line, describe_sources, file_sha256, portable_str, to_jsonable, without_paths
+from vitsq.limits import MAX_BENCH_BATCH
+from vitsq.variants import AUTO, Variant
+from vitsq.variants import parse_variant as _parse_variant
 
 log = logging.getLogger(__name__)
 
@@ -62,52 +74,20 @@ DEFAULT_BATCHES = (1, 2, 4, 8)
 
 
 # ----------------------------------------------------------------------------- parsing
-@dataclass(frozen=True)
-class VariantSpec:
-    """One benchmarked model: ``label`` (shown in tables), ``spec`` for vitsq.load, ``backend``."""
+def parse_variant(text: str, default_backend: str | None = "torch") -> Variant:
+    """:func:`vitsq.variants.parse_variant`, with ``default_backend`` standing in for "auto".
 
-    label: str
-    spec: str
-    backend: str = "torch"
-
-
-def parse_variant(text: str, default_backend: str = "torch") -> VariantSpec:
-    """Parse ``[LABEL=]SPEC[@BACKEND]`` (also ``BACKEND:SPEC``, as ``vitsq eval`` takes).
-
-    Examples: ``joe`` (torch), ``joe@onnx``, ``out/int8@torch``, ``int8=out/joe-int8``,
-    ``onnx:voice.onnx``. The label defaults to the text itself.
+    Kept for callers that cannot yet load ``backend="auto"``; new code imports
+    :mod:`vitsq.variants` directly.
     """
-    from vitsq.synth import BACKENDS
-
-    raw = str(text).strip()
-    if not raw:
-        raise InputError("empty model/variant spec: give a name (joe), a path, optionally with @backend")
-    label = raw
-    body = raw
-    if "=" in raw:
-        label, _, body = raw.partition("=")
-        label, body = label.strip(), body.strip()
-        if not label or not body:
-            raise InputError(f"variant {raw!r}: use LABEL=SPEC[@BACKEND] with both parts non-empty")
-    backend = default_backend
-    head, sep, tail = body.partition(":")
-    if sep and head in BACKENDS and tail:
-        body, backend = tail, head
-    elif "@" in body:
-        spec, _, be = body.rpartition("@")
-        if be not in BACKENDS:
-            raise InputError(f"variant {raw!r}: unknown backend {be!r} after '@'; valid backends are "
-                             f"{', '.join(BACKENDS)}")
-        if not spec:
-            raise InputError(f"variant {raw!r}: nothing before '@{be}': give a model name or path")
-        body, backend = spec, be
-    if backend not in BACKENDS:
-        raise InputError(f"unknown backend {backend!r}: valid backends are {', '.join(BACKENDS)}")
-    return VariantSpec(label=label, spec=body, backend=backend)
+    v = _parse_variant(text)
+    if default_backend and v.backend == AUTO:
+        return Variant(v.label, v.spec, default_backend)
+    return v
 
 
 def parse_batches(text: str | Sequence[int]) -> list[int]:
-    """``"1,2,4,8"`` -> [1, 2, 4, 8]; every size must be an integer >= 1."""
+    """``"1,2,4,8"`` -> [1, 2, 4, 8]; every size must be an integer in 1..``MAX_BENCH_BATCH``."""
     items = text.split(",") if isinstance(text, str) else list(text)
     out: list[int] = []
     for item in items:
@@ -118,8 +98,9 @@ def parse_batches(text: str | Sequence[int]) -> list[int]:
             b = int(s)
         except ValueError:
             raise InputError(f"batch size {s!r} is not an integer: give sizes like 1,2,4,8") from None
-        if b < 1:
-            raise InputError(f"batch size {b} is not valid: batch sizes must be integers >= 1 (e.g. 1,2,4,8)")
+        if not 1 <= b <= MAX_BENCH_BATCH:
+            raise InputError(f"batch size {b} is not valid: batch sizes must be integers >= 1 and <= "
+                             f"{MAX_BENCH_BATCH} (the bench limit; e.g. 1,2,4,8)")
         if b not in out:
             out.append(b)
     if not out:
@@ -287,6 +268,8 @@ class BenchResult:
     inputs: dict[str, Any]
     messages: list[str] = field(default_factory=list)
     created: str = ""
+    rounds: list[dict[str, Any]] = field(default_factory=list)  # the order of every timed round
+    command: str | None = None  # the command line that produced the run
 
     def cell(self, variant: str, device: str, batch: int) -> Cell | None:
         for c in self.cells:
@@ -295,9 +278,10 @@ class BenchResult:
         return None
 
     def to_dict(self) -> dict[str, Any]:
-        return to_jsonable({
+        return without_paths(to_jsonable({
             "schema": SCHEMA,
             "created": self.created,
+            "command": self.command,
             "machine": self.machine,
             "settings": self.settings,
             "notes": {
@@ -306,12 +290,17 @@ class BenchResult:
                 "speedup_vs_baseline": "baseline median RTF / variant median RTF, same device and batch, same run",
                 "random_weights": "rows of random-weight models measure speed only, with a length_scale "
                                   "calibrated to ~3 frames per input token",
+                "rounds": "variants are interleaved: every timed round runs each variant once, round r starting "
+                          "at variant r mod n; 'orders' lists each round's order, per device and batch",
+                "peak_rss_mb": "process peak while the device's variants are all loaded and interleaved, "
+                               "so one number per device and batch, not per variant",
             },
             "inputs": self.inputs,
             "variants": self.variants,
             "results": [c.to_dict() for c in self.cells],
+            "rounds": self.rounds,
             "messages": self.messages,
-        })
+        }))
 
     def table(self) -> str:
         return markdown_table(self.to_dict())
@@ -370,32 +359,30 @@ def _prepare_for_device(synth: Any, device: str) -> Any:
 
 
 # ----------------------------------------------------------------------------- core
-Loader = Callable[[VariantSpec, str], Any]
+Loader = Callable[[Variant, str], Any]
 
 
 #: How a benchmark runs batches (see :attr:`vitsq.synth.BaseSynthesizer.batching`).
 BATCHING = ("padded", "items")
 
 
-def _default_loader(threads: int | None) -> Loader:
-    def load(v: VariantSpec, device: str) -> Any:
-        import vitsq
-
-        kw: dict[str, Any] = {}
-        # torch's pool is set by run_benchmark; ONNX Runtime sessions and ExecuTorch's pool take
-        # it from here (torch loaders ignore it). An ExecuTorch folder may come as backend "torch".
-        if threads:
-            kw["threads"] = threads
-        return vitsq.load(v.spec, backend=v.backend, device="cpu", **kw)
+def _default_loader(threads: int) -> Loader:
+    def load(v: Variant, device: str) -> Any:
+        # torch's pool is set by run_benchmark; ONNX Runtime sessions and ExecuTorch's process-wide
+        # XNNPACK pool take the run's thread count from here (torch loaders ignore it), so every
+        # variant of one run computes on the same number of threads
+        return v.load(device="cpu", threads=threads)
 
     return load
 
 
-def _is_trained(synth: Any) -> bool:
-    try:
-        return synth.describe().get("weights", "trained") == "trained"
-    except Exception:  # noqa: BLE001 - description is informative
-        return True
+def _weights(desc: dict[str, Any]) -> str:
+    """``describe()["weights"]``; "unknown" when the description failed or does not say."""
+    return str(desc.get("weights") or "unknown") if "error" not in desc else "unknown"
+
+
+def _is_random(weights: str) -> bool:
+    return weights not in ("trained", "unknown")
 
 
 def _calibrate_length_scale(synth: Any, batch: list[list[int]], seed: int) -> tuple[float, float]:
@@ -415,44 +402,336 @@ def _calibrate_length_scale(synth: Any, batch: list[list[int]], seed: int) -> tu
     return scale, fpt
 
 
-def _measure(synth: Any, batch: list[list[int]], device: str, warmup: int, iters: int, seed: int,
-             length_scale: float | None) -> dict[str, Any]:
+@dataclass
+class _Entry:
+    """One variant as given: a parsed spec to load, or an already-loaded Synthesizer."""
+
+    label: str
+    variant: Variant | None
+    preloaded: Any = None
+
+
+@dataclass
+class _Loaded:
+    """One variant loaded and prepared on one device: its synthesizer, ids and length_scale."""
+
+    label: str
+    synth: Any
+    info: dict[str, Any]
+    ids: list[list[int]]
+    length_scale: float | None
+    random_weights: bool
+
+
+@dataclass
+class _Run:
+    """State shared by the steps of one :func:`run_benchmark` call."""
+
+    batches: list[int]
+    warmup: int
+    iters: int
+    seed: int
+    threads: int
+    batching: str
+    sentences: str | Path | None
+    load: Loader
+    bar: Any
+    cells: list[Cell] = field(default_factory=list)
+    rounds: list[dict[str, Any]] = field(default_factory=list)
+    messages: list[str] = field(default_factory=list)
+    inputs: dict[str, Any] = field(default_factory=dict)
+    texts: list[str] | None = None
+
+    def note(self, msg: str, level: int = logging.WARNING) -> None:
+        self.messages.append(msg)
+        log.log(level, msg)
+
+    def mark(self, label: str, device: str, status: str, error: str, random_weights: bool = False) -> None:
+        """Record every batch of ``label`` on ``device`` as ``status`` (failed/skipped)."""
+        for b in self.batches:
+            self.cells.append(Cell(label, device, b, status, error, random_weights=random_weights))
+            self.bar.update(1)
+
+
+def _entries(model: Any, variants: Sequence[Any], baseline: str | None) -> tuple[list[_Entry], str]:
+    """Parse the variants, check labels are unique and the baseline is one of them."""
+    entries: list[_Entry] = []
+    for item in [model, *variants]:
+        if isinstance(item, Variant):
+            entries.append(_Entry(item.label, item))
+        elif isinstance(item, (str, Path)):
+            v = parse_variant(str(item))
+            entries.append(_Entry(v.label, v))
+        else:
+            for attr in ("synthesize_ids_batch", "text_to_ids", "sample_rate"):
+                if not hasattr(item, attr):
+                    raise InputError(f"{item!r} is neither a variant spec nor a Synthesizer (no {attr!r})")
+            entries.append(_Entry(str(getattr(item, "label_for_bench", None) or item.name), None, item))
+    labels = [e.label for e in entries]
+    dupes = sorted({x for x in labels if labels.count(x) > 1})
+    if dupes:
+        raise InputError(f"variant labels must be unique, {dupes} repeat: name them with LABEL=SPEC")
+    baseline = baseline or labels[0]
+    if baseline not in labels:
+        raise InputError(f"baseline {baseline!r} is not one of the benchmarked variants: {', '.join(labels)}")
+    return entries, baseline
+
+
+def _variant_info(e: _Entry) -> dict[str, Any]:
+    """The JSON record of a variant before loading: label, spec (file name + sha256 for a path)."""
+    info: dict[str, Any] = {"label": e.label, "spec": None, "status": "ok", "error": None,
+                            "backend": e.variant.backend if e.variant else getattr(e.preloaded, "backend", None)}
+    if e.variant is not None:
+        spec = Path(e.variant.spec).expanduser()
+        if spec.exists():
+            info["spec"] = spec.name if spec.is_absolute() else e.variant.spec
+            info["spec_sha256"] = file_sha256(spec)
+        else:
+            info["spec"] = portable_str(e.variant.spec)
+    return info
+
+
+def _load_one(run: _Run, e: _Entry, info: dict[str, Any], device: str) -> Any | None:
+    """Load (fresh per device, so casts/compiles do not leak) and place ``e``; None if it failed."""
+    try:
+        if e.preloaded is not None:
+            if device != "cpu":
+                raise UnsupportedError(f"a preloaded synthesizer runs on cpu only, not {device}")
+            synth = e.preloaded
+        else:
+            synth = run.load(e.variant, device)
+        return _prepare_for_device(synth, device)
+    except UnsupportedError as exc:
+        run.note(f"{e.label} on {device}: {exc}")
+        run.mark(e.label, device, "skipped", str(exc))
+    except Exception as exc:  # noqa: BLE001 - one bad variant must not stop the run
+        err = str(exc) if isinstance(exc, VitsqError) else f"{type(exc).__name__}: {exc}"
+        run.note(f"{e.label} on {device} failed to load: {err}", logging.ERROR)
+        info["status"], info["error"] = "failed", err
+        run.mark(e.label, device, "failed", err)
+    return None
+
+
+def _describe_into(info: dict[str, Any], synth: Any, label: str) -> str:
+    """Fill ``info`` from ``synth.describe()`` (paths as names + sha256); returns the weights label."""
+    try:
+        desc = describe_sources(dict(synth.describe()))
+    except Exception as exc:  # noqa: BLE001 - a description is informative
+        desc = {"error": f"describe() failed: {type(exc).__name__}: {exc}"}
+    weights = _weights(desc)
+    info.update({"name": getattr(synth, "name", label), "backend": getattr(synth, "backend", info["backend"]),
+                 "weights": weights, "random_weights": _is_random(weights), "size_bytes": _size(synth),
+                 "sample_rate": int(synth.sample_rate), "threads": desc.get("threads"), "description": desc})
+    return weights
+
+
+def _batching_note(synth: Any, batching: str) -> str:
+    """How the variant runs a batch; an ONNX graph without output_lengths cannot recover padded
+    items' lengths, so its backend runs a batch one item at a time: say so next to its numbers."""
+    if batching == "items" and hasattr(synth, "batching"):
+        synth.batching = "items"
+    outs = getattr(synth, "output_names", None)
+    if getattr(synth, "backend", None) == "executorch":
+        return "items one at a time (ExecuTorch programs take batch 1)"
+    if outs is not None and "output_lengths" not in outs:
+        return "items one at a time (ONNX graph without output_lengths)"
+    if getattr(synth, "batching", "padded") == "items":
+        return "items one at a time (--batching items)"
+    return "padded batch"
+
+
+def _texts_for(run: _Run, synth: Any) -> list[str]:
+    """The run's input texts, chosen once from the first loaded variant's language."""
+    if run.texts is None:
+        language = str(getattr(synth, "language", "en"))
+        run.texts = benchmark_texts(language, run.batches, run.seed, run.sentences)
+        if run.sentences:
+            src = Path(run.sentences)
+            source = {"source": f"sentence file {src.name}", "sentences_sha256": file_sha256(src)}
+        else:
+            source = {"source": f"{language} evaluation split"}
+        run.inputs = {"language": language, "seed": run.seed, **source, "texts": run.texts}
+    return run.texts
+
+
+def _prepare(run: _Run, e: _Entry, info: dict[str, Any], synth: Any, device: str) -> _Loaded | None:
+    """Describe, tokenize and (for random weights) calibrate one loaded variant; None if that failed."""
+    random_weights = _is_random(_describe_into(info, synth, e.label))
+    try:
+        ids = _text_ids(synth, _texts_for(run, synth))
+    except Exception as exc:  # noqa: BLE001
+        err = f"front-end failed: {type(exc).__name__}: {exc}"
+        info["status"], info["error"] = "failed", err
+        run.note(f"{e.label}: {err}", logging.ERROR)
+        run.mark(e.label, device, "failed", err, random_weights)
+        return None
+    info["tokens_per_batch"] = {str(b): sum(len(x) for x in ids[:b]) for b in run.batches}
+    info["batching"] = _batching_note(synth, run.batching)
+    length_scale = None
+    if random_weights:
+        try:
+            length_scale, fpt = _calibrate_length_scale(synth, ids[: max(run.batches)], run.seed)
+        except Exception as exc:  # noqa: BLE001
+            err = f"length_scale calibration failed: {type(exc).__name__}: {exc}"
+            info["status"], info["error"] = "failed", err
+            run.mark(e.label, device, "failed", err, random_weights)
+            return None
+        info["length_scale"], info["frames_per_token"] = length_scale, fpt
+        log.info("%s: random weights, length_scale %.3f gives %.2f frames/token", e.label, length_scale, fpt)
+    return _Loaded(e.label, synth, info, ids, length_scale, random_weights)
+
+
+def _check_threads(loaded: Sequence[_Loaded], threads: int) -> None:
+    """Refuse to interleave ExecuTorch variants whose shared pool differs from the run's threads.
+
+    ExecuTorch's XNNPACK pool is process-wide and cannot be resized while a program is loaded
+    (it crashes), and interleaving keeps every variant loaded: one run, one thread count.
+    """
+    et = [x for x in loaded if getattr(x.synth, "backend", None) == "executorch"]
+    odd = [x for x in et if isinstance(x.info.get("threads"), int) and x.info["threads"] != threads]
+    if odd:
+        names = ", ".join(f"{x.label} ({x.info['threads']} threads)" for x in odd)
+        raise UnsupportedError(
+            f"cannot interleave {names} with a run on {threads} threads: ExecuTorch's XNNPACK thread pool is "
+            f"process-wide and cannot be resized while a program is loaded, so every variant of one run must use "
+            f"the same thread count; load the ExecuTorch models with threads={threads} (or pass --threads "
+            f"{odd[0].info['threads']})")
+
+
+def _call(x: _Loaded, batch: list[list[int]], seed: int, on_cuda: bool) -> tuple[float, float]:
+    """One timed model call: (seconds, audio seconds = samples / rate summed over the batch)."""
+    import torch
+
+    t0 = time.perf_counter()
+    outs, _model_s = x.synth.synthesize_ids_batch(batch, 0, length_scale=x.length_scale, seed=seed)
+    if on_cuda:
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0, sum(int(len(o)) for o in outs) / float(x.synth.sample_rate)
+
+
+def _rotations(live: list[_Loaded], n_rounds: int, start: int = 0):
+    """Yield each round's order: round r starts at variant (start + r) mod n of the live list."""
+    for r in range(n_rounds):
+        if not live:
+            return
+        k = (start + r) % len(live)
+        yield live[k:] + live[:k]
+
+
+def _interleave(run: _Run, loaded: list[_Loaded], device: str, b: int) -> dict[str, Any]:
+    """Warm up, then time ``run.iters`` rounds of batch ``b``; each round runs every live variant
+    once, in rotating order, so machine load hits all variants alike. Returns per-label samples."""
     import torch
 
     on_cuda = DEVICES[device][0] == "cuda"
-    sr = float(synth.sample_rate)
-    for _ in range(warmup):
-        synth.synthesize_ids_batch(batch, 0, length_scale=length_scale, seed=seed)
+    live = list(loaded)
+    samples: dict[str, tuple[list[float], list[float]]] = {x.label: ([], []) for x in loaded}
+    errors: dict[str, str] = {}
+
+    def step(x: _Loaded, timed: bool) -> None:
+        try:
+            s, a = _call(x, x.ids[:b], run.seed, on_cuda)
+        except Exception as exc:  # noqa: BLE001 - reported in the table, the rest continue
+            errors[x.label] = f"{type(exc).__name__}: {exc}"
+            live.remove(x)
+            return
+        if timed:
+            samples[x.label][0].append(s)
+            samples[x.label][1].append(a)
+
+    for order in _rotations(live, run.warmup):
+        for x in order:
+            step(x, timed=False)
     rss_method = _reset_peak_rss()
     if on_cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    seconds, audio = [], []
-    for _ in range(iters):
-        t0 = time.perf_counter()
-        outs, _model_s = synth.synthesize_ids_batch(batch, 0, length_scale=length_scale, seed=seed)
-        if on_cuda:
-            torch.cuda.synchronize()
-        seconds.append(time.perf_counter() - t0)
-        audio.append(sum(int(len(o)) for o in outs) / sr)  # samples / rate, summed over the batch
-    if min(audio) <= 0:
-        raise RuntimeError("the model produced empty audio: RTF is undefined")
-    rtfs = [s / a for s, a in zip(seconds, audio)]
-    out = {
-        "rtf": _stats(rtfs),
-        "rtf_aggregate": sum(seconds) / sum(audio),
-        "latency_s": _stats(seconds),
-        "audio_seconds": float(np.mean(audio)),
-        "peak_rss_mb": _peak_rss_mb(),
-        "rss_method": rss_method,
-        "gpu_max_allocated_mb": torch.cuda.max_memory_allocated() / 2**20 if on_cuda else None,
-    }
-    return out
+    orders = []
+    for order in _rotations(live, run.iters):
+        orders.append([x.label for x in order])
+        for x in order:
+            step(x, timed=True)
+    run.rounds.append({"device": device, "batch": b, "warmup_rounds": run.warmup, "orders": orders})
+    return {"samples": samples, "errors": errors, "rss_method": rss_method,
+            "peak_rss_mb": _peak_rss_mb(),
+            "gpu_max_allocated_mb": torch.cuda.max_memory_allocated() / 2**20 if on_cuda else None}
+
+
+def _cell(run: _Run, x: _Loaded, device: str, b: int, m: dict[str, Any]) -> Cell:
+    """The measured cell of one variant from :func:`_interleave`'s samples (or its error)."""
+    cell = Cell(x.label, device, b, "ok", tokens=sum(len(i) for i in x.ids[:b]), iters=run.iters,
+                random_weights=x.random_weights)
+    seconds, audio = m["samples"][x.label]
+    err = m["errors"].get(x.label)
+    if err is None and min(audio) <= 0:
+        err = "RuntimeError: the model produced empty audio: RTF is undefined"
+    if err is not None:
+        cell.status, cell.error, cell.iters = "failed", err, 0
+        run.note(f"{x.label} on {device} at batch {b} failed: {err}", logging.ERROR)
+        if x.info["status"] == "ok":
+            x.info["status"], x.info["error"] = "partly failed", err
+        return cell
+    cell.rtf = _stats([s / a for s, a in zip(seconds, audio)])
+    cell.rtf_aggregate = sum(seconds) / sum(audio)
+    cell.latency_s = _stats(seconds)
+    cell.audio_seconds = float(np.mean(audio))
+    cell.tokens_per_second = cell.tokens / cell.latency_s["median"]
+    cell.peak_rss_mb, cell.gpu_max_allocated_mb = m["peak_rss_mb"], m["gpu_max_allocated_mb"]
+    run.inputs["rss_method"] = m["rss_method"]
+    return cell
+
+
+def _run_device(run: _Run, entries: Sequence[_Entry], infos: Sequence[dict[str, Any]], device: str) -> None:
+    """Load every variant on ``device``, then measure each batch size with interleaved rounds."""
+    import torch
+
+    if DEVICES[device][0] == "cuda" and not _cuda_available():
+        for e in entries:
+            run.mark(e.label, device, "skipped", "no CUDA GPU on this machine")
+        return
+    loaded: list[_Loaded] = []
+    for e, info in zip(entries, infos):
+        synth = _load_one(run, e, info, device)
+        prepared = _prepare(run, e, info, synth, device) if synth is not None else None
+        if prepared is not None:
+            loaded.append(prepared)
+    _check_threads(loaded, run.threads)
+    for b in run.batches if loaded else ():
+        run.bar.set_postfix_str(f"{device} b={b}")
+        m = _interleave(run, loaded, device, b)
+        for x in loaded:
+            run.cells.append(_cell(run, x, device, b, m))
+            run.bar.update(1)
+    del loaded
+    if DEVICES[device][0] == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _speedups(cells: Sequence[Cell], baseline: str) -> None:
+    """Set each ok cell's ratio to the baseline's median RTF, same device and batch."""
+    for c in cells:
+        if c.status != "ok":
+            continue
+        base = next((x for x in cells if x.variant == baseline and x.device == c.device and x.batch == c.batch
+                     and x.status == "ok"), None)
+        if base is not None and c.rtf and base.rtf:
+            c.speedup_vs_baseline = base.rtf["median"] / c.rtf["median"]
+
+
+def _check_counts(warmup: int, iters: int, batching: str, threads: int | None) -> None:
+    if warmup < 0:
+        raise InputError(f"warmup must be >= 0 rounds, got {warmup}")
+    if iters < 1:
+        raise InputError(f"iters must be >= 1, got {iters}")
+    if batching not in BATCHING:
+        raise InputError(f"batching must be one of {', '.join(BATCHING)}, got {batching!r}")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise InputError(f"threads must be an integer >= 1, got {threads!r}")
 
 
 def run_benchmark(
-    model: str | VariantSpec | Any,
-    variants: Sequence[str | VariantSpec | Any] = (),
+    model: str | Variant | Any,
+    variants: Sequence[str | Variant | Any] = (),
     batches: Sequence[int] | str = DEFAULT_BATCHES,
     devices: Sequence[str] | str = ("cpu",),
     threads: int | None = None,
@@ -465,201 +744,53 @@ def run_benchmark(
     progress: bool = True,
     loader: Loader | None = None,
     batching: str = "padded",
+    command: str | None = None,
 ) -> BenchResult:
     """Benchmark ``model`` and ``variants`` on every (device, batch); see the module docstring.
 
-    ``model``/``variants`` are variant strings (:func:`parse_variant`), :class:`VariantSpec` or
-    already-loaded Synthesizers (used on CPU as given). ``baseline`` is the label speedups are
-    relative to (default: ``model``'s label). ``loader(spec, device)`` overrides how specs load.
+    ``model``/``variants`` are variant strings (:func:`vitsq.variants.parse_variant`),
+    :class:`~vitsq.variants.Variant` or already-loaded Synthesizers (used on CPU as given).
+    ``baseline`` is the label speedups are relative to (default: ``model``'s label).
+    ``loader(variant, device)`` overrides how specs load. ``command`` is the command line that
+    asked for the run (the CLI passes it), recorded in the JSON.
     """
     import torch
+    from tqdm.auto import tqdm
 
     batches = parse_batches(batches)
     devices = parse_devices(devices)
-    if warmup < 0:
-        raise InputError(f"warmup must be >= 0 iterations, got {warmup}")
-    if iters < 1:
-        raise InputError(f"iters must be >= 1, got {iters}")
-    if batching not in BATCHING:
-        raise InputError(f"batching must be one of {', '.join(BATCHING)}, got {batching!r}")
+    _check_counts(warmup, iters, batching, threads)
+    entries, baseline = _entries(model, variants, baseline)
     if threads is not None:
-        if threads < 1:
-            raise InputError(f"threads must be >= 1, got {threads}")
         torch.set_num_threads(threads)
     threads_used = torch.get_num_threads()
-    load = loader or _default_loader(threads)
-
-    entries: list[tuple[str, VariantSpec | None, Any]] = []  # (label, spec, preloaded synth)
-    for item in [model, *variants]:
-        if isinstance(item, VariantSpec):
-            entries.append((item.label, item, None))
-        elif isinstance(item, (str, Path)):
-            v = parse_variant(str(item))
-            entries.append((v.label, v, None))
-        else:
-            for attr in ("synthesize_ids_batch", "text_to_ids", "sample_rate"):
-                if not hasattr(item, attr):
-                    raise InputError(f"{item!r} is neither a variant spec nor a Synthesizer (no {attr!r})")
-            entries.append((str(getattr(item, "label_for_bench", None) or item.name), None, item))
-    labels = [e[0] for e in entries]
-    dupes = sorted({x for x in labels if labels.count(x) > 1})
-    if dupes:
-        raise InputError(f"variant labels must be unique, {dupes} repeat: name them with LABEL=SPEC")
-    baseline = baseline or labels[0]
-    if baseline not in labels:
-        raise InputError(f"baseline {baseline!r} is not one of the benchmarked variants: {', '.join(labels)}")
-
     load_at_start = _loadavg()
-    messages: list[str] = []
-    run_devices = []
+    bar = tqdm(total=len(entries) * len(devices) * len(batches), desc="bench", unit="cell", disable=not progress)
+    run = _Run(batches, warmup, iters, seed, threads_used, batching, sentences,
+               loader or _default_loader(threads_used), bar)
     for d in devices:
         if DEVICES[d][0] == "cuda" and not _cuda_available():
-            messages.append(f"device {d} skipped: no CUDA GPU on this machine (torch.cuda.is_available() is False)")
-            log.warning(messages[-1])
-        run_devices.append(d)
-
-    language = None
-    cells: list[Cell] = []
-    variant_info: list[dict[str, Any]] = []
-    texts: list[str] | None = None
-    inputs: dict[str, Any] = {}
-
-    from tqdm.auto import tqdm
-
-    total = len(entries) * len(run_devices) * len(batches)
-    bar = tqdm(total=total, desc="bench", unit="cell", disable=not progress)
-    for label, vspec, pre in entries:
-        info: dict[str, Any] = {"label": label, "spec": vspec.spec if vspec else None,
-                                "backend": vspec.backend if vspec else getattr(pre, "backend", None),
-                                "status": "ok", "error": None}
-        variant_info.append(info)
-        for device in run_devices:
-            def mark(status: str, error: str, batches_left: Sequence[int]) -> None:
-                for b in batches_left:
-                    cells.append(Cell(label, device, b, status, error, random_weights=info.get("random_weights", False)))
-                    bar.update(1)
-
-            if DEVICES[device][0] == "cuda" and not _cuda_available():
-                mark("skipped", "no CUDA GPU on this machine", batches)
-                continue
-            # ---- load (fresh per device so casts/compiles do not leak between devices)
-            try:
-                if pre is not None:
-                    if device != "cpu":
-                        raise UnsupportedError(f"a preloaded synthesizer runs on cpu only, not {device}")
-                    synth = pre
-                else:
-                    synth = load(vspec, device)
-                synth = _prepare_for_device(synth, device)
-            except UnsupportedError as e:
-                msg = f"{label} on {device}: {e}"
-                messages.append(msg)
-                log.warning(msg)
-                mark("skipped", str(e), batches)
-                continue
-            except Exception as e:  # noqa: BLE001 - one bad variant must not stop the run
-                err = f"{type(e).__name__}: {e}" if not isinstance(e, VitsqError) else str(e)
-                msg = f"{label} on {device} failed to load: {err}"
-                messages.append(msg)
-                log.error(msg)
-                info["status"], info["error"] = "failed", err
-                mark("failed", err, batches)
-                continue
-            # ---- describe, inputs
-            try:
-                desc = synth.describe()
-            except Exception as e:  # noqa: BLE001
-                desc = {"error": f"describe() failed: {e}"}
-            trained = _is_trained(synth)
-            info.update({"name": getattr(synth, "name", label), "backend": getattr(synth, "backend", info["backend"]),
-                         "weights": desc.get("weights", "trained"), "random_weights": not trained,
-                         "size_bytes": _size(synth), "sample_rate": int(synth.sample_rate),
-                         "threads": desc.get("threads"), "description": desc})
-            if texts is None:
-                language = str(getattr(synth, "language", "en"))
-                texts = benchmark_texts(language, batches, seed, sentences)
-                inputs = {"language": language, "seed": seed,
-                          "source": str(sentences) if sentences else f"{language} evaluation split",
-                          "texts": texts}
-            try:
-                ids = _text_ids(synth, texts)
-            except Exception as e:  # noqa: BLE001
-                err = f"front-end failed: {type(e).__name__}: {e}"
-                info["status"], info["error"] = "failed", err
-                messages.append(f"{label}: {err}")
-                mark("failed", err, batches)
-                continue
-            info["tokens_per_batch"] = {str(b): sum(len(x) for x in ids[:b]) for b in batches}
-            # an ONNX graph without output_lengths cannot recover padded items' lengths, so the
-            # backend runs a batch one item at a time: say so next to its numbers
-            outs = getattr(synth, "output_names", None)
-            if batching == "items" and hasattr(synth, "batching"):
-                synth.batching = "items"
-            if getattr(synth, "backend", None) == "executorch":
-                info["batching"] = "items one at a time (ExecuTorch programs take batch 1)"
-            elif outs is not None and "output_lengths" not in outs:
-                info["batching"] = "items one at a time (ONNX graph without output_lengths)"
-            elif getattr(synth, "batching", "padded") == "items":
-                info["batching"] = "items one at a time (--batching items)"
-            else:
-                info["batching"] = "padded batch"
-            length_scale = None
-            if not trained:
-                try:
-                    length_scale, fpt = _calibrate_length_scale(synth, ids[: max(batches)], seed)
-                    info["length_scale"] = length_scale
-                    info["frames_per_token"] = fpt
-                    log.info("%s: random weights, length_scale %.3f gives %.2f frames/token", label, length_scale, fpt)
-                except Exception as e:  # noqa: BLE001
-                    err = f"length_scale calibration failed: {type(e).__name__}: {e}"
-                    info["status"], info["error"] = "failed", err
-                    mark("failed", err, batches)
-                    continue
-            for b in batches:
-                batch = ids[:b]
-                bar.set_postfix_str(f"{label} {device} b={b}")
-                cell = Cell(label, device, b, "ok", tokens=sum(len(x) for x in batch), iters=iters,
-                            random_weights=not trained)
-                try:
-                    m = _measure(synth, batch, device, warmup, iters, seed, length_scale)
-                    cell.rtf, cell.rtf_aggregate, cell.latency_s = m["rtf"], m["rtf_aggregate"], m["latency_s"]
-                    cell.audio_seconds = m["audio_seconds"]
-                    cell.tokens_per_second = cell.tokens / m["latency_s"]["median"]
-                    cell.peak_rss_mb, cell.gpu_max_allocated_mb = m["peak_rss_mb"], m["gpu_max_allocated_mb"]
-                    inputs["rss_method"] = m["rss_method"]
-                except Exception as e:  # noqa: BLE001 - reported in the table, the rest continue
-                    err = f"{type(e).__name__}: {e}"
-                    cell.status, cell.error, cell.iters = "failed", err, 0
-                    messages.append(f"{label} on {device} at batch {b} failed: {err}")
-                    log.error(messages[-1])
-                    if info["status"] == "ok":
-                        info["status"], info["error"] = "partly failed", err
-                cells.append(cell)
-                bar.update(1)
-            del synth
-            if DEVICES[device][0] == "cuda":
-                torch.cuda.empty_cache()
-    bar.close()
-
-    # ---- ratios to the baseline, same device and batch
-    for c in cells:
-        if c.status != "ok":
-            continue
-        base = next((x for x in cells if x.variant == baseline and x.device == c.device and x.batch == c.batch
-                     and x.status == "ok"), None)
-        if base is not None and c.rtf and base.rtf:
-            c.speedup_vs_baseline = base.rtf["median"] / c.rtf["median"]
-
+            run.note(f"device {d} skipped: no CUDA GPU on this machine (torch.cuda.is_available() is False)")
+    infos = [_variant_info(e) for e in entries]
+    try:
+        for device in devices:
+            _run_device(run, entries, infos, device)
+    finally:
+        bar.close()
+    # variants in the order given, then devices, then batches (failures are recorded early)
+    order = {e.label: k for k, e in enumerate(entries)}
+    run.cells.sort(key=lambda c: (order[c.variant], devices.index(c.device), batches.index(c.batch)))
+    _speedups(run.cells, baseline)
     settings = {"batches": batches, "devices": devices, "threads": threads_used, "batching": batching,
                 "threads_requested": threads, "warmup": warmup, "iters": iters, "seed": seed,
-                "baseline": baseline, "speaker": 0,
+                "baseline": baseline, "speaker": 0, "schedule": "interleaved",
                 "random_weight_frames_per_token": RANDOM_WEIGHT_FRAMES_PER_TOKEN}
     machine = machine_info(machine_name)
     # other processes on the machine distort timings: say how busy it was
     machine["load_average_start"], machine["load_average_end"] = load_at_start, machine.pop("load_average")
-    return BenchResult(machine=machine, settings=settings, variants=variant_info,
-                       cells=cells, inputs=inputs, messages=messages,
-                       created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    return BenchResult(machine=machine, settings=settings, variants=infos, cells=run.cells, inputs=run.inputs,
+                       messages=run.messages, created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                       rounds=run.rounds, command=command)
 
 
 def _size(synth: Any) -> int | None:
@@ -825,12 +956,30 @@ def plot_rtf(data: dict[str, Any] | Sequence[dict[str, Any]], path: str | Path) 
 
 
 # ----------------------------------------------------------------------------- CLI
+def invoked_command(args: argparse.Namespace, prog: str = "vitsq") -> str | None:
+    """The command line that ran this subcommand, for result files.
+
+    ``args.argv`` when the CLI recorded it; else ``sys.argv`` when this process is the ``vitsq``
+    program (None when vitsq.cli.main was called from other code with its own argv).
+    """
+    import sys
+
+    argv = getattr(args, "argv", None)
+    if argv is None:
+        exe = Path(sys.argv[0]).name if sys.argv else ""
+        if exe != prog and not (exe == "__main__.py" and Path(sys.argv[0]).parent.name == prog):
+            return None
+        argv = sys.argv[1:]
+    return command_line(argv, prog)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     res = run_benchmark(
         args.model, args.variants, batches=args.batch, devices=args.device, threads=args.threads,
         batching=args.batching,
         warmup=args.warmup, iters=args.iters, sentences=args.sentences, seed=args.seed,
         baseline=args.baseline, machine_name=args.machine_name, progress=not args.no_progress,
+        command=invoked_command(args),
     )
     paths = res.write(args.out, plot=not args.no_plot)
     for m in res.messages:
@@ -844,17 +993,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def register(sub) -> None:
     p = sub.add_parser("bench", help="RTF benchmark: batch sizes x devices x backends x variants",
                        description="Benchmark MODEL and VARIANTs. Each is [LABEL=]SPEC[@BACKEND], e.g. joe, "
-                                   "joe@onnx, int8=out/joe-int8@torch (BACKEND:SPEC also works).")
+                                   "joe@onnx, int8=out/joe-int8@torch; without @BACKEND a model runs on its own backend. "
+                                   "Variants are interleaved: every timed round runs each once, in rotating order.")
     p.add_argument("model", help="baseline model: joe, vosk-ru-multi, a path, optionally @torch/@onnx/@executorch")
     p.add_argument("variants", nargs="*", help="more models to compare, same syntax")
-    p.add_argument("--batch", default=",".join(map(str, DEFAULT_BATCHES)), help="batch sizes, e.g. 1,2,4,8")
+    p.add_argument("--batch", default=",".join(map(str, DEFAULT_BATCHES)),
+                   help=f"batch sizes, e.g. 1,2,4,8 (each 1..{MAX_BENCH_BATCH})")
     p.add_argument("--device", default="cpu", help=f"comma-separated, from: {', '.join(DEVICES)}")
     p.add_argument("--batching", choices=BATCHING, default="padded",
                    help="padded: each batch as one padded, masked batch (default); items: every variant runs a "
                         "batch's items one at a time, as a CPU server would (no padding cost)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch, ONNX Runtime and ExecuTorch (XNNPACK)")
-    p.add_argument("--warmup", type=int, default=10)
-    p.add_argument("--iters", type=int, default=100)
+    p.add_argument("--warmup", type=int, default=10, help="untimed rounds per batch size (each runs every variant)")
+    p.add_argument("--iters", type=int, default=100, help="timed rounds per batch size (each runs every variant)")
     p.add_argument("--sentences", default=None, help="sentence file (default: the evaluation split)")
     p.add_argument("--seed", type=int, default=0, help="shuffle and noise seed")
     p.add_argument("--baseline", default=None, help="label speedups are relative to (default: MODEL)")
