@@ -21,15 +21,41 @@ FORMATS = ("onnx", "vosk-dir", "piper", "executorch")
 ONNX_RECIPES = ("fp32", "ort-static", "ort-dynamic")
 
 
-def run_export(model: str, fmt: str, out: str | Path, *, recipe: str | None = None, force: bool = False,
-               config: str | None = None, calib: int | None = None, calibrate_method: str | None = None) -> Path:
-    """Library entry of the command: load ``model`` (torch backend) and write ``out``."""
-    import vitsq
-    from vitsq.export import onnx as ox
+def check_export_args(fmt: str, out: str | Path, *, recipe: str | None = None, force: bool = False,
+                      calib: int | None = None, calibrate_method: str | None = None) -> Path:
+    """Everything about ``vitsq export`` that can be refused without the model: format, recipe and
+    the options it takes, and the output path (:mod:`vitsq.outputs`). Returns the output path."""
+    from vitsq.export.onnx import check_export_output
+    from vitsq.outputs import check_output
 
     if fmt not in FORMATS:
         raise InputError(f"unknown export format {fmt!r}: valid formats are {', '.join(FORMATS)}")
-    out = Path(out)
+    if fmt == "executorch":
+        if calibrate_method is not None:
+            raise InputError("--calibrate-method applies to the ort-static recipe, not to ExecuTorch (pt2e uses "
+                             "min/max observers)")
+        if calib is not None and (recipe or "fp32") == "fp32":
+            raise InputError("--calib applies to --recipe pt2e: float (fp32) programs are not calibrated")
+        return check_output(out, kind="dir", force=force, what="ExecuTorch output folder")
+    recipe = recipe or "fp32"
+    if recipe not in ONNX_RECIPES:
+        raise InputError(f"recipe {recipe!r} does not apply to --format {fmt}: valid are {', '.join(ONNX_RECIPES)}")
+    if recipe != "ort-static":
+        for flag, value in (("--calibrate-method", calibrate_method), ("--calib", calib)):
+            if value is not None:
+                raise InputError(f"{flag} applies to --recipe ort-static only (it calibrates activation ranges); "
+                                 f"the {recipe} export takes no calibration")
+    return check_export_output(fmt, out, force)
+
+
+def run_export(model: str, fmt: str, out: str | Path, *, recipe: str | None = None, force: bool = False,
+               config: str | None = None, calib: int | None = None, calibrate_method: str | None = None) -> Path:
+    """Library entry of the command: check the request and the output path, load ``model`` (torch
+    backend) and write ``out`` (atomically: an interrupted export leaves the old output as it was)."""
+    import vitsq
+    from vitsq.export import onnx as ox
+
+    out = check_export_args(fmt, out, recipe=recipe, force=force, calib=calib, calibrate_method=calibrate_method)
     if fmt == "executorch":
         try:
             mod = importlib.import_module("vitsq.export.executorch")
@@ -38,28 +64,16 @@ def run_export(model: str, fmt: str, out: str | Path, *, recipe: str | None = No
                 raise UnsupportedError("ExecuTorch export is not available in this vitsq build "
                                        "(vitsq.export.executorch is missing); use --format onnx") from exc
             raise
-        if (out.exists() or out.is_symlink()) and not force:
-            raise InputError(f"output {out} already exists: choose another path or pass --force to overwrite it")
-        if calibrate_method is not None:
-            raise InputError("--calibrate-method applies to the ort-static recipe, not to ExecuTorch (pt2e uses "
-                             "min/max observers)")
-        kw = {"config_path": Path(config)} if config else {}
-        synth = vitsq.load(model, backend="torch", **kw)
+    kw = {"config_path": Path(config)} if config else {}
+    synth = vitsq.load(model, backend="torch", **kw)
+    if fmt == "executorch":
         kwargs: dict = {"force": force}
         if recipe:
             kwargs["recipe"] = recipe
         if calib is not None:
             kwargs["calibration_sentences"] = calib
         return mod.export_executorch(synth, out, **kwargs)
-
     recipe = recipe or "fp32"
-    if recipe not in ONNX_RECIPES:
-        raise InputError(f"recipe {recipe!r} does not apply to --format {fmt}: valid are {', '.join(ONNX_RECIPES)}")
-    # refuse before any slow work
-    if (out.exists() or out.is_symlink()) and not force:
-        raise InputError(f"output {out} already exists: choose another path or pass --force to overwrite it")
-    kw = {"config_path": Path(config)} if config else {}
-    synth = vitsq.load(model, backend="torch", **kw)
     if recipe == "fp32":
         return ox.export(synth, fmt, out, force=force)
     from vitsq.quantize.ort import export_quantized
@@ -96,5 +110,6 @@ def register(subparsers) -> None:
                    help="ort-static activation range method")
     p.add_argument("-o", "--output", required=True,
                    help="onnx: model.onnx; piper: voice.onnx (+ .onnx.json); vosk-dir/executorch: a folder")
-    p.add_argument("--force", action="store_true", help="overwrite an existing output")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing output that vitsq wrote (never an unrelated folder)")
     p.set_defaults(func=cmd_export)

@@ -357,10 +357,11 @@ def export_executorch(synth: Any, out_dir: str | Path, recipe: Any = None, *,
     of the model language's calibration split.
     Returns ``out_dir``.
     """
-    from vitsq.manifest import source_info, write_manifest
-
     rname = _recipe_name(recipe)
     _check_bounds(max_tokens, max_frames)
+    if rname == "fp32" and (calibration is not None or calibration_sentences is not None):
+        raise InputError("calibration (--calib) applies to the pt2e recipe only: float (fp32) programs are not "
+                         "calibrated; add --recipe pt2e or drop --calib")
     model = getattr(synth, "model", None)
     if getattr(synth, "backend", None) != "torch" or not isinstance(model, nn.Module):
         raise UnsupportedError(f"ExecuTorch export needs a model loaded with the torch backend, got "
@@ -369,13 +370,27 @@ def export_executorch(synth: Any, out_dir: str | Path, recipe: Any = None, *,
         raise UnsupportedError("this model is already quantized for PyTorch "
                                f"({synth.quantization.get('recipe', synth.quantization)}); export the float model "
                                "and use recipe='pt2e' for INT8 ExecuTorch programs")
-    from vitsq.export.onnx import check_output_path
+    from vitsq.outputs import atomic_output, check_output
 
-    out = check_output_path(out_dir, force)
-    config = model.config
+    out = check_output(out_dir, kind="dir", force=force, what="ExecuTorch output folder")  # before exporting
     was_training = model.training
     model.eval()
-    (enc_dyn, enc_args), (dec_dyn, dec_args) = _program_specs(config, int(max_tokens), int(max_frames))
+    try:
+        enc_ep, dec_ep, quant_info = _export_programs(synth, model, rname, recipe, calibration,
+                                                      calibration_sentences, int(max_tokens), int(max_frames))
+        with atomic_output(out, kind="dir", force=force, what="ExecuTorch output folder") as tmp:
+            reports = _write_programs(synth, model.config, tmp, enc_ep, dec_ep, quant_info, rname,
+                                      int(max_tokens), int(max_frames))
+    finally:
+        model.train(was_training)
+    log.info("wrote %s (%s)", out, ", ".join(f"{r['file']} {r['bytes'] / 1e6:.1f} MB" for r in reports.values()))
+    return out
+
+
+def _export_programs(synth: Any, model: nn.Module, rname: str, recipe: Any, calibration: Any,
+                     n_calib: int | None, max_tokens: int, max_frames: int) -> tuple[Any, Any, Any]:
+    """``(encoder program, decoder program, quantization facts or None)`` before lowering."""
+    (enc_dyn, enc_args), (dec_dyn, dec_args) = _program_specs(model.config, max_tokens, max_frames)
     t0 = time.perf_counter()
     if rname == "fp32":
         with torch.no_grad():
@@ -384,15 +399,21 @@ def export_executorch(synth: Any, out_dir: str | Path, recipe: Any = None, *,
         log.info("torch.export of both programs: %.1f s", time.perf_counter() - t0)
     quant_info = None
     if rname == "pt2e":
-        enc_ep, dec_ep, quant_info = _quantize_pt2e(synth, model, recipe, calibration, calibration_sentences,
+        enc_ep, dec_ep, quant_info = _quantize_pt2e(synth, model, recipe, calibration, n_calib,
                                                     ((enc_dyn, enc_args), (dec_dyn, dec_args)))
-    out.mkdir(parents=True)
+    return enc_ep, dec_ep, quant_info
+
+
+def _write_programs(synth: Any, config: "VitsConfig", out: Path, enc_ep: Any, dec_ep: Any, quant_info: Any,
+                    rname: str, max_tokens: int, max_frames: int) -> dict[str, dict[str, Any]]:
+    """Lower both programs to ``.pte`` files and write ``vitsq.json`` into ``out``; returns reports."""
+    from vitsq.manifest import source_info, write_manifest
+
     reports = {}
     for name, ep, fname in (("encoder", enc_ep, ENCODER_FILE), ("decoder", dec_ep, DECODER_FILE)):
         buf, report = _lower(ep, name)
         (out / fname).write_bytes(buf)
         reports[name] = {"file": fname, "bytes": len(buf), **report}
-    model.train(was_training)
     import executorch  # noqa: F401  (version for the manifest)
     from importlib.metadata import version
 
@@ -414,8 +435,7 @@ def export_executorch(synth: Any, out_dir: str | Path, recipe: Any = None, *,
     }
     write_manifest(out, KIND, config=config, files=[ENCODER_FILE, DECODER_FILE], source=source_info(synth),
                    quantization=quant_info, executorch=et_info, name=synth.name, label=getattr(synth, "label", "trained"))
-    log.info("wrote %s (%s)", out, ", ".join(f"{r['file']} {r['bytes'] / 1e6:.1f} MB" for r in reports.values()))
-    return out
+    return reports
 
 
 def _quantize_pt2e(synth: Any, model: nn.Module, recipe: Any, calibration: Any, n_calib: int | None,

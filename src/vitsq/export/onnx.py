@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from vitsq.errors import InputError, ModelLoadError, UnsupportedError
+from vitsq.outputs import atomic_output, check_output
 
 if TYPE_CHECKING:
     from vitsq.models.config import VitsConfig
@@ -171,16 +172,21 @@ def build_metadata(config: "VitsConfig", flavor: str, *, name: str, weights: str
     }
 
 
-def check_output_path(path: str | Path, force: bool) -> Path:
-    """Refuse to overwrite ``path`` unless ``force``; with ``force`` the old file/folder is removed."""
-    path = Path(path)
-    if path.exists() or path.is_symlink():
-        if not force:
-            raise InputError(f"output {path} already exists: choose another path or pass --force to overwrite it")
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
+def check_export_output(fmt: str, out: str | Path, force: bool = False) -> Path:
+    """Validate ``out`` for ``--format fmt`` before any slow work (see :mod:`vitsq.outputs`).
+
+    ``onnx``: a ``.onnx`` file; ``piper``: ``<name>.onnx`` and its ``<name>.onnx.json``;
+    ``vosk-dir``: a folder. Returns ``out`` as a ``Path``.
+    """
+    if fmt == "vosk-dir":
+        return check_output(out, kind="dir", force=force, what="vosk-dir output folder")
+    if fmt not in ("onnx", "piper"):
+        raise InputError(f"unknown ONNX format {fmt!r}: valid are {', '.join(FORMATS)}")
+    what = "Piper voice" if fmt == "piper" else "ONNX output"
+    path = check_output(out, kind="file", suffixes=(".onnx",), force=force, what=what)
+    if fmt == "piper":
+        check_output(Path(str(path) + ".json"), kind="file", suffixes=(".onnx.json",), force=force,
+                     what="Piper voice config")
     return path
 
 
@@ -202,6 +208,7 @@ def export_onnx(synth_or_model: Any, path: str | Path, flavor: str | None = None
     """
     model, synth = _torch_model(synth_or_model)
     config = model.config
+    path = check_export_output("onnx", path, force)
     if polyphase_upsampling:
         from vitsq.models.polyphase import with_polyphase_upsampling
 
@@ -209,8 +216,19 @@ def export_onnx(synth_or_model: Any, path: str | Path, flavor: str | None = None
     flavor = flavor or default_flavor(config)
     if flavor not in FLAVORS:
         raise InputError(f"unknown ONNX flavor {flavor!r}: valid flavors are {', '.join(FLAVORS)}")
-    path = check_output_path(path, force)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_output(path, kind="file", suffixes=(".onnx",), force=force, what="ONNX output") as tmp:
+        _write_onnx(model, synth, tmp, flavor, opset=opset, name=name or getattr(synth, "name", "model"))
+    log.info("wrote %s", path)
+    return path
+
+
+def _write_onnx(model: nn.Module, synth: Any, path: Path, flavor: str, *, opset: int, name: str) -> None:
+    """``torch.onnx.export`` of :class:`TtsGraph` to ``path`` (written as is), then our metadata."""
+    import warnings
+
+    import onnx
+
+    config = model.config
     with_sid = flavor == "vosk" or config.n_speakers > 1
     graph = TtsGraph(model, with_sid).eval()
     args = example_inputs(config, with_sid)
@@ -225,23 +243,17 @@ def export_onnx(synth_or_model: Any, path: str | Path, flavor: str | None = None
     }
     if with_sid:
         dynamic_axes["sid"] = {0: "batch"}
-    log.info("exporting %s (%s flavor, opset %d) to %s", name or getattr(synth, "name", "model"), flavor, opset, path)
-    import warnings
-
+    log.info("exporting %s (%s flavor, opset %d)", name, flavor, opset)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # TracerWarnings about shape-to-int conversions are expected
         torch.onnx.export(graph, args, str(path), dynamo=False, opset_version=opset,
                           input_names=input_names, output_names=output_names, dynamic_axes=dynamic_axes,
                           do_constant_folding=True)
-    import onnx
-
     proto = onnx.load(str(path))
-    set_metadata(proto, build_metadata(
-        config, flavor, name=name or getattr(synth, "name", "model"),
-        weights=getattr(synth, "label", "trained"), quantization=None))
+    set_metadata(proto, build_metadata(config, flavor, name=name, weights=getattr(synth, "label", "trained"),
+                                       quantization=None))
     proto.producer_name = "vitsq"
     onnx.save(proto, str(path))
-    return path
 
 
 def _piper_json(synth: Any, config: "VitsConfig", quantization: dict | None = None) -> dict:
@@ -277,13 +289,27 @@ def export_piper_voice(synth: Any, path: str | Path, *, force: bool = False) -> 
         raise UnsupportedError(
             f"the Piper runtime cannot phonemize this model's front-end ({config.phoneme_type!r}); "
             "Piper voices use espeak or text phonemes: export it with --format vosk-dir or --format onnx")
+    check_export_output("piper", path, force)
+    return write_piper_voice(
+        path, lambda tmp: _write_onnx(model, synth, tmp, "piper", opset=OPSET, name=getattr(synth, "name", "model")),
+        _piper_json(synth, config), force=force)
+
+
+def write_piper_voice(path: str | Path, write_onnx: Any, voice_json: dict, *, force: bool = False) -> Path:
+    """Write ``<name>.onnx`` (``write_onnx(tmp_path)`` fills it) and ``<name>.onnx.json`` together.
+
+    Both are written to temporary siblings and moved into place only when both are complete, so an
+    interrupted export leaves the previous voice (both files) as it was.
+    """
     path = Path(path)
-    if path.suffix != ".onnx":
-        raise InputError(f"a Piper voice is written as <name>.onnx, got {path}")
     json_path = Path(str(path) + ".json")
-    check_output_path(json_path, force)
-    export_onnx(model if synth is None else synth, path, flavor="piper", force=force)
-    json_path.write_text(json.dumps(_piper_json(synth, config), indent=2, ensure_ascii=False), encoding="utf-8")
+    # the .onnx (inner block) is moved into place first, its config right after it
+    with atomic_output(json_path, kind="file", suffixes=(".onnx.json",), force=force,
+                       what="Piper voice config") as tmp_json, \
+            atomic_output(path, kind="file", suffixes=(".onnx",), force=force, what="Piper voice") as tmp_onnx:
+        write_onnx(tmp_onnx)
+        tmp_json.write_text(json.dumps(voice_json, indent=2, ensure_ascii=False), encoding="utf-8")
+    log.info("wrote %s and %s", path, json_path.name)
     return path
 
 
@@ -347,22 +373,19 @@ def export_vosk_dir(synth: Any, out_dir: str | Path, *, force: bool = False,
                                "was trained without them: export it with --format onnx")
     if config.sample_rate != 22050:
         raise UnsupportedError(f"the vosk-tts runtime writes 22050 Hz audio; this model is {config.sample_rate} Hz")
-    out = check_output_path(out_dir, force)
-    out.mkdir(parents=True)
-    try:
+    out = Path(out_dir)
+    with atomic_output(out, kind="dir", force=force, what="vosk-dir output folder") as tmp:
         if onnx_file is None:
-            export_onnx(synth, out / "model.onnx", flavor="vosk")
+            _write_onnx(model, synth, tmp / "model.onnx", "vosk", opset=OPSET, name=getattr(synth, "name", "model"))
         else:
-            shutil.copyfile(onnx_file, out / "model.onnx")
-        (out / "config.json").write_text(json.dumps(vosk_runtime_config(config, quantization), indent=2,
+            shutil.copyfile(onnx_file, tmp / "model.onnx")
+        (tmp / "config.json").write_text(json.dumps(vosk_runtime_config(config, quantization), indent=2,
                                                     ensure_ascii=False), encoding="utf-8")
-        dict_src = write_dictionary(synth, out / "dictionary")
-        write_manifest(out, "vosk-dir", config=config, files=["model.onnx", "config.json", "dictionary"],
+        dict_src = write_dictionary(synth, tmp / "dictionary")
+        write_manifest(tmp, "vosk-dir", config=config, files=["model.onnx", "config.json", "dictionary"],
                        source=source_info(synth) if synth is not None else {}, quantization=quantization,
                        flavor="vosk", dictionary_source=dict_src)
-    except BaseException:
-        shutil.rmtree(out, ignore_errors=True)
-        raise
+    log.info("wrote %s", out)
     return out
 
 

@@ -76,22 +76,28 @@ class QuantizedModel:
     def quantization(self) -> dict[str, Any]:
         return _quant_info(self.recipe, self.calibration, self.coverage, **self.extra)
 
-    def save(self, directory: str | Path) -> Path:
-        """Write the artifact folder (weights + ``vitsq.json``); returns the folder."""
+    def save(self, directory: str | Path, *, force: bool = False) -> Path:
+        """Write the artifact folder (weights + ``vitsq.json``); returns the folder.
+
+        The folder is written whole to a temporary sibling and moved into place; an existing
+        ``directory`` is refused unless ``force`` and it is a vitsq artifact, which is then
+        replaced whole (never merged with: no weights of one kind beside a manifest of another).
+        """
         from vitsq.manifest import write_manifest
+        from vitsq.outputs import atomic_output
 
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        if self.kind == EAGER_KIND:
-            torch.save(self.synth.model.state_dict(), directory / EAGER_FILE)
-            files = [EAGER_FILE]
-        else:
-            from vitsq.quantize.pt2e import save_stages
+        directory = Path(directory).expanduser()
+        with atomic_output(directory, kind="dir", force=force, what="artifact folder") as tmp:
+            if self.kind == EAGER_KIND:
+                torch.save(self.synth.model.state_dict(), tmp / EAGER_FILE)
+                files = [EAGER_FILE]
+            else:
+                from vitsq.quantize.pt2e import save_stages
 
-            files = save_stages(self.synth.model, directory)
-        write_manifest(directory, self.kind, config=self.synth.config, files=files, source=self.source,
-                       quantization=self.quantization,
-                       coverage=self.coverage.to_dict() if self.coverage is not None else None)
+                files = save_stages(self.synth.model, tmp)
+            write_manifest(tmp, self.kind, config=self.synth.config, files=files, source=self.source,
+                           quantization=self.quantization,
+                           coverage=self.coverage.to_dict() if self.coverage is not None else None)
         self.synth.artifact_paths = [directory / f for f in files]
         log.info("wrote %s (%s, %.2f MB)", directory, self.kind, self.synth.size_bytes() / 1e6)
         return directory

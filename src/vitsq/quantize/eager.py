@@ -86,10 +86,15 @@ def layer_groups(model: nn.Module) -> dict[str, list[str]]:
 
 
 def resolve_keep_float(model: nn.Module, entries: Iterable[str]) -> set[str]:
-    """Layer names for ``keep_float`` entries: group names, layer names, or module prefixes."""
+    """Layer names for ``keep_float`` entries: group names, layer names, or module prefixes.
+
+    Every entry must name at least one quantizable layer; the unknown ones are reported together
+    (:class:`InputError`), with the valid groups and module prefixes of ``model``.
+    """
     layers = candidate_layers(model)
     groups = layer_groups(model)
     out: set[str] = set()
+    unknown = []
     for entry in entries:
         entry = entry.strip()
         if not entry:
@@ -99,10 +104,24 @@ def resolve_keep_float(model: nn.Module, entries: Iterable[str]) -> set[str]:
             continue
         hit = [n for n in layers if n == entry or n.startswith(entry + ".")]
         if not hit:
-            raise InputError(f"--keep-float {entry!r} matches no quantizable layer: use a group "
-                             f"({', '.join(groups)}), a layer name (e.g. {next(iter(layers))}) or a module prefix")
+            unknown.append(entry)
         out.update(hit)
+    if unknown:
+        raise InputError(f"--keep-float: unknown layer name{'s' if len(unknown) > 1 else ''} "
+                         f"{', '.join(repr(u) for u in unknown)} (no quantizable layer of this model); valid are "
+                         f"the groups {', '.join(groups)}, the module prefixes {', '.join(keep_float_prefixes(model))}, "
+                         f"any layer name under them (e.g. {next(iter(layers), '-')}), or the keywords "
+                         f"preset, none, auto")
     return out
+
+
+def keep_float_prefixes(model: nn.Module) -> list[str]:
+    """The module prefixes (two levels deep) that hold quantizable layers, in module order."""
+    seen: dict[str, None] = {}
+    for name in candidate_layers(model):
+        parts = name.split(".")
+        seen.setdefault(".".join(parts[:2]) if len(parts) > 2 else name, None)
+    return list(seen)
 
 
 # ============================================================================ qconfig

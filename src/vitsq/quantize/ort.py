@@ -218,6 +218,12 @@ def quantize_onnx_file(fp32_path: Path, out_path: Path, recipe: Any, calibration
     proto = onnx.load(str(fp32_path))
     names = [n.name for n in proto.graph.node]
     keep_float = tuple(recipe.keep_float) if hasattr(recipe, "keep_float") else ()
+    unknown = [k for k in keep_float if not any(n.startswith(k) for n in names)]
+    if unknown:
+        scopes = sorted({"/".join(n.split("/")[:3]) + "/" for n in names if n.count("/") >= 3})
+        raise InputError(f"keep-float {', '.join(repr(k) for k in unknown)} names no node of the exported graph; "
+                         f"valid are node-name prefixes such as {', '.join(scopes[:12])}"
+                         + (f" ({len(scopes)} module scopes in all)" if len(scopes) > 12 else ""))
     facts: dict[str, Any] = {}
     if isinstance(recipe, OrtDynamicRecipe):
         quantize_dynamic(str(fp32_path), str(out_path), weight_type=QuantType.QInt8,
@@ -262,13 +268,12 @@ def quantize_ort(synth: Any, recipe: Any, out_dir: str | Path, calibration: Any 
 
     ``calibration``: a :class:`~vitsq.quantize.calibration.Calibration` (default: ``calib``
     sentences of the shipped calibration split, seeded spread of speakers, model scales).
-    The folder holds ``model.onnx`` and ``vitsq.json`` (kind ``onnx``). Returns the folder.
+    The folder holds ``model.onnx`` and ``vitsq.json`` (kind ``onnx``); it is written whole to a
+    temporary sibling and moved into place (``force`` replaces a vitsq artifact there, nothing
+    else). Returns the folder.
     """
-    import onnx
-
-    from vitsq.export.onnx import (build_metadata, check_output_path, default_flavor,
-                                   export_onnx, set_metadata)
-    from vitsq.manifest import source_info, write_manifest
+    from vitsq.export.onnx import default_flavor
+    from vitsq.outputs import atomic_output, check_output
 
     if isinstance(recipe, str):
         from vitsq.quantize.recipes import recipe_class
@@ -276,80 +281,98 @@ def quantize_ort(synth: Any, recipe: Any, out_dir: str | Path, calibration: Any 
         recipe = recipe_class(recipe)()
     if not isinstance(recipe, (OrtStaticRecipe, OrtDynamicRecipe)):
         raise UnsupportedError(f"quantize_ort takes ort-static or ort-dynamic recipes, not {getattr(recipe, 'name', recipe)!r}")
-    config = synth.config
-    flavor = flavor or default_flavor(config)
+    out = check_output(out_dir, kind="dir", force=force, what="artifact folder")  # before calibrating
+    check_keep_float_scope(synth, recipe)
+    flavor = flavor or default_flavor(synth.config)
     if isinstance(recipe, OrtStaticRecipe) and calibration is None:
         from vitsq.quantize.calibration import make_calibration
 
         calibration = make_calibration(synth, n=calib, recipe=recipe)
-    out = check_output_path(out_dir, force)
-    with tempfile.TemporaryDirectory(prefix="vitsq-export-") as tmp:
-        fp32 = export_onnx(synth, Path(tmp) / "fp32.onnx", flavor=flavor,
-                           polyphase_upsampling=bool(getattr(recipe, "polyphase_upsampling", False)))
-        fp32_bytes = fp32.stat().st_size
-        out.mkdir(parents=True)
-        try:
-            with_sid = flavor == "vosk" or config.n_speakers > 1
-            log.info("quantizing %s with %s", synth.name, recipe.name)
-            facts = quantize_onnx_file(fp32, out / MODEL_FILE, recipe, calibration, with_sid=with_sid)
-            quant = {"recipe": recipe.to_dict(), "fp32_onnx_bytes": fp32_bytes, **facts}
-            if calibration is not None:
-                quant["calibration"] = calibration.to_dict()
-            proto = onnx.load(str(out / MODEL_FILE))
-            set_metadata(proto, build_metadata(config, flavor, name=synth.name,
-                                               weights=getattr(synth, "label", "trained"), quantization=quant))
-            onnx.save(proto, str(out / MODEL_FILE))
-            write_manifest(out, KIND, config=config, files=[MODEL_FILE], source=source_info(synth),
-                           quantization=quant, flavor=flavor, model_file=MODEL_FILE)
-        except BaseException:
-            shutil.rmtree(out, ignore_errors=True)
-            raise
+    with tempfile.TemporaryDirectory(prefix="vitsq-export-") as scratch, \
+            atomic_output(out, kind="dir", force=force, what="artifact folder") as tmp:
+        _write_ort_artifact(synth, recipe, calibration, flavor, Path(scratch), tmp)
+    log.info("wrote %s", out)
     return out
+
+
+def _write_ort_artifact(synth: Any, recipe: Any, calibration: Any, flavor: str, scratch: Path, out: Path) -> None:
+    """FP32 export into ``scratch``, quantized ``model.onnx`` + ``vitsq.json`` into ``out``."""
+    import onnx
+
+    from vitsq.export.onnx import build_metadata, export_onnx, set_metadata
+    from vitsq.manifest import source_info, write_manifest
+
+    config = synth.config
+    fp32 = export_onnx(synth, scratch / "fp32.onnx", flavor=flavor,
+                       polyphase_upsampling=bool(getattr(recipe, "polyphase_upsampling", False)))
+    fp32_bytes = fp32.stat().st_size
+    with_sid = flavor == "vosk" or config.n_speakers > 1
+    log.info("quantizing %s with %s", synth.name, recipe.name)
+    facts = quantize_onnx_file(fp32, out / MODEL_FILE, recipe, calibration, with_sid=with_sid)
+    quant = {"recipe": recipe.to_dict(), "fp32_onnx_bytes": fp32_bytes, **facts}
+    if calibration is not None:
+        quant["calibration"] = calibration.to_dict()
+    proto = onnx.load(str(out / MODEL_FILE))
+    set_metadata(proto, build_metadata(config, flavor, name=synth.name,
+                                       weights=getattr(synth, "label", "trained"), quantization=quant))
+    onnx.save(proto, str(out / MODEL_FILE))
+    write_manifest(out, KIND, config=config, files=[MODEL_FILE], source=source_info(synth),
+                   quantization=quant, flavor=flavor, model_file=MODEL_FILE)
+
+
+def check_keep_float_scope(synth: Any, recipe: Any) -> None:
+    """``ort-static`` keep-float entries are ONNX node-name prefixes under the model's top-level
+    modules (``/dec/conv_post/``); refuse any other before the slow work. Whether each one names
+    nodes of the exported graph is checked once the graph exists (:func:`quantize_onnx_file`)."""
+    keep = tuple(getattr(recipe, "keep_float", ()) or ())
+    if not keep:
+        return
+    model = getattr(synth, "model", synth)
+    tops = [n for n, _ in model.named_children()] if hasattr(model, "named_children") else []
+    bad = [k for k in keep if not k.startswith("/") or (tops and k.strip("/").split("/")[0] not in tops)]
+    if bad:
+        raise InputError(f"ort-static --keep-float {', '.join(repr(b) for b in bad)}: not an ONNX node-name prefix "
+                         f"of this model; valid prefixes start with one of "
+                         f"{', '.join('/' + t + '/' for t in tops)} (e.g. /dec/conv_post/, /dec/ups.0/)")
 
 
 def export_quantized(synth: Any, fmt: str, out: str | Path, recipe: Any, *, force: bool = False,
                      calib: int | None = None, calibrate_method: str | None = None) -> Path:
     """``vitsq export --format onnx|piper|vosk-dir --recipe ort-static|ort-dynamic``."""
     from vitsq.export import onnx as ox
+    from vitsq.outputs import atomic_output
     from vitsq.quantize.recipes import best_for, recipe_class
 
-    if isinstance(recipe, str):
-        # by name: the measured preset for this model (as `--recipe pt2e` for ExecuTorch)
-        recipe = best_for(synth, recipe) if recipe == "ort-static" else recipe_class(recipe)()
-    if calibrate_method:
-        if not isinstance(recipe, OrtStaticRecipe):
-            raise InputError("--calibrate-method applies to the ort-static recipe only")
-        recipe = recipe.replace(calibrate_method=calibrate_method)
-    out = Path(out)
-    if (out.exists() or out.is_symlink()) and not force:
-        raise InputError(f"output {out} already exists: choose another path or pass --force to overwrite it")
+    if fmt not in ox.FORMATS:
+        raise InputError(f"unknown format {fmt!r} for an ONNX Runtime recipe: valid are {', '.join(ox.FORMATS)}")
+    out = ox.check_export_output(fmt, out, force)  # before calibrating and exporting
     if fmt == "piper" and synth.config.phoneme_type not in ("espeak", "text"):
         raise UnsupportedError(f"the Piper runtime cannot phonemize this model's front-end ({synth.config.phoneme_type!r}); "
                                "export it with --format vosk-dir or --format onnx")
     if fmt == "vosk-dir" and synth.config.phoneme_type != "vosk_ru":
         raise UnsupportedError(f"the vosk-tts runtime phonemizes Russian text (vosk_ru front-end); this model uses "
                                f"{synth.config.phoneme_type!r}: export it with --format piper or --format onnx")
+    if isinstance(recipe, str):
+        # by name: the measured preset for this model (as `--recipe pt2e` for ExecuTorch)
+        recipe = best_for(synth, recipe) if recipe == "ort-static" else recipe_class(recipe)()
+    if calibrate_method:
+        if not isinstance(recipe, OrtStaticRecipe):
+            raise InputError(f"--calibrate-method applies to the ort-static recipe only, not {recipe.name!r}")
+        recipe = recipe.replace(calibrate_method=calibrate_method)
+    if calib is not None and not isinstance(recipe, OrtStaticRecipe):
+        raise InputError(f"--calib applies to the ort-static recipe only (it calibrates activations), not {recipe.name!r}")
     flavor = {"piper": "piper", "vosk-dir": "vosk"}.get(fmt)
-    with tempfile.TemporaryDirectory(prefix="vitsq-q-") as tmp:
-        art = quantize_ort(synth, recipe, Path(tmp) / "art", flavor=flavor, calib=calib)
+    with tempfile.TemporaryDirectory(prefix="vitsq-q-") as scratch:
+        art = quantize_ort(synth, recipe, Path(scratch) / "art", flavor=flavor, calib=calib)
         quant = json.loads((art / "vitsq.json").read_text(encoding="utf-8"))["quantization"]
         if fmt == "onnx":
-            ox.check_output_path(out, force)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(art / MODEL_FILE, out)
+            with atomic_output(out, kind="file", suffixes=(".onnx",), force=force, what="ONNX output") as tmp:
+                shutil.copyfile(art / MODEL_FILE, tmp)
             return out
         if fmt == "piper":
-            json_path = Path(str(out) + ".json")
-            ox.check_output_path(json_path, force)
-            ox.check_output_path(out, force)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(art / MODEL_FILE, out)
-            json_path.write_text(json.dumps(ox._piper_json(synth, synth.config, quant), indent=2, ensure_ascii=False),
-                                 encoding="utf-8")
-            return out
-        if fmt == "vosk-dir":
-            return ox.export_vosk_dir(synth, out, force=force, onnx_file=art / MODEL_FILE, quantization=quant)
-    raise InputError(f"unknown format {fmt!r} for an ONNX Runtime recipe: valid are onnx, piper, vosk-dir")
+            return ox.write_piper_voice(out, lambda tmp: shutil.copyfile(art / MODEL_FILE, tmp),
+                                        ox._piper_json(synth, synth.config, quant), force=force)
+        return ox.export_vosk_dir(synth, out, force=force, onnx_file=art / MODEL_FILE, quantization=quant)
 
 
 def op_type_census(path: str | Path, prefixes: Iterable[str] = ("/enc_p/", "/dp/", "/flow/", "/dec/")) -> dict:
