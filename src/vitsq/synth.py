@@ -1,28 +1,45 @@
-"""The Synthesizer interface, the `Audio` result, and `vitsq.load`.
+"""The Synthesizer interface, the `Audio` result, :class:`SynthesisConfig`, and `vitsq.load`.
 
 Every backend (PyTorch FP32/INT8, ONNX Runtime, ExecuTorch) is reached through the same
 :class:`Synthesizer` protocol so that evaluation, benchmarks and the web app never care which
-one they hold.
+one they hold. The knobs of one synthesis call (speaker, noise and length scales, seed) travel
+together in a :class:`SynthesisConfig`, validated once when it is built.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import numbers
+import re
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
-from vitsq.errors import InputError
+from vitsq import limits
+from vitsq.errors import InputError, ModelLoadError, UnsupportedError
 
 if TYPE_CHECKING:
     from vitsq.models.config import VitsConfig
 
 log = logging.getLogger(__name__)
 
+#: The concrete backends a model can run on.
 BACKENDS = ("torch", "onnx", "executorch")
+#: ``vitsq.load``'s default: the model's own backend (see :func:`load`).
+AUTO = "auto"
+BACKEND_CHOICES = (AUTO, *BACKENDS)
+
+#: Largest ``noise_scale`` / ``noise_w`` accepted. Noise costs no time, so this is a sanity range
+#: (typical values are below 1.5), not a bound on work like those in :mod:`vitsq.limits`.
+MAX_NOISE_SCALE = 100.0
+#: Seeds are unsigned 64-bit integers (what ``torch.Generator.manual_seed`` takes).
+MAX_SEED = 2**64 - 1
+#: The knobs of :class:`SynthesisConfig`, in order.
+KNOBS = ("speaker", "noise_scale", "length_scale", "noise_w", "seed")
 
 
 @dataclass
@@ -52,92 +69,175 @@ class Audio:
         return self.num_tokens / self.model_seconds if self.model_seconds > 0 else 0.0
 
     def to_int16(self) -> np.ndarray:
+        """Samples as 16-bit PCM (clipped to [-1, 1] first)."""
         return (np.clip(self.samples, -1.0, 1.0) * 32767.0).astype(np.int16)
 
-    def write(self, path: str | Path) -> Path:
-        """Write a 16-bit PCM wav file."""
+    def write(self, path: str | Path, *, force: bool = False) -> Path:
+        """Write a 16-bit PCM ``.wav`` file atomically (see :mod:`vitsq.outputs`).
+
+        An existing file is replaced only with ``force`` (and only a ``.wav`` file); an
+        interrupted write leaves the old file, if any, untouched. Returns the path written.
+        """
         import soundfile as sf
 
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        sf.write(str(path), self.to_int16(), self.sample_rate, subtype="PCM_16")
-        return path
+        from vitsq.outputs import atomic_output
+
+        with atomic_output(path, kind="file", suffixes=(".wav",), force=force, what="audio output") as tmp:
+            sf.write(str(tmp), self.to_int16(), self.sample_rate, subtype="PCM_16", format="WAV")
+        return Path(path).expanduser()
 
 
-@runtime_checkable
-class Synthesizer(Protocol):
-    """What every loaded model offers, whatever its backend."""
-
-    name: str  # human-readable model id, e.g. "en_US-joe-medium"
-    backend: str  # one of BACKENDS
-    sample_rate: int
-    num_speakers: int
-    language: str  # "en", "ru", ...
-    config: "VitsConfig"
-
-    def text_to_ids(self, text: str) -> list[list[int]]:
-        """Front-end: one list of symbol ids per sentence."""
-
-    def synthesize(
-        self,
-        text: str,
-        speaker: int | None = None,
-        noise_scale: float | None = None,
-        length_scale: float | None = None,
-        noise_w: float | None = None,
-        seed: int = 0,
-    ) -> Audio: ...
-
-    def synthesize_batch(
-        self,
-        texts: Sequence[str],
-        speaker: int | Sequence[int] | None = None,
-        noise_scale: float | None = None,
-        length_scale: float | None = None,
-        noise_w: float | None = None,
-        seed: int = 0,
-    ) -> list[Audio]: ...
-
-    def synthesize_ids(
-        self,
-        ids: Sequence[int],
-        speaker: int | None = None,
-        noise_scale: float | None = None,
-        length_scale: float | None = None,
-        noise_w: float | None = None,
-        seed: int = 0,
-    ) -> Audio: ...
-
-    def size_bytes(self) -> int:
-        """Bytes of the inference artifact (file(s) on disk or serialized weights)."""
-
-    def describe(self) -> dict[str, Any]:
-        """Self-description: model id, backend, config summary, quantization recipe."""
+# =========================================================================== validation
+def _check_int(name: str, value: object, hi: int | None, valid: str, lo: int | None = 0) -> int | None:
+    """None, or an integer (bool refused) in ``lo..hi`` (None: unbounded); InputError naming
+    ``valid`` otherwise."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise InputError(f"{name}={value!r} is not valid: use {valid}")
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        raise InputError(f"{name}={value} is out of range: use {valid}")
+    return int(value)
 
 
-def check_speaker(speaker: int | None, num_speakers: int) -> int:
+def _check_real(name: str, value: object, hi: float, allow_zero: bool) -> float | None:
+    """None, or a finite real number (bool/str refused) in [0, hi] (or (0, hi])."""
+    if value is None:
+        return None
+    valid = f"a finite number {'>=' if allow_zero else '>'} 0 and <= {hi:g}"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise InputError(f"{name}={value!r} is not valid: use {valid}")
+    v = float(value)
+    if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero) or v > hi:
+        raise InputError(f"{name}={v!r} is out of range: use {valid}")
+    return v
+
+
+@dataclass(frozen=True)
+class SynthesisConfig:
+    """The knobs of one synthesis call, validated once here (:class:`~vitsq.errors.InputError`
+    naming the field, the value and the valid range).
+
+    ``None`` means the model's default (its config's ``noise_scale``/``length_scale``/``noise_w``,
+    speaker 0). Ranges: ``speaker`` an integer (checked against the model's speakers when the
+    config is used); ``noise_scale`` and ``noise_w`` finite numbers in [0, :data:`MAX_NOISE_SCALE`];
+    ``length_scale`` in (0, :data:`vitsq.limits.MAX_LENGTH_SCALE`]; ``seed`` an integer in
+    0..2**64-1, or ``None`` for the backend's default (0 on the seedable backends; backends whose
+    noise cannot be seeded refuse an explicit seed while any noise is on, see
+    :attr:`BaseSynthesizer.seedable`).
+    """
+
+    speaker: int | None = None
+    noise_scale: float | None = None
+    length_scale: float | None = None
+    noise_w: float | None = None
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        # the speaker's range is the model's: checked by check_speaker when the config is used
+        valid_speaker = "an integer speaker id (for one speaker per item of a batch, pass speakers=[...])"
+        checked = {
+            "speaker": _check_int("speaker", self.speaker, None, valid_speaker, lo=None),
+            "noise_scale": _check_real("noise_scale", self.noise_scale, MAX_NOISE_SCALE, True),
+            "length_scale": _check_real("length_scale", self.length_scale, limits.MAX_LENGTH_SCALE, False),
+            "noise_w": _check_real("noise_w", self.noise_w, MAX_NOISE_SCALE, True),
+            "seed": _check_int("seed", self.seed, MAX_SEED, f"an integer in 0..{MAX_SEED} (2**64-1)"),
+        }
+        for name, value in checked.items():  # normalized: numpy scalars become int/float
+            object.__setattr__(self, name, value)
+
+    @classmethod
+    def build(cls, config: "SynthesisConfig | None" = None, **knobs: Any) -> "SynthesisConfig":
+        """``config`` with the knobs given as keywords (those not None) overriding its fields.
+
+        An unknown knob is an InputError listing the valid names.
+        """
+        if config is not None and not isinstance(config, SynthesisConfig):
+            raise InputError(f"config must be a SynthesisConfig or None, got {type(config).__name__} "
+                             f"{config!r} (pass knobs by keyword: {', '.join(KNOBS)})")
+        unknown = sorted(set(knobs) - set(KNOBS))
+        if unknown:
+            raise InputError(f"unknown synthesis option {unknown[0]!r}: valid options are {', '.join(KNOBS)}")
+        given = {k: v for k, v in knobs.items() if v is not None}
+        base = config if config is not None else cls()
+        return replace(base, **given) if given else base
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields as a plain dict (None = model/backend default)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+def check_speaker(speaker: object, num_speakers: int) -> int:
     """Validate a speaker id against the model; single-speaker models take None or 0."""
+    spk = _check_int("speaker", speaker, None, "an integer speaker id", lo=None)
     if num_speakers <= 1:
-        if speaker not in (None, 0):
+        if spk not in (None, 0):
             raise InputError(
                 f"speaker {speaker!r} given, but this model has a single speaker (use no speaker or 0)"
             )
         return 0
-    if speaker is None:
+    if spk is None:
         return 0
-    if isinstance(speaker, bool) or not isinstance(speaker, (int, np.integer)):
-        raise InputError(f"speaker must be an integer in 0..{num_speakers - 1}, got {speaker!r}")
-    if not 0 <= int(speaker) < num_speakers:
-        raise InputError(f"speaker {speaker} out of range: this model has speakers 0..{num_speakers - 1}")
-    return int(speaker)
+    if not 0 <= spk < num_speakers:
+        raise InputError(f"speaker {spk} out of range: this model has speakers 0..{num_speakers - 1}")
+    return spk
 
 
-def check_scale(name: str, value: float, allow_zero: bool = True) -> float:
-    value = float(value)
-    if not np.isfinite(value) or value < 0 or (value == 0 and not allow_zero) or value > 100:
-        valid = "a finite number >= 0" if allow_zero else "a finite number > 0"
-        raise InputError(f"{name}={value} is not valid: use {valid} (and <= 100)")
-    return value
+def check_scale(name: str, value: object, allow_zero: bool = True) -> float:
+    """Validate one scale as :class:`SynthesisConfig` does (``noise_scale``, ``length_scale``,
+    ``noise_w``); ``allow_zero=False`` also refuses 0."""
+    scales = ("noise_scale", "length_scale", "noise_w")
+    if name not in scales:
+        raise InputError(f"unknown scale {name!r}: valid scales are {', '.join(scales)}")
+    if value is None:
+        raise InputError(f"{name} is missing: give a number")
+    v = getattr(SynthesisConfig(**{name: value}), name)
+    if v == 0 and not allow_zero:
+        raise InputError(f"{name}=0.0 is out of range: use a finite number > 0")
+    return v
+
+
+def check_threads(threads: object) -> int | None:
+    """None (the backend's default) or an integer >= 1."""
+    return _check_int("threads", threads, None, "an integer >= 1 (or None for the backend's default)", lo=1)
+
+
+def resolve_device(device: object) -> str:
+    """``cpu``, ``cuda`` or ``cuda:N`` (when this machine has that GPU); InputError naming the
+    valid devices otherwise."""
+    name = str(device).strip().lower() if isinstance(device, str) else str(device)
+    if name == "cpu":
+        return "cpu"
+    import torch
+
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    valid = ["cpu"] + (["cuda"] + [f"cuda:{i}" for i in range(n)] if n else [])
+    if name in valid:
+        return name
+    note = "" if n else " (no CUDA GPU is available on this machine)"
+    raise InputError(f"device {device!r} is not valid: use {', '.join(valid)}{note}")
+
+
+# control characters other than newline, tab and carriage return, and lone surrogates
+_BAD_CHAR = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def validate_text(text: object, max_chars: int = limits.MAX_TEXT_CHARS) -> str:
+    """Refuse a non-string, empty, over-long text, or one with control characters (other than
+    newline, tab, carriage return) or lone surrogates; return it unchanged."""
+    if not isinstance(text, str):
+        raise InputError(f"text must be a string, got {type(text).__name__}")
+    if not text.strip():
+        raise InputError("text is empty (or only whitespace): give at least one word")
+    if len(text) > max_chars:
+        raise InputError(f"text has {len(text)} characters; the limit is {max_chars} (split it into several calls)")
+    bad = _BAD_CHAR.search(text)
+    if bad:
+        code = ord(bad.group())
+        what = "a lone surrogate (not valid Unicode text)" if 0xD800 <= code <= 0xDFFF else "a control character"
+        raise InputError(f"text has {what} U+{code:04X} at position {bad.start()}: remove it "
+                         "(newline, tab and carriage return are the only control characters allowed)")
+    return text
 
 
 class Timer:
@@ -152,50 +252,93 @@ class Timer:
         self.seconds = time.perf_counter() - self.start
 
 
-def load(spec: str | Path, backend: str = "torch", device: str = "cpu", **kwargs: Any) -> Synthesizer:
-    """Load a model by name or path behind the Synthesizer interface.
+@runtime_checkable
+class Synthesizer(Protocol):
+    """What every loaded model offers, whatever its backend."""
 
-    ``spec`` may be: ``"joe"`` (the embedded Piper voice), ``"vosk-ru-multi"`` (untrained preset),
-    a Piper ``.onnx`` (with ``.onnx.json`` beside it), a Vosk ``G_*.pth`` (config beside it or
-    ``config=``), a Vosk model folder, or a vitsq artifact folder (with ``vitsq.json``).
-    ``backend`` is one of ``torch``, ``onnx``, ``executorch``.
+    name: str  # human-readable model id, e.g. "en_US-joe-medium"
+    backend: str  # one of BACKENDS
+    sample_rate: int
+    num_speakers: int
+    language: str  # "en", "ru", ...
+    config: "VitsConfig"
+    seedable: bool  # whether ``seed`` decides the noise (False: noise drawn unseeded, e.g. in ONNX Runtime)
+
+    def text_to_ids(self, text: str) -> list[list[int]]:
+        """Front-end: one list of symbol ids per sentence."""
+
+    def synthesize(self, text: str, config: SynthesisConfig | None = None, **knobs: Any) -> Audio:
+        """Text -> one Audio (``knobs``: the fields of :class:`SynthesisConfig`, overriding ``config``)."""
+
+    def synthesize_batch(self, texts: Sequence[str], config: SynthesisConfig | None = None, *,
+                         speakers: Sequence[int] | None = None, **knobs: Any) -> list[Audio]:
+        """Several texts; item i equals ``synthesize(texts[i])``; ``speakers``: one per text."""
+
+    def synthesize_ids(self, ids: Sequence[int], config: SynthesisConfig | None = None, **knobs: Any) -> Audio:
+        """Symbol ids of one sentence -> Audio, bypassing the front-end."""
+
+    def size_bytes(self) -> int:
+        """Bytes of the inference artifact (file(s) on disk or serialized weights)."""
+
+    def describe(self) -> dict[str, Any]:
+        """Self-description: model id, backend, config summary, quantization recipe, threads."""
+
+
+def load(spec: str | Path, backend: str = AUTO, device: str = "cpu", *, threads: int | None = None,
+         config_path: str | Path | None = None, engine: str | None = None) -> Synthesizer:
+    """Load a model by name or path behind the :class:`Synthesizer` interface.
+
+    ``spec``: a name from :func:`vitsq.models` (``"joe"``, ``"vosk-ru-multi"``), a Piper ``.onnx``
+    voice (``.onnx.json`` beside it, or ``config_path``), an ONNX file exported by vitsq, a Vosk
+    ``G_*.pth`` checkpoint (``config.json`` beside it, or ``config_path``), a Vosk model folder
+    (``model.onnx`` + ``config.json``), or a vitsq artifact folder (with ``vitsq.json``).
+
+    ``backend``: ``"auto"`` (default) runs the model on its own backend: an artifact on the one its
+    ``vitsq.json`` kind names (``onnx``/``vosk-dir`` -> onnx, ``executorch`` -> executorch,
+    ``torch-eager``/``torch-pt2e`` -> torch), a Vosk model folder or a vitsq ONNX file on onnx, and
+    checkpoints, Piper voices and named models on torch. ``"torch"``, ``"onnx"`` or
+    ``"executorch"`` ask for one; a model that cannot run there is an UnsupportedError naming the
+    backends it can run on.
+
+    ``device``: ``cpu``, ``cuda`` or ``cuda:N`` (torch backend, when this machine has the GPU).
+    ``threads``: intra-op threads. On the torch backend this calls ``torch.set_num_threads``,
+    which is process-wide (every torch model in the process then uses it); ONNX Runtime sizes
+    this model's session; ExecuTorch resizes its process-wide thread pool. ``None`` keeps each
+    runtime's default. ``config_path``: the config of a checkpoint or Piper voice that does not
+    sit beside it. ``engine``: for ``torch-eager`` INT8 artifacts, the quantized engine they must
+    have been packed for (a mismatch is refused).
     """
     from vitsq.registry import load_synthesizer
 
-    if backend not in BACKENDS:
-        raise InputError(f"unknown backend {backend!r}: valid backends are {', '.join(BACKENDS)}")
-    return load_synthesizer(str(spec), backend=backend, device=device, **kwargs)
+    return load_synthesizer(spec, backend=backend, device=device, threads=threads,
+                            config_path=config_path, engine=engine)
 
 
 # =========================================================================== backends
-MAX_TEXT_CHARS = 20_000
-
-
-def validate_text(text: object, max_chars: int = MAX_TEXT_CHARS) -> str:
-    if not isinstance(text, str):
-        raise InputError(f"text must be a string, got {type(text).__name__}")
-    if not text.strip():
-        raise InputError("text is empty (or only whitespace): give at least one word")
-    if len(text) > max_chars:
-        raise InputError(f"text has {len(text)} characters; the limit is {max_chars} (split it into several calls)")
-    return text
+def _sentence_seed(seed: int, k: int) -> int:
+    return (seed + k) % (MAX_SEED + 1)
 
 
 class BaseSynthesizer:
     """Shared text handling, validation, sentence joining and timing; backends implement ``_run``.
 
-    Sentence ``k`` of a text is synthesized with noise seed ``seed + k``, both in ``synthesize``
-    and in ``synthesize_batch``, so a batched item equals its unbatched synthesis.
+    Sentence ``k`` of a text is synthesized with noise seed ``seed + k`` (mod 2**64), both in
+    ``synthesize`` and in ``synthesize_batch``, so a batched item equals its unbatched synthesis.
     """
 
     backend = "base"
+    #: Whether ``seed`` decides the noise. Backends that draw noise where vitsq cannot seed it
+    #: refuse an explicit seed while any noise scale is > 0 (:meth:`resolve`).
+    seedable = True
+    #: Why a backend is not seedable (part of the refusal message).
+    unseeded_reason = ""
     #: How a batch call runs: ``"padded"`` (one padded, masked batch through the backend) or
     #: ``"items"`` (each item alone, as a CPU server answering a batch would; no padding cost).
     #: Same audio either way. Backends that cannot pad (ExecuTorch, ONNX graphs without
     #: ``output_lengths``) run items regardless.
     batching = "padded"
 
-    def __init__(self, name: str, config: "VitsConfig", frontend: Any, *, label: str = "trained",
+    def __init__(self, name: str, config: "VitsConfig", frontend: Any, *, label: str = "unknown",
                  artifact_paths: Sequence[Path] = (), quantization: dict | None = None,
                  extra_info: dict | None = None) -> None:
         self.name = name
@@ -204,18 +347,24 @@ class BaseSynthesizer:
         self.sample_rate = config.sample_rate
         self.num_speakers = config.n_speakers
         self.language = config.language
-        self.label = label  # "trained" or "untrained (random weights)"
+        self.label = label  # "trained", "untrained (random weights)", or "unknown"
         self.artifact_paths = [Path(p) for p in artifact_paths]
         self.quantization = quantization
         self.extra_info = dict(extra_info or {})
 
     # ------------------------------------------------------------------ front-end
     def text_to_ids(self, text: str) -> list[list[int]]:
+        """Front-end: one list of symbol ids per sentence."""
         if self.frontend is None:
             raise InputError(f"model {self.name} has no text front-end: use synthesize_ids")
         return self.frontend.text_to_ids(validate_text(text))
 
     def _check_ids(self, ids: Sequence[int]) -> list[int]:
+        if isinstance(ids, (str, bytes)) or not isinstance(ids, (Sequence, np.ndarray)):
+            raise InputError(f"ids must be a sequence of integer symbol ids, got {type(ids).__name__}")
+        wrong = [i for i in ids if isinstance(i, bool) or not isinstance(i, numbers.Integral)]
+        if wrong:
+            raise InputError(f"symbol ids must be integers in 0..{self.config.n_vocab - 1}, got {wrong[0]!r}")
         ids = [int(i) for i in ids]
         if not ids:
             raise InputError("ids are empty: give at least one symbol id")
@@ -224,36 +373,72 @@ class BaseSynthesizer:
             raise InputError(f"symbol ids {bad[:5]} are outside the vocabulary 0..{self.config.n_vocab - 1}")
         return ids
 
-    def _scales(self, noise_scale, length_scale, noise_w) -> tuple[float, float, float]:
+    # ------------------------------------------------------------------ settings
+    def resolve(self, config: SynthesisConfig | None = None, **knobs: Any) -> SynthesisConfig:
+        """The call's settings with every field filled: knobs over ``config`` over the model's
+        defaults (speaker 0, seed 0). Refuses a speaker this model lacks, and an explicit seed
+        on a backend that cannot honour it while noise is on."""
+        cfg = SynthesisConfig.build(config, **knobs)
         c = self.config
-        return (
-            check_scale("noise_scale", c.noise_scale if noise_scale is None else noise_scale),
-            check_scale("length_scale", c.length_scale if length_scale is None else length_scale, allow_zero=False),
-            check_scale("noise_w", c.noise_w if noise_w is None else noise_w),
+        full = replace(
+            cfg,
+            speaker=check_speaker(cfg.speaker, self.num_speakers),
+            noise_scale=c.noise_scale if cfg.noise_scale is None else cfg.noise_scale,
+            length_scale=c.length_scale if cfg.length_scale is None else cfg.length_scale,
+            noise_w=c.noise_w if cfg.noise_w is None else cfg.noise_w,
+            seed=0 if cfg.seed is None else cfg.seed,
         )
+        if cfg.seed is not None and not self.seedable and (full.noise_scale > 0 or full.noise_w > 0):
+            raise UnsupportedError(
+                f"{self.name} ({self.backend} backend) cannot honour seed={cfg.seed}: {self.unseeded_reason}. "
+                f"Give no seed, or set noise_scale=0 and noise_w=0 (deterministic), or load the model on "
+                f"the torch backend for seeded noise")
+        return full
+
+    @staticmethod
+    def _scales(cfg: SynthesisConfig) -> tuple[float, float, float]:
+        return cfg.noise_scale, cfg.length_scale, cfg.noise_w
+
+    def _speakers(self, speakers: object, default: int, n: int) -> list[int]:
+        """Per-item speakers: ``speakers`` (an int, or one per item) or ``default`` for all."""
+        if speakers is None:
+            return [default] * n
+        if isinstance(speakers, (numbers.Integral, np.integer)) and not isinstance(speakers, bool):
+            return [check_speaker(speakers, self.num_speakers)] * n
+        if isinstance(speakers, (str, bytes)) or not isinstance(speakers, (Sequence, np.ndarray)):
+            raise InputError(f"speakers must be a list with one speaker id per item, got {type(speakers).__name__}")
+        speakers = list(speakers)
+        if len(speakers) != n:
+            raise InputError(f"got {len(speakers)} speakers for {n} items: give one speaker per item")
+        return [check_speaker(s, self.num_speakers) for s in speakers]
 
     # ------------------------------------------------------------------ public API
-    def synthesize(self, text: str, speaker: int | None = None, noise_scale: float | None = None,
-                   length_scale: float | None = None, noise_w: float | None = None, seed: int = 0) -> Audio:
-        """Text -> one Audio; long text is synthesized sentence by sentence and joined."""
-        return self.synthesize_batch([text], speaker, noise_scale, length_scale, noise_w, seed)[0]
+    def synthesize(self, text: str, config: SynthesisConfig | None = None, **knobs: Any) -> Audio:
+        """Text -> one Audio; long text is synthesized sentence by sentence and joined.
 
-    def synthesize_batch(self, texts: Sequence[str], speaker: int | Sequence[int] | None = None,
-                         noise_scale: float | None = None, length_scale: float | None = None,
-                         noise_w: float | None = None, seed: int = 0) -> list[Audio]:
-        """Several texts in one padded, masked batch; item i equals ``synthesize(texts[i])``."""
+        ``config``: a :class:`SynthesisConfig` (None: model defaults); ``knobs`` (``speaker``,
+        ``noise_scale``, ``length_scale``, ``noise_w``, ``seed``) override its fields.
+        """
+        return self.synthesize_batch([text], config, **knobs)[0]
+
+    def synthesize_batch(self, texts: Sequence[str], config: SynthesisConfig | None = None, *,
+                         speakers: Sequence[int] | None = None, **knobs: Any) -> list[Audio]:
+        """Several texts in one padded, masked batch; item i equals ``synthesize(texts[i])``.
+
+        ``speakers``: one speaker id per text (instead of ``config.speaker`` for all).
+        """
         if isinstance(texts, str):
             raise InputError("synthesize_batch takes a list of texts, not a single string")
         if not texts:
             raise InputError("synthesize_batch needs at least one text")
-        speakers = self._speakers(speaker, len(texts))
-        scales = self._scales(noise_scale, length_scale, noise_w)
+        cfg = self._resolve_with_speakers(config, speakers, knobs)
+        spk = self._speakers(speakers, cfg.speaker, len(texts))
         with Timer() as fe:
             per_text = [self.text_to_ids(t) for t in texts]
         flat = [(i, k, ids) for i, sents in enumerate(per_text) for k, ids in enumerate(sents)]
         with Timer() as mt:
-            outs = self._run_batch([ids for _, _, ids in flat], [speakers[i] for i, _, _ in flat], scales,
-                                   [seed + k for _, k, _ in flat])
+            outs = self._run_batch([ids for _, _, ids in flat], [spk[i] for i, _, _ in flat], self._scales(cfg),
+                                   [_sentence_seed(cfg.seed, k) for _, k, _ in flat])
         results = []
         total_tokens = sum(len(ids) for _, _, ids in flat)
         for i, sents in enumerate(per_text):
@@ -270,27 +455,35 @@ class BaseSynthesizer:
             ))
         return results
 
-    def synthesize_ids(self, ids: Sequence[int], speaker: int | None = None, noise_scale: float | None = None,
-                       length_scale: float | None = None, noise_w: float | None = None, seed: int = 0) -> Audio:
+    def synthesize_ids(self, ids: Sequence[int], config: SynthesisConfig | None = None, **knobs: Any) -> Audio:
         """Symbol ids (one sequence, BOS/EOS included) -> Audio, bypassing the front-end."""
         ids = self._check_ids(ids)
-        spk = self._speakers(speaker, 1)
-        scales = self._scales(noise_scale, length_scale, noise_w)
+        cfg = self.resolve(config, **knobs)
         with Timer() as mt:
-            out = self._run([ids], spk, scales, [seed])[0]
+            out = self._run([ids], [cfg.speaker], self._scales(cfg), [cfg.seed])[0]
         return Audio(samples=out.astype(np.float32, copy=False), sample_rate=self.sample_rate,
                      model_seconds=mt.seconds, num_tokens=len(ids))
 
     def synthesize_ids_batch(self, batch: Sequence[Sequence[int]], speakers: Sequence[int] | int | None = None,
-                             noise_scale: float | None = None, length_scale: float | None = None,
-                             noise_w: float | None = None, seed: int = 0) -> tuple[list[np.ndarray], float]:
-        """Padded batch of id sequences -> (audio per item, model seconds). Used by the benchmark."""
+                             config: SynthesisConfig | None = None, **knobs: Any) -> tuple[list[np.ndarray], float]:
+        """Batch of id sequences -> (audio per item, model seconds); every item gets ``config.seed``.
+        Used by the benchmark."""
+        if isinstance(batch, (str, bytes)) or len(batch) == 0:
+            raise InputError("synthesize_ids_batch needs a non-empty list of id sequences")
         ids = [self._check_ids(x) for x in batch]
-        spk = self._speakers(speakers, len(ids))
-        scales = self._scales(noise_scale, length_scale, noise_w)
+        cfg = self._resolve_with_speakers(config, speakers, knobs)
+        spk = self._speakers(speakers, cfg.speaker, len(ids))
         with Timer() as mt:
-            outs = self._run_batch(ids, spk, scales, [seed] * len(ids))
+            outs = self._run_batch(ids, spk, self._scales(cfg), [cfg.seed] * len(ids))
         return outs, mt.seconds
+
+    def _resolve_with_speakers(self, config: SynthesisConfig | None, speakers: object,
+                               knobs: dict[str, Any]) -> SynthesisConfig:
+        cfg = self.resolve(config, **knobs)
+        if speakers is not None and (knobs.get("speaker") is not None
+                                     or (config is not None and config.speaker is not None)):
+            raise InputError("give either speaker (one for all items) or speakers (one per item), not both")
+        return cfg
 
     def _run_batch(self, batch: list[list[int]], speakers: list[int], scales: tuple[float, float, float],
                    seeds: list[int]) -> list[np.ndarray]:
@@ -300,24 +493,17 @@ class BaseSynthesizer:
             raise InputError(f"batching must be 'padded' or 'items', not {self.batching!r}")
         return self._run(batch, speakers, scales, seeds)
 
-    def _speakers(self, speaker, n: int) -> list[int]:
-        if speaker is None or isinstance(speaker, (int, np.integer)):
-            s = check_speaker(speaker, self.num_speakers)
-            return [s] * n
-        speakers = list(speaker)
-        if len(speakers) != n:
-            raise InputError(f"got {len(speakers)} speakers for {n} texts: give one speaker or one per text")
-        return [check_speaker(s, self.num_speakers) for s in speakers]
-
     def _run(self, batch: list[list[int]], speakers: list[int], scales: tuple[float, float, float],
              seeds: list[int]) -> list[np.ndarray]:
         raise NotImplementedError
 
     # ------------------------------------------------------------------ self-description
     def size_bytes(self) -> int:
+        """Bytes of the artifact files on disk."""
         return sum(p.stat().st_size for p in self.artifact_paths if p.exists())
 
     def describe(self) -> dict[str, Any]:
+        """Model id, backend, architecture, weights label, sizes, quantization, extra info."""
         c = self.config
         return {
             "name": self.name,
@@ -329,6 +515,7 @@ class BaseSynthesizer:
             "speakers": c.n_speakers,
             "symbols": c.n_vocab,
             "language": c.language,
+            "seedable": self.seedable,
             "size_bytes": self.size_bytes(),
             "quantization": self.quantization,
             **self.extra_info,
@@ -356,7 +543,7 @@ class TorchSynthesizer(BaseSynthesizer):
         super().__init__(name, model.config, frontend, **kwargs)
         import torch
 
-        self.device = torch.device(device)
+        self.device = torch.device(resolve_device(device))
         self.model = model.to(self.device).eval()
 
     def _run(self, batch, speakers, scales, seeds):
@@ -395,19 +582,22 @@ class TorchSynthesizer(BaseSynthesizer):
         d = super().describe()
         d["parameters"] = count_parameters(self.model)
         d["device"] = str(self.device)
-        d["threads"] = torch.get_num_threads()
+        d["threads"] = torch.get_num_threads()  # process-wide: what this model runs on now
         return d
 
 
 class OnnxSynthesizer(BaseSynthesizer):
     """Runs an ONNX file with the Piper/Vosk contract (input, input_lengths, scales[, sid]) in ORT.
 
-    Noise is drawn inside the graph by ONNX Runtime, so ``seed`` cannot make it identical to the
-    torch backend; compare with zero noise. Models without an ``output_lengths`` output are
+    Noise is drawn inside the graph by ONNX Runtime, unseeded: ``seedable`` is False and an
+    explicit ``seed`` is refused while any noise is on; compare with zero noise. Models without an ``output_lengths`` output are
     run one item at a time in a batch call, since padded items' lengths are not recoverable.
     """
 
     backend = "onnx"
+    seedable = False
+    unseeded_reason = ("its noise is drawn inside the ONNX graph by ONNX Runtime, which vitsq cannot seed, "
+                       "so the seed would be silently ignored")
 
     def __init__(self, onnx_path: str | Path, config: "VitsConfig", name: str, frontend: Any, *,
                  threads: int | None = None, **kwargs: Any) -> None:
@@ -415,6 +605,7 @@ class OnnxSynthesizer(BaseSynthesizer):
 
         kwargs.setdefault("artifact_paths", [Path(onnx_path)])
         super().__init__(name, config, frontend, **kwargs)
+        threads = check_threads(threads)
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
@@ -422,21 +613,24 @@ class OnnxSynthesizer(BaseSynthesizer):
         try:
             self.session = ort.InferenceSession(str(onnx_path), sess_options=opts, providers=["CPUExecutionProvider"])
         except Exception as exc:
-            from vitsq.errors import ModelLoadError
-
             raise ModelLoadError(f"ONNX Runtime cannot load {onnx_path}: {exc}") from exc
         self.input_names = {i.name for i in self.session.get_inputs()}
         self.output_names = [o.name for o in self.session.get_outputs()]
         missing = {"input", "input_lengths", "scales"} - self.input_names
         if missing:
-            from vitsq.errors import ModelLoadError
-
             raise ModelLoadError(f"{onnx_path} lacks inputs {sorted(missing)}: not a Piper/Vosk TTS graph")
+        if self.num_speakers > 1 and "sid" not in self.input_names:
+            # the graph would run every speaker id as the same voice
+            raise ModelLoadError(f"{onnx_path}: its config declares {self.num_speakers} speakers (num_speakers) "
+                                 "but the graph has no 'sid' input, so it has one speaker: fix the config")
 
     def _feed(self, x: np.ndarray, lengths: np.ndarray, speakers: list[int], scales) -> dict:
         feed = {"input": x, "input_lengths": lengths, "scales": np.array(scales, dtype=np.float32)}
         if "sid" in self.input_names:
             feed["sid"] = np.array(speakers, dtype=np.int64)
+        elif any(speakers):
+            raise InputError(f"speaker {max(speakers)} given, but {self.name}'s graph has a single speaker "
+                             "(no 'sid' input): use no speaker or 0")
         return feed
 
     def _run(self, batch, speakers, scales, seeds):

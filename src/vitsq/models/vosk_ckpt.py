@@ -302,7 +302,7 @@ def _torch_only(backend: str, what: str) -> None:
         )
 
 
-def load_preset(backend: str = "torch", device: str = "cpu", **kw: Any):
+def load_preset(backend: str = "torch", device: str = "cpu"):
     """The ``vosk-ru-multi`` preset: full config, seeded random weights, labelled untrained."""
     from vitsq.registry import UNTRAINED
     from vitsq.synth import TorchSynthesizer
@@ -317,8 +317,7 @@ def load_preset(backend: str = "torch", device: str = "cpu", **kw: Any):
 
 
 def load_checkpoint_synthesizer(path: str | Path, backend: str = "torch", device: str = "cpu",
-                                config_path: str | Path | None = None, dictionary: str | Path | None = None,
-                                **kw: Any):
+                                config_path: str | Path | None = None, dictionary: str | Path | None = None):
     """A ``G_*.pth`` behind the Synthesizer interface (torch backend).
 
     ``config_path``: the training ``config.json`` (default: beside the checkpoint);
@@ -333,4 +332,4 @@ def load_checkpoint_synthesizer(path: str | Path, backend: str = "torch", device
     info = {"source": str(path), "iteration": report.iteration,
             "dropped_training_only": report.dropped_summary(), **_parameter_notes(model)}
     return TorchSynthesizer(model, path.stem, RussianFrontend(model.config, dictionary), device=device,
-                            artifact_paths=[path], extra_info=info)
+                            label="trained", artifact_paths=[path], extra_info=info)

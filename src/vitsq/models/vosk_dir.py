@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
 
 from vitsq.errors import ModelLoadError, UnsupportedError
 from vitsq.models.config import VitsConfig
@@ -112,7 +111,7 @@ def read_vosk_dir_config(folder: str | Path) -> tuple[VitsConfig, dict]:
     return cfg, raw
 
 
-def load_vosk_dir(path: str | Path, backend: str = "onnx", device: str = "cpu", **kw: Any):
+def load_vosk_dir(path: str | Path, backend: str = "onnx", device: str = "cpu", *, threads: int | None = None):
     """A Vosk model folder behind the Synthesizer interface (ONNX Runtime backend only)."""
     from vitsq.synth import OnnxSynthesizer
     from vitsq.text.russian import RussianFrontend
@@ -128,6 +127,6 @@ def load_vosk_dir(path: str | Path, backend: str = "onnx", device: str = "cpu", 
     scale = (raw.get("inference") or {}).get("scale", 1.0)
     if scale != 1.0:
         log.info("%s: ignoring the runtime's output gain inference.scale=%s", folder, scale)
-    return OnnxSynthesizer(folder / "model.onnx", cfg, folder.name, frontend, threads=kw.get("threads"),
+    return OnnxSynthesizer(folder / "model.onnx", cfg, folder.name, frontend, threads=threads, label="trained",
                            artifact_paths=[folder / "model.onnx", folder / "dictionary", folder / "config.json"],
                            extra_info={"source": str(folder), "format": "vosk model folder"})
