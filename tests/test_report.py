@@ -98,8 +98,17 @@ def test_classify_and_load(results):
         load_inputs([results / "missing.json"])
     bad = results / "bad.txt"
     bad.write_text("{not json")
-    with pytest.raises(InputError, match="not a JSON file"):
+    with pytest.raises(InputError, match=r"bad.txt is not a JSON file \(malformed JSON: Expecting property name "
+                                         r"enclosed in double quotes at line 1 column 2\)"):
         load_inputs([bad])
+    truncated = results / "truncated.txt"
+    truncated.write_text('{"schema": "vitsq-bench/1", "settings": {"batches": [1]}}')
+    with pytest.raises(InputError, match="truncated.txt looks like a vitsq bench result but has no 'results'"):
+        load_inputs([truncated])
+    row = results / "row.txt"
+    row.write_text('{"results": [{"variant": "x"}], "asr": {}}')
+    with pytest.raises(InputError, match=r"row.txt looks like a vitsq eval result but has no results\[0\].'sentences'"):
+        load_inputs([row])
     other = results / "other.json.txt"
     other.write_text('{"a": 1}')
     with pytest.raises(InputError, match="neither a vitsq bench JSON"):
@@ -179,6 +188,24 @@ def test_cli_report(results, tmp_path, capsys):
     assert (tmp_path / "r" / "report.html").is_file()
     assert main(["report", str(tmp_path / "nope.json"), "-o", str(tmp_path / "r")]) == 2
     assert "does not exist" in capsys.readouterr().err
+    # malformed JSON: one line naming the file and the JSON error, exit 2
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"schema": "vitsq-bench/1",\n "settings": }')
+    assert main(["report", str(broken), "-o", str(tmp_path / "r2")]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [
+        f"vitsq report: error: {broken} is not a JSON file (malformed JSON: Expecting value at line 2 column 14)"]
+    not_utf8 = tmp_path / "latin.json"
+    not_utf8.write_bytes(b'{"a": "\xe9"}')
+    assert main(["report", str(not_utf8), "-o", str(tmp_path / "r3")]) == 2
+    err = capsys.readouterr().err
+    assert "latin.json is not a JSON file (not UTF-8 text" in err and "Traceback" not in err
+    # a folder holding a malformed file names that file
+    folder = tmp_path / "results"
+    folder.mkdir()
+    (folder / "half.json").write_text('{"results": [')
+    assert main(["report", str(folder), "-o", str(tmp_path / "r4")]) == 2
+    assert "half.json is not a JSON file (malformed JSON" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------- the demo's error path
@@ -215,7 +242,8 @@ def test_demo_runs_end_to_end_small(tmp_path, capsys):
     out = capsys.readouterr().out
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["recipe"]["recipe"] == "ort-static" and summary["recipe"]["polyphase_upsampling"] is True
-    assert (tmp_path / "report.md").is_file() or summary["report_md"]
+    assert summary["report_md"] == str(tmp_path / "report" / "report.md")
+    assert "## Model variants" in (tmp_path / "report" / "report.md").read_text()
     assert "WER" in out and "RTF" in out
     # every variant of its benchmark ran on the demo's one thread (ONNX Runtime has its own pool)
     bench = json.loads((tmp_path / "bench.json").read_text())

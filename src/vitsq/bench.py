@@ -52,7 +52,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from vitsq.errors import InputError, UnsupportedError, VitsqError
-from vitsq.jsonutil import command_line, describe_sources, file_sha256, portable_str, to_jsonable, without_paths
+from vitsq.jsonutil import describe_sources, file_sha256, invoked_command, portable_str, to_jsonable, without_paths
 from vitsq.limits import MAX_BENCH_BATCH
 from vitsq.variants import AUTO, Variant
 from vitsq.variants import parse_variant as _parse_variant
@@ -460,7 +460,7 @@ def _entries(model: Any, variants: Sequence[Any], baseline: str | None) -> tuple
         if isinstance(item, Variant):
             entries.append(_Entry(item.label, item))
         elif isinstance(item, (str, Path)):
-            v = parse_variant(str(item))
+            v = _parse_variant(str(item))
             entries.append(_Entry(v.label, v))
         else:
             for attr in ("synthesize_ids_batch", "text_to_ids", "sample_rate"):
@@ -956,23 +956,6 @@ def plot_rtf(data: dict[str, Any] | Sequence[dict[str, Any]], path: str | Path) 
 
 
 # ----------------------------------------------------------------------------- CLI
-def invoked_command(args: argparse.Namespace, prog: str = "vitsq") -> str | None:
-    """The command line that ran this subcommand, for result files.
-
-    ``args.argv`` when the CLI recorded it; else ``sys.argv`` when this process is the ``vitsq``
-    program (None when vitsq.cli.main was called from other code with its own argv).
-    """
-    import sys
-
-    argv = getattr(args, "argv", None)
-    if argv is None:
-        exe = Path(sys.argv[0]).name if sys.argv else ""
-        if exe != prog and not (exe == "__main__.py" and Path(sys.argv[0]).parent.name == prog):
-            return None
-        argv = sys.argv[1:]
-    return command_line(argv, prog)
-
-
 def cmd_bench(args: argparse.Namespace) -> int:
     res = run_benchmark(
         args.model, args.variants, batches=args.batch, devices=args.device, threads=args.threads,

@@ -22,7 +22,7 @@ import argparse
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from vitsq.errors import ModelLoadError, UnsupportedError, VitsqError
 
@@ -120,119 +120,98 @@ class _Step:
         raise ModelLoadError(f"demo step '{self.name}' failed: {type(exc).__name__}: {exc}") from exc
 
 
-def run_demo(out_dir: str | Path = "out/demo", model: str = "joe", num_sentences: int = 12,
-             batches: str = "1,2,4", warmup: int = 1, iters: int = 5, threads: int | None = None,
-             requantize: bool = False, progress: bool = True, recipe: str = DEFAULT_RECIPE) -> dict[str, Any]:
-    """Run the whole demo; returns the summary (also written to ``<out>/summary.json``)."""
-    import json
+def _load(model: str, tkw: dict[str, Any]) -> tuple[Any, Any]:
+    """FP32 on torch and on ONNX Runtime (its own thread pool gets the benchmark's thread count)."""
+    import vitsq
 
-    from tqdm.auto import tqdm
+    fp32 = vitsq.load(model, backend="torch")
+    onnx = vitsq.load(model, backend="onnx", **tkw)
+    weights = fp32.describe().get("weights") or "unknown"
+    if weights != "trained":
+        raise UnsupportedError(f"the demo compares quality, so it needs a trained model; {model!r} has "
+                               f"{weights} weights")
+    return fp32, onnx
 
-    check_demo_recipe(recipe)  # bad names fail before any work (the preset itself needs the model)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    t_start = time.perf_counter()
-    timings: dict[str, float] = {}
-    bar = tqdm(total=len(STEPS), desc="demo", unit="step", disable=not progress, position=0)
-    try:
-        with _Step("load", bar) as st:
-            import vitsq
 
-            fp32 = vitsq.load(model, backend="torch")
-            # ONNX Runtime has its own thread pool: give it the benchmark's thread count too
-            tkw = {"threads": threads} if threads else {}
-            onnx = vitsq.load(model, backend="onnx", **tkw)
-            if fp32.describe().get("weights", "trained") != "trained":
-                raise UnsupportedError(f"the demo compares quality, so it needs a trained model; {model!r} is "
-                                       f"{fp32.describe()['weights']}")
-        timings["load"] = st.seconds
+def _quantized(fp32: Any, recipe_obj: Any, int8_backend: str, art: Path, requantize: bool,
+               tkw: dict[str, Any]) -> Any:
+    """The INT8 artifact at ``art``: reused when it holds this recipe, else quantized again."""
+    import vitsq
 
-        recipe_obj, int8_backend = demo_recipe(recipe, fp32)
-        art = out / f"{fp32.name}-int8-{recipe}"
-        with _Step("quantize", bar) as st:
-            int8 = None
-            if (art / "vitsq.json").is_file() and not requantize:
-                if not _same_recipe(_artifact_recipe(art), recipe_obj.to_dict()):
-                    log.info("%s was made with another recipe: quantizing again", art)
-                    requantize = True
-            if (art / "vitsq.json").is_file() and not requantize:
-                try:
-                    int8 = vitsq.load(art, backend=int8_backend, **tkw)
-                    log.info("reusing %s", art)
-                except VitsqError as e:
-                    log.warning("cannot reuse %s (%s): quantizing again", art, e)
-            if int8 is None:
-                from vitsq.quantize import quantize
-
-                if art.exists():
-                    import shutil
-
-                    shutil.rmtree(art)  # a stale artifact of another recipe
-                q = quantize(fp32, recipe_obj, out_dir=art)
-                if hasattr(q, "save"):  # torch recipes return a QuantizedModel; ORT ones write out_dir
-                    q.save(art)
+    if (art / "vitsq.json").is_file() and not requantize:
+        if not _same_recipe(_artifact_recipe(art), recipe_obj.to_dict()):
+            log.info("%s was made with another recipe: quantizing again", art)
+        else:
+            try:
                 int8 = vitsq.load(art, backend=int8_backend, **tkw)
-        timings["quantize"] = st.seconds
+                log.info("reusing %s", art)
+                return int8
+            except VitsqError as e:
+                log.warning("cannot reuse %s (%s): quantizing again", art, e)
+    from vitsq.quantize import quantize
 
-        # distinct names: they label the rows of the eval, bench and report tables
-        fp32.name, onnx.name, int8.name = f"{model}-fp32", f"{model}-fp32-onnx", f"{model}-int8"
+    if art.exists():
+        import shutil
 
-        with _Step("evaluate", bar) as st:
-            from vitsq.evaluate.run import evaluate
+        shutil.rmtree(art)  # a stale artifact of another recipe
+    q = quantize(fp32, recipe_obj, out_dir=art)
+    if hasattr(q, "save"):  # torch recipes return a QuantizedModel; ORT ones write out_dir
+        q.save(art)
+    return vitsq.load(art, backend=int8_backend, **tkw)
 
-            # the FP32 reference runs on the INT8 variant's runtime. ONNX Runtime draws noise inside
-            # the graph (it cannot be seeded), so that comparison uses zero noise: identical
-            # inputs, and every difference is the quantization's
-            reference = onnx if int8_backend == "onnx" else fp32
-            zero = {"noise_scale": 0.0, "noise_w": 0.0} if int8_backend == "onnx" else {}
-            ev = evaluate(reference, [int8], num_sentences=num_sentences, out=out / "eval.json", progress=progress,
-                          **zero)
-        timings["evaluate"] = st.seconds
 
-        with _Step("benchmark", bar) as st:
-            from vitsq.bench import run_benchmark
+def _evaluate(fp32: Any, onnx: Any, int8: Any, int8_backend: str, out: Path, num_sentences: int,
+              progress: bool) -> tuple[Any, Any, dict[str, float]]:
+    """FP32 vs INT8 with Whisper; returns (result, the FP32 reference used, the noise settings).
 
-            bench = run_benchmark(fp32, [onnx, int8], batches=batches, devices="cpu", threads=threads,
-                                  warmup=warmup, iters=iters, progress=progress, baseline=reference.name)
-            bench_paths = bench.write(out / "bench.json")
-        timings["benchmark"] = st.seconds
+    The FP32 reference runs on the INT8 variant's runtime. ONNX Runtime draws noise inside the
+    graph (it cannot be seeded), so that comparison uses zero noise: identical inputs, and every
+    difference is the quantization's.
+    """
+    from vitsq.evaluate.run import evaluate
 
-        with _Step("samples", bar) as st:
-            samples = []
-            for k, text in enumerate(SAMPLE_TEXTS):
-                for s in (fp32, int8, onnx):
-                    a = s.synthesize(text, seed=k)
-                    samples.append(str(a.write(out / "samples" / f"{k + 1:02d}_{s.name}.wav")))
-        timings["samples"] = st.seconds
+    reference = onnx if int8_backend == "onnx" else fp32
+    zero = {"noise_scale": 0.0, "noise_w": 0.0} if int8_backend == "onnx" else {}
+    ev = evaluate(reference, [int8], num_sentences=num_sentences, out=out / "eval.json", progress=progress, **zero)
+    return ev, reference, zero
 
-        with _Step("report", bar) as st:
-            from vitsq.report import build_report
 
-            rep = build_report([out / "eval.json", bench_paths["json"], art], out / "report",
-                               title=f"vitsq demo: {model} FP32 vs INT8")
-        timings["report"] = st.seconds
-    finally:
-        bar.close()
+def _samples(out: Path, synths: Sequence[Any]) -> list[str]:
+    """The sample sentences from every variant, as wav files."""
+    samples = []
+    for k, text in enumerate(SAMPLE_TEXTS):
+        for s in synths:
+            a = s.synthesize(text, seed=k)
+            samples.append(str(a.write(out / "samples" / f"{k + 1:02d}_{s.name}.wav")))
+    return samples
 
-    ref = ev.reference
-    var = ev.variants[0]
+
+def _summary(model: str, recipe_obj: Any, int8_backend: str, art: Path, synths: dict[str, Any], ev: Any,
+             bench: Any, reference: Any, zero: dict, rep: dict, samples: list[str]) -> dict[str, Any]:
+    """The demo's headline numbers (sizes, RTFs, speedups, WER, similarity) and where its files are."""
+    fp32, onnx, int8 = synths["fp32"], synths["onnx"], synths["int8"]
+    ref, var = ev.reference, ev.variants[0]
+    batch = min(bench.settings["batches"])
 
     def cell_rtf(label: str) -> float | None:
-        c = bench.cell(label, "cpu", min(bench.settings["batches"]))
+        c = bench.cell(label, "cpu", batch)
         return c.rtf["median"] if c is not None and c.status == "ok" else None
 
+    def ratio(a: float | None, b: float | None) -> float | None:
+        return a / b if a and b else None
+
     rtf = {n: cell_rtf(n) for n in (fp32.name, onnx.name, int8.name)}
-    summary = {
+    return {
         "model": model,
         "recipe": recipe_obj.to_dict(),
         "int8_backend": int8_backend,
         "artifact": str(art),
         "size_bytes": {"fp32": fp32.size_bytes(), "int8": int8.size_bytes()},
         "size_ratio": int8.size_bytes() / fp32.size_bytes(),
-        "rtf_batch": min(bench.settings["batches"]),
+        "rtf_batch": batch,
         "rtf": rtf,
-        "speedup_int8_vs_fp32_torch": (rtf[fp32.name] / rtf[int8.name]) if rtf[fp32.name] and rtf[int8.name] else None,
-        "speedup_int8_vs_fp32_onnx": (rtf[onnx.name] / rtf[int8.name]) if rtf[onnx.name] and rtf[int8.name] else None,
+        "speedup_int8_vs_fp32_torch": ratio(rtf[fp32.name], rtf[int8.name]),
+        "speedup_int8_vs_fp32_onnx": ratio(rtf[onnx.name], rtf[int8.name]),
         "wer": {"fp32": ref.error_rate.wer, "int8": var.error_rate.wer},
         "delta_wer": {"delta": var.delta_wer.delta, "ci_low": var.delta_wer.ci_low, "ci_high": var.delta_wer.ci_high}
         if var.delta_wer else None,
@@ -243,11 +222,65 @@ def run_demo(out_dir: str | Path = "out/demo", model: str = "joe", num_sentences
         "report_html": str(rep["html"]),
         "report_md": str(rep["md"]),
         "samples": samples,
-        "seconds": {**timings, "total": time.perf_counter() - t_start},
         "threads": bench.settings["threads"],
     }
+
+
+def run_demo(out_dir: str | Path = "out/demo", model: str = "joe", num_sentences: int = 12,
+             batches: str = "1,2,4", warmup: int = 1, iters: int = 5, threads: int | None = None,
+             requantize: bool = False, progress: bool = True, recipe: str = DEFAULT_RECIPE) -> dict[str, Any]:
+    """Run the whole demo; returns the summary (also written to ``<out>/summary.json``)."""
+    import json
+
+    from tqdm.auto import tqdm
+
     from vitsq.jsonutil import to_jsonable
 
+    check_demo_recipe(recipe)  # bad names fail before any work (the preset itself needs the model)
+    from vitsq.bench import parse_batches
+
+    parse_batches(batches)  # so do bad batch sizes
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    tkw = {"threads": threads} if threads else {}
+    bar = tqdm(total=len(STEPS), desc="demo", unit="step", disable=not progress, position=0)
+    try:
+        with _Step("load", bar) as st:
+            fp32, onnx = _load(model, tkw)
+        timings["load"] = st.seconds
+        recipe_obj, int8_backend = demo_recipe(recipe, fp32)
+        art = out / f"{fp32.name}-int8-{recipe}"
+        with _Step("quantize", bar) as st:
+            int8 = _quantized(fp32, recipe_obj, int8_backend, art, requantize, tkw)
+        timings["quantize"] = st.seconds
+        # distinct names: they label the rows of the eval, bench and report tables
+        fp32.name, onnx.name, int8.name = f"{model}-fp32", f"{model}-fp32-onnx", f"{model}-int8"
+        with _Step("evaluate", bar) as st:
+            ev, reference, zero = _evaluate(fp32, onnx, int8, int8_backend, out, num_sentences, progress)
+        timings["evaluate"] = st.seconds
+        with _Step("benchmark", bar) as st:
+            from vitsq.bench import run_benchmark
+
+            bench = run_benchmark(fp32, [onnx, int8], batches=batches, devices="cpu", threads=threads,
+                                  warmup=warmup, iters=iters, progress=progress, baseline=reference.name)
+            bench_paths = bench.write(out / "bench.json")
+        timings["benchmark"] = st.seconds
+        with _Step("samples", bar) as st:
+            samples = _samples(out, (fp32, int8, onnx))
+        timings["samples"] = st.seconds
+        with _Step("report", bar) as st:
+            from vitsq.report import build_report
+
+            rep = build_report([out / "eval.json", bench_paths["json"], art], out / "report",
+                               title=f"vitsq demo: {model} FP32 vs INT8")
+        timings["report"] = st.seconds
+    finally:
+        bar.close()
+    summary = _summary(model, recipe_obj, int8_backend, art, {"fp32": fp32, "onnx": onnx, "int8": int8}, ev, bench,
+                       reference, zero, rep, samples)
+    summary["seconds"] = {**timings, "total": time.perf_counter() - t_start}
     (out / "summary.json").write_text(json.dumps(to_jsonable(summary), indent=2) + "\n", encoding="utf-8")
     return summary
 

@@ -6,6 +6,7 @@ import hashlib
 import math
 import re
 import shlex
+import sys
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -97,3 +98,18 @@ def describe_sources(desc: dict[str, Any]) -> dict[str, Any]:
 def command_line(argv: Sequence[str], prog: str = "vitsq") -> str:
     """The shell command ``prog argv...`` as one quoted string, absolute paths shortened."""
     return shlex.join([prog, *(portable_str(str(a)) for a in argv)])
+
+
+def invoked_command(args: Any, prog: str = "vitsq") -> str | None:
+    """The command line that ran this subcommand, for result files.
+
+    ``args.argv`` when the CLI recorded it; else ``sys.argv`` when this process is the ``vitsq``
+    program (None when vitsq.cli.main was called from other code with its own argv).
+    """
+    argv = getattr(args, "argv", None)
+    if argv is None:
+        exe = Path(sys.argv[0]).name if sys.argv else ""
+        if exe != prog and not (exe == "__main__.py" and Path(sys.argv[0]).parent.name == prog):
+            return None
+        argv = sys.argv[1:]
+    return command_line(argv, prog)

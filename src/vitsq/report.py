@@ -95,14 +95,10 @@ def load_inputs(sources: Sequence[str | Path | dict]) -> Inputs:
         else:
             raise InputError(f"result file {p} does not exist")
     for name, item in files:
-        if isinstance(item, Path):
-            try:
-                data = json.loads(item.read_text(encoding="utf-8"))
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                raise InputError(f"{item} is not a JSON file: {e}") from e
-        else:
-            data = item
+        data = _read_json(item) if isinstance(item, Path) else item
         kind = classify(data)
+        if kind is not None:
+            _check_shape(kind, data, name)
         if kind == "bench":
             out.bench.append((name, data))
         elif kind == "eval":
@@ -117,6 +113,52 @@ def load_inputs(sources: Sequence[str | Path | dict]) -> Inputs:
     if not (out.bench or out.eval or out.sensitivity):
         raise InputError("none of the inputs is a vitsq bench, eval or sensitivity result")
     return out
+
+
+def _read_json(path: Path) -> Any:
+    """Parse one result file; a malformed one is an InputError naming the file and the JSON error."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path} is not a JSON file (malformed JSON: {e.msg} at line {e.lineno} "
+                         f"column {e.colno})") from None
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path} is not a JSON file (not UTF-8 text: {e.reason} at byte {e.start})") from None
+    except OSError as e:
+        raise InputError(f"cannot read {path}: {e.strerror or e}") from None
+
+
+#: What the report reads from each kind of result: key -> expected type.
+_SHAPES: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "bench": {"settings": dict, "results": list, "variants": list, "machine": dict, "inputs": dict},
+    "eval": {"results": list, "asr": dict},
+}
+_ROW_SHAPES: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "bench": {"variant": str, "device": str, "batch": int, "status": str},
+    "eval": {"sentences": list},
+}
+
+
+def _check_shape(kind: str, data: dict, name: str) -> None:
+    """InputError naming the file and the first missing or mistyped field the report needs."""
+    def need(obj: dict, key: str, typ: type | tuple[type, ...], where: str) -> None:
+        if key not in obj:
+            raise InputError(f"{name} looks like a vitsq {kind} result but has no {where}{key!r}: "
+                             "it is truncated or was not written by vitsq")
+        if not isinstance(obj[key], typ):
+            raise InputError(f"{name}: {where}{key!r} is a {type(obj[key]).__name__}, not the expected "
+                             f"{getattr(typ, '__name__', 'value')}: the file is malformed")
+
+    for key, typ in _SHAPES.get(kind, {}).items():
+        need(data, key, typ, "")
+    for i, row in enumerate(data.get("results", []) if kind in _ROW_SHAPES else []):
+        if not isinstance(row, dict):
+            raise InputError(f"{name}: results[{i}] is a {type(row).__name__}, not an object: the file is malformed")
+        for key, typ in _ROW_SHAPES[kind].items():
+            need(row, key, typ, f"results[{i}].")
+    if kind == "bench":
+        need(data["settings"], "batches", list, "settings.")
+        need(data["settings"], "baseline", (str, type(None)), "settings.")
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -158,13 +200,13 @@ def error_rate_cis(row: dict) -> dict[str, tuple[float, float, float]]:
 
 # ----------------------------------------------------------------------------- matching
 def _key(spec: str | None, backend: str | None) -> tuple[str, str]:
-    from vitsq.bench import parse_variant
+    from vitsq.variants import AUTO, parse_variant
 
     if not spec:
         return ("", backend or "")
     try:
-        v = parse_variant(spec, default_backend=backend or "torch")
-        s, b = v.spec, v.backend
+        v = parse_variant(spec, legacy_prefix=True)
+        s, b = v.spec, (backend or "torch") if v.backend == AUTO else v.backend
     except InputError:
         s, b = spec, backend or "torch"
     s = os.path.normpath(s) if ("/" in s or os.sep in s) else s
@@ -179,6 +221,11 @@ def _eval_key(r: dict) -> tuple[str, str]:
     label = r.get("variant") or r.get("name")
     s, b = _key(label, r.get("backend"))
     return (s, r.get("backend") or b)
+
+
+def _is_random(weights: Any) -> bool:
+    """A random-weight model: weights recorded and neither "trained" nor "unknown"."""
+    return bool(weights) and weights not in ("trained", "unknown")
 
 
 def _fmt(x: Any, spec: str, none: str = "–") -> str:
@@ -207,7 +254,7 @@ def variant_rows(inp: Inputs) -> list[dict[str, Any]]:
             if row is None:
                 row = {"label": r.get("variant") or r.get("name"), "backend": r.get("backend"),
                        "size_bytes": r.get("size_bytes"),
-                       "weights": (r.get("description") or {}).get("weights", "trained")}
+                       "weights": (r.get("description") or {}).get("weights") or "unknown"}
                 index[k] = row
                 rows.append(row)
             row.update({"reference": r.get("reference", False), "wer": r.get("wer"), "cer": r.get("cer"),
@@ -224,7 +271,7 @@ def variant_rows(inp: Inputs) -> list[dict[str, Any]]:
             row = index.get(k)
             if row is None:
                 row = {"label": v["label"], "backend": v.get("backend"), "size_bytes": v.get("size_bytes"),
-                       "weights": v.get("weights", "trained")}
+                       "weights": v.get("weights") or "unknown"}
                 index[k] = row
                 rows.append(row)
             if row.get("size_bytes") is None:
@@ -273,7 +320,7 @@ def variants_table(rows: list[dict[str, Any]]) -> str:
             rtf = "FAILED"
         else:
             rtf = "–"
-        weights = "trained" if r.get("weights", "trained") == "trained" else "**random weights**"
+        weights = r.get("weights") if r.get("weights") in ("trained", "unknown") else "**random weights**"
         lines.append("| " + " | ".join([
             _esc(r["label"]), _esc(r.get("backend") or "–"), weights, _mb(r.get("size_bytes")),
             _fmt(r.get("size_ratio"), ".2f"), rtf,
@@ -488,7 +535,7 @@ def build_report(sources: Sequence[str | Path | dict], out_dir: str | Path, titl
     md: list[str] = [f"# {title}", ""]
     srcs = [n for n, _ in inp.eval + inp.bench + inp.sensitivity]
     md += ["Sources: " + ", ".join(f"`{Path(s).name}`" for s in srcs), ""]
-    if any(r.get("weights", "trained") != "trained" for r in rows):
+    if any(_is_random(r.get("weights")) for r in rows):
         md += ["**Random-weight variants measure speed and size only; their WER is not a quality number.**", ""]
 
     md += ["## Model variants", "", variants_table(rows)]

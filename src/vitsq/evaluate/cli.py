@@ -16,9 +16,10 @@ def register(sub) -> None:
             "paired-bootstrap 95%% CI, speaker similarity, log-mel L1, SNR and MCD."
         ),
     )
-    p.add_argument("model", help="reference model spec (e.g. joe, a .onnx voice, a Vosk folder)")
+    p.add_argument("model", help="reference model: [LABEL=]SPEC[@BACKEND], e.g. joe, joe@onnx, a .onnx voice")
     p.add_argument("variants", nargs="+", metavar="VARIANT",
-                   help="variant specs accepted by vitsq.load; prefix 'onnx:' / 'executorch:' to pick a backend")
+                   help="[LABEL=]SPEC[@BACKEND], e.g. joe@onnx or int8=out/q@onnx (the old BACKEND:SPEC form "
+                        "still works but is deprecated)")
     src = p.add_mutually_exclusive_group()
     src.add_argument("--sentences", type=int, default=None, metavar="N",
                      help="use the first N sentences of the shipped evaluation split (default: all of it)")
@@ -32,7 +33,8 @@ def register(sub) -> None:
                    help="faster-whisper model folder or name (default: packaged Whisper base)")
     p.add_argument("--asr-download", action="store_true",
                    help="allow faster-whisper to download a named ASR model that is not cached")
-    p.add_argument("--backend", default="torch", help="backend for specs without a prefix (default torch)")
+    p.add_argument("--backend", default=None, choices=("torch", "onnx", "executorch"),
+                   help="backend for specs without @BACKEND (default: each model's own)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--noise-scale", type=float, default=None)
     p.add_argument("--length-scale", type=float, default=None)
@@ -50,20 +52,25 @@ def add_eval_parser(subparsers) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> int:
-    """Run the evaluation described by ``args``; print the Markdown table; write JSON."""
-    from vitsq.evaluate.asr import WhisperASR
+    """Run the evaluation described by ``args``; print the Markdown table; write JSON.
+
+    Exit 1 (after writing the JSON) when every sentence of some model failed: its scores mean nothing.
+    """
+    import sys
+
+    from vitsq.jsonutil import invoked_command
     from vitsq.evaluate.run import evaluate
     from vitsq.evaluate.sentences import read_sentence_file
 
     sentences = read_sentence_file(args.sentence_file) if args.sentence_file else None
-    asr = WhisperASR(args.asr_model, allow_download=args.asr_download,
-                     device="cuda" if str(args.device).startswith("cuda") else "cpu")
     result = evaluate(
         args.model,
         args.variants,
         sentences=sentences,
         speakers=args.speakers,
         seed=args.seed,
+        asr_model=args.asr_model,
+        asr_download=args.asr_download,
         out=args.out,
         num_sentences=args.sentences,
         backend=args.backend,
@@ -72,10 +79,14 @@ def run_eval(args: argparse.Namespace) -> int:
         length_scale=args.length_scale,
         noise_w=args.noise_w,
         n_boot=args.n_boot,
-        asr=asr,
         use_cache=not args.no_cache,
         progress=not args.no_progress,
+        command=invoked_command(args),
     )
     print(result.table())
     print(f"\nwrote {args.out}")
+    if result.all_failed:
+        print(f"vitsq eval: error: every sentence failed for {', '.join(result.all_failed)} "
+              "(see the errors in the JSON)", file=sys.stderr)
+        return 1
     return 0

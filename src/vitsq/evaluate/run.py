@@ -23,6 +23,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
+import numbers
 import os
 import platform
 import tempfile
@@ -45,7 +47,8 @@ from vitsq.evaluate.metrics import (
     score_transcripts,
     similarity_stats,
 )
-from vitsq.jsonutil import to_jsonable
+from vitsq.jsonutil import describe_sources, to_jsonable, without_paths
+from vitsq.variants import AUTO, Variant, parse_variant
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +93,14 @@ class EvalResult:
     settings: dict[str, Any]
     asr: dict[str, Any]
     versions: dict[str, Any]
-    reference_cache: str | None = None
+    reference_cache: str | None = None  # file name of the cached reference audio
     reference_from_cache: bool = False
+    command: str | None = None  # the command line that produced the result
+
+    @property
+    def all_failed(self) -> tuple[str, ...]:
+        """Labels of the models (reference included) whose every sentence failed."""
+        return tuple(v.label for v in self.rows if self.sentences and v.num_failed == len(self.sentences))
 
     @property
     def rows(self) -> tuple[VariantResult, ...]:
@@ -106,8 +115,9 @@ class EvalResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dictionary (non-finite floats become "inf"/"-inf"/null)."""
-        return to_jsonable(
+        return without_paths(to_jsonable(
             {
+                "command": self.command,
                 "language": self.language,
                 "num_sentences": len(self.sentences),
                 "settings": self.settings,
@@ -124,7 +134,7 @@ class EvalResult:
                 "results": [_variant_dict(v, self) for v in self.rows],
             },
             inf_as_string=True,  # keep SNR = inf for identical audio visible
-        )
+        ))
 
     def write_json(self, path: str | Path) -> Path:
         """Write :meth:`to_dict` to ``path`` (UTF-8, indented)."""
@@ -177,44 +187,43 @@ def _variant_dict(v: VariantResult, res: EvalResult) -> dict[str, Any]:
             "length_mismatch_sentences": ds.num_length_mismatch,
             "max_abs_length_difference_samples": ds.max_abs_length_difference,
         }
-    per = []
-    for i, s in enumerate(er.sentences):
-        item: dict[str, Any] = {
-            "index": i,
-            "text": s.reference,
-            "speaker": res.speakers[i],
-            "seed": res.seeds[i],
-            "hypothesis": s.hypothesis,
-            "reference_normalized": s.reference_normalized,
-            "hypothesis_normalized": s.hypothesis_normalized,
-            "wer": s.wer,
-            "cer": s.cer,
-            "word_edits": {
-                "substitutions": s.words.substitutions,
-                "deletions": s.words.deletions,
-                "insertions": s.words.insertions,
-                "reference_words": s.words.reference_length,
-            },
-            "error": s.error,
-        }
-        if v.similarity is not None:
-            item["speaker_similarity"] = v.similarity.per_sentence[i]
-        if v.distance is not None:
-            dist: AudioDistance | None = v.distance.per_sentence[i]
-            item["distance"] = (
-                None
-                if dist is None
-                else {
-                    "log_mel_l1": dist.log_mel_l1,
-                    "snr_db": dist.snr_db,
-                    "mcd_db": dist.mcd_db,
-                    "reference_samples": dist.reference_samples,
-                    "test_samples": dist.test_samples,
-                }
-            )
-        per.append(item)
-    d["sentences"] = per
+    d["sentences"] = [_sentence_dict(v, res, i) for i in range(len(er.sentences))]
     return d
+
+
+def _sentence_dict(v: VariantResult, res: EvalResult, i: int) -> dict[str, Any]:
+    """One sentence of one model: text, transcript, edits, error, similarity and distance."""
+    s = v.error_rate.sentences[i]
+    item: dict[str, Any] = {
+        "index": i,
+        "text": s.reference,
+        "speaker": res.speakers[i],
+        "seed": res.seeds[i],
+        "hypothesis": s.hypothesis,
+        "reference_normalized": s.reference_normalized,
+        "hypothesis_normalized": s.hypothesis_normalized,
+        "wer": s.wer,
+        "cer": s.cer,
+        "word_edits": {
+            "substitutions": s.words.substitutions,
+            "deletions": s.words.deletions,
+            "insertions": s.words.insertions,
+            "reference_words": s.words.reference_length,
+        },
+        "error": s.error,
+    }
+    if v.similarity is not None:
+        item["speaker_similarity"] = v.similarity.per_sentence[i]
+    if v.distance is not None:
+        dist: AudioDistance | None = v.distance.per_sentence[i]
+        item["distance"] = None if dist is None else {
+            "log_mel_l1": dist.log_mel_l1,
+            "snr_db": dist.snr_db,
+            "mcd_db": dist.mcd_db,
+            "reference_samples": dist.reference_samples,
+            "test_samples": dist.test_samples,
+        }
+    return item
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -236,32 +245,23 @@ def _versions() -> dict[str, Any]:
     return out
 
 
-def _split_backend(spec: str, default: str) -> tuple[str, str]:
-    """``onnx:path`` -> (path, "onnx"); other specs keep ``default``."""
-    from vitsq.synth import BACKENDS
-
-    head, sep, tail = spec.partition(":")
-    if sep and head in BACKENDS and tail:
-        return tail, head
-    return spec, default
-
-
-def _load_model(spec: Any, role: str, backend: str, device: str) -> tuple[Any, str]:
-    """Load ``spec`` (or accept an already-loaded Synthesizer); returns (synth, label)."""
+def _load_model(spec: Any, role: str, backend: str | None, device: str) -> tuple[Any, str]:
+    """Load ``spec`` (``[LABEL=]SPEC[@BACKEND]``, see :mod:`vitsq.variants`) or accept an
+    already-loaded Synthesizer; returns (synth, label). ``backend`` serves specs that name none."""
     if not isinstance(spec, (str, Path)):
         for attr in ("synthesize", "sample_rate", "num_speakers", "language"):
             if not hasattr(spec, attr):
                 raise InputError(f"{role} {spec!r} is neither a model spec nor a Synthesizer (no {attr!r})")
         return spec, str(getattr(spec, "name", role))
-    import vitsq
-
-    path, be = _split_backend(str(spec), backend)
+    v = parse_variant(str(spec), legacy_prefix=True)
+    if v.backend == AUTO and backend and backend != AUTO:
+        v = Variant(v.label, v.spec, backend)
     try:
-        return vitsq.load(path, backend=be, device=device), str(spec)
+        return v.load(device=device), v.label
     except VitsqError as e:
-        raise type(e)(f"{role} {str(spec)!r} could not be loaded: {e}") from e
+        raise type(e)(f"{role} {v.label!r} could not be loaded: {e}") from e
     except (OSError, RuntimeError, ValueError, KeyError) as e:
-        raise ModelLoadError(f"{role} {str(spec)!r} could not be loaded: {type(e).__name__}: {e}") from e
+        raise ModelLoadError(f"{role} {v.label!r} could not be loaded: {type(e).__name__}: {e}") from e
 
 
 _FILE_HASHES: dict[tuple[str, int, int], str] = {}
@@ -420,61 +420,49 @@ def _default_speakers(num_speakers: int) -> list[int | None]:
 
 # ----------------------------------------------------------------------------- main entry
 
+#: Largest noise_scale / noise_w accepted (the synthesizers' own bound).
+MAX_NOISE = 100.0
+#: Largest base seed: sentence ``i`` uses ``seed + i``, which must stay a valid 64-bit seed.
+MAX_SEED = 2**63
 
-def evaluate(
-    reference: Any,
-    variants: Sequence[Any],
-    sentences: Sequence[str] | None = None,
-    speakers: Sequence[int] | None = None,
-    seed: int = 0,
-    asr_model: str | Path | None = None,
-    out: str | Path | None = None,
-    *,
-    num_sentences: int | None = None,
-    backend: str = "torch",
-    device: str = "cpu",
-    noise_scale: float | None = None,
-    length_scale: float | None = None,
-    noise_w: float | None = None,
-    n_boot: int = 2000,
-    asr: Any = None,
-    speaker_encoder: Any = None,
-    use_cache: bool = True,
-    cache_root: str | Path | None = None,
-    progress: bool = True,
-) -> EvalResult:
-    """Evaluate ``variants`` against the FP32 ``reference``; optionally write JSON to ``out``.
 
-    Args:
-        reference: model spec for :func:`vitsq.load` (e.g. ``"joe"``) or a loaded Synthesizer.
-        variants: specs (``"path"``, or ``"onnx:path"`` to pick a backend) or Synthesizers.
-        sentences: texts to speak; default: the shipped *evaluation* split of the reference's
-            language (first ``num_sentences`` of it).
-        speakers: speaker ids, assigned round-robin to sentences (sentence ``i`` gets
-            ``speakers[i % len]``); default: the single speaker, or 4 evenly spread ids.
-        seed: base noise seed; sentence ``i`` uses ``seed + i`` in every model. Also seeds the
-            bootstrap.
-        asr_model: Whisper model (``None``/"base" = packaged base, a folder, or a name).
-        out: JSON output path.
-        asr / speaker_encoder: pre-built :class:`WhisperASR` / :class:`SpeakerEncoder` (reuse).
-        use_cache / cache_root: reference-audio cache (default ``$VITSQ_CACHE`` or ~/.cache/vitsq).
+def check_settings(noise_scale: float | None = None, length_scale: float | None = None,
+                   noise_w: float | None = None, seed: int = 0, speakers: Sequence[int] | None = None,
+                   n_boot: int = 2000, num_sentences: int | None = None) -> None:
+    """Validate an evaluation's settings before any work (InputError naming the value and what is valid).
+
+    Scales: finite, ``noise_scale``/``noise_w`` in [0, 100], ``length_scale`` in
+    (0, :data:`vitsq.limits.MAX_LENGTH_SCALE`]; ``seed`` an integer in 0..2**63; speakers
+    integers >= 0 (their range is checked against the model once it is loaded); ``n_boot`` >= 1.
     """
-    from vitsq.evaluate.asr import WhisperASR, cache_dir
-    from vitsq.evaluate.metrics import SpeakerEncoder
-    from vitsq.evaluate.sentences import load_split
-    from vitsq.synth import check_speaker
+    from vitsq.limits import MAX_LENGTH_SCALE
 
-    if not variants:
-        raise InputError("give at least one variant to compare with the reference")
-    if n_boot < 1:
-        raise InputError(f"n_boot must be >= 1, got {n_boot}")
+    for name, value, hi, zero_ok in (("noise_scale", noise_scale, MAX_NOISE, True),
+                                     ("length_scale", length_scale, MAX_LENGTH_SCALE, False),
+                                     ("noise_w", noise_w, MAX_NOISE, True)):
+        if value is None:
+            continue
+        valid = f"a finite number {'>=' if zero_ok else '>'} 0 and <= {hi:g}"
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise InputError(f"{name}={value!r} is not valid: use {valid}")
+        v = float(value)
+        if not math.isfinite(v) or v < 0 or (v == 0 and not zero_ok) or v > hi:
+            raise InputError(f"{name}={v!r} is out of range: use {valid}")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= int(seed) <= MAX_SEED:
+        raise InputError(f"seed={seed!r} is not valid: use an integer in 0..{MAX_SEED} (2**63)")
+    for s in speakers or ():
+        if isinstance(s, bool) or not isinstance(s, numbers.Integral) or int(s) < 0:
+            raise InputError(f"speaker {s!r} is not valid: speaker ids are integers >= 0")
+    if isinstance(n_boot, bool) or not isinstance(n_boot, numbers.Integral) or n_boot < 1:
+        raise InputError(f"n_boot must be an integer >= 1, got {n_boot!r}")
+    if num_sentences is not None and (isinstance(num_sentences, bool) or not isinstance(num_sentences, numbers.Integral)
+                                      or num_sentences < 1):
+        raise InputError(f"the number of sentences must be an integer >= 1, got {num_sentences!r}")
 
-    # ASR first: an incomplete model folder should fail before minutes of synthesis.
-    if asr is None:
-        asr = WhisperASR(asr_model, device=device if device.startswith("cuda") else "cpu")
 
-    ref_synth, ref_label = _load_model(reference, "reference", backend, device)
-    loaded = [_load_model(v, "variant", backend, device) for v in variants]
+def _check_compatible(ref: tuple[Any, str], loaded: Sequence[tuple[Any, str]]) -> None:
+    """Variants must be versions of the reference: same sample rate, speakers and language."""
+    ref_synth, ref_label = ref
     for synth, label in loaded:
         if int(synth.sample_rate) != int(ref_synth.sample_rate):
             raise InputError(
@@ -491,106 +479,192 @@ def evaluate(
                 f"variant {label!r} speaks {synth.language!r} but the reference {ref_label!r} speaks "
                 f"{ref_synth.language!r}"
             )
-    language = str(ref_synth.language)
-    sample_rate = int(ref_synth.sample_rate)
+
+
+def _choose_sentences(sentences: Sequence[str] | None, language: str, num_sentences: int | None) -> list[str]:
+    """The given sentences (checked, first ``num_sentences``), or the shipped evaluation split."""
+    from vitsq.evaluate.sentences import load_split
 
     if sentences is None:
-        sents = load_split(language, "evaluation", num_sentences)
-    else:
-        sents = [str(s).strip() for s in sentences]
-        if not sents or not any(sents):
-            raise InputError("no sentences to evaluate: the sentence list is empty")
-        empty = [i for i, s in enumerate(sents) if not s]
-        if empty:
-            raise InputError(f"sentences {empty[:5]} are empty strings: remove them")
-        if num_sentences is not None:
-            if num_sentences < 1 or num_sentences > len(sents):
-                raise InputError(f"num_sentences={num_sentences} but {len(sents)} sentences were given")
-            sents = sents[:num_sentences]
+        return load_split(language, "evaluation", num_sentences)
+    sents = [str(s).strip() for s in sentences]
+    if not sents or not any(sents):
+        raise InputError("no sentences to evaluate: the sentence list is empty")
+    empty = [i for i, s in enumerate(sents) if not s]
+    if empty:
+        raise InputError(f"sentences {empty[:5]} are empty strings: remove them")
+    if num_sentences is not None:
+        if num_sentences > len(sents):
+            raise InputError(f"num_sentences={num_sentences} but {len(sents)} sentences were given")
+        sents = sents[:num_sentences]
+    return sents
 
+
+@dataclass(frozen=True)
+class _Plan:
+    """What every model speaks: sentences, per-sentence speakers and seeds, scales."""
+
+    language: str
+    sample_rate: int
+    sentences: list[str]
+    speakers: list[int | None]
+    per_sentence_speakers: list[int | None]
+    seeds: list[int]
+    scales: dict[str, float | None]
+
+
+def _plan(ref_synth: Any, sentences: Sequence[str] | None, num_sentences: int | None,
+          speakers: Sequence[int] | None, seed: int, scales: dict[str, float | None]) -> _Plan:
+    from vitsq.synth import check_speaker
+
+    language = str(ref_synth.language)
+    sents = _choose_sentences(sentences, language, num_sentences)
     spk_list = list(speakers) if speakers else _default_speakers(int(ref_synth.num_speakers))
     for s in spk_list:
         check_speaker(s, int(ref_synth.num_speakers))
-    per_speaker = [spk_list[i % len(spk_list)] for i in range(len(sents))]
-    seeds = [int(seed) + i for i in range(len(sents))]
-    scales = {"noise_scale": noise_scale, "length_scale": length_scale, "noise_w": noise_w}
+    return _Plan(language, int(ref_synth.sample_rate), sents, spk_list,
+                 [spk_list[i % len(spk_list)] for i in range(len(sents))],
+                 [int(seed) + i for i in range(len(sents))], scales)
 
-    # ---- reference audio (cached)
+
+def _reference_audio(ref_synth: Any, reference: Any, ref_label: str, plan: _Plan, cache_path_root: Path | None,
+                     progress: bool) -> tuple[list[np.ndarray | None], list[str | None], Path | None, bool]:
+    """The reference clips, from the cache when it holds exactly these settings; returns
+    (audios, errors, cache path, whether they came from the cache)."""
     payload = {
         "version": REFERENCE_CACHE_VERSION,
         "model": model_fingerprint(ref_synth, reference),
         "backend": getattr(ref_synth, "backend", None),
-        "sentences": sents,
-        "speakers": per_speaker,
-        "seeds": seeds,
-        "scales": scales,
-        "sample_rate": sample_rate,
+        "sentences": plan.sentences,
+        "speakers": plan.per_sentence_speakers,
+        "seeds": plan.seeds,
+        "scales": plan.scales,
+        "sample_rate": plan.sample_rate,
     }
-    cache_path = _reference_cache_path(Path(cache_root) if cache_root else cache_dir(), payload) if use_cache else None
-    cached = _load_reference_cache(cache_path, len(sents), sample_rate) if cache_path and cache_path.exists() else None
-    from_cache = cached is not None
+    n = len(plan.sentences)
+    cache_path = _reference_cache_path(cache_path_root, payload) if cache_path_root is not None else None
+    cached = _load_reference_cache(cache_path, n, plan.sample_rate) if cache_path and cache_path.exists() else None
     if cached is not None:
-        ref_audio, ref_syn_err = cached
         log.info("reference audio loaded from cache %s", cache_path)
-    else:
-        ref_audio, ref_syn_err = _synthesize_all(ref_synth, sents, per_speaker, seeds, scales, f"synth {ref_label}", progress)
-        if cache_path is not None:
-            _save_reference_cache(cache_path, ref_audio, ref_syn_err, sample_rate, payload)
+        return cached[0], cached[1], cache_path, True
+    audios, errors = _synthesize_all(ref_synth, plan.sentences, plan.per_sentence_speakers, plan.seeds, plan.scales,
+                                     f"synth {ref_label}", progress)
+    if cache_path is not None:
+        _save_reference_cache(cache_path, audios, errors, plan.sample_rate, payload)
+    return audios, errors, cache_path, False
 
-    if speaker_encoder is None:
-        speaker_encoder = SpeakerEncoder()
-    ref_hyps, ref_err = _transcribe_all(asr, ref_audio, ref_syn_err, sample_rate, language, f"asr {ref_label}", progress)
-    ref_er = score_transcripts(sents, ref_hyps, language, ref_err)
-    ref_emb = _embed_all(speaker_encoder, ref_audio, sample_rate)
-    ref_result = VariantResult(
-        label=ref_label,
-        name=str(getattr(ref_synth, "name", ref_label)),
-        backend=str(getattr(ref_synth, "backend", "")),
-        size_bytes=_size(ref_synth),
-        description=_describe(ref_synth),
-        error_rate=ref_er,
-        synthesis_errors=tuple(ref_syn_err),
-        is_reference=True,
-    )
 
-    results = []
-    for synth, label in loaded:
-        audio, syn_err = _synthesize_all(synth, sents, per_speaker, seeds, scales, f"synth {label}", progress)
-        hyps, errs = _transcribe_all(asr, audio, syn_err, sample_rate, language, f"asr {label}", progress)
-        er = score_transcripts(sents, hyps, language, errs)
-        emb = _embed_all(speaker_encoder, audio, sample_rate)
-        dists: list[AudioDistance | None] = []
-        for r, t in zip(ref_audio, audio):
-            dists.append(None if (r is None or t is None) else audio_distance(r, t, sample_rate))
-        results.append(
-            VariantResult(
-                label=label,
-                name=str(getattr(synth, "name", label)),
-                backend=str(getattr(synth, "backend", "")),
-                size_bytes=_size(synth),
-                description=_describe(synth),
-                error_rate=er,
-                synthesis_errors=tuple(syn_err),
-                delta_wer=paired_bootstrap_delta_wer(ref_er, er, n_boot=n_boot, seed=seed),
-                similarity=similarity_stats(ref_emb, emb),
-                distance=distance_stats(dists),
-            )
-        )
+def _score(synth: Any, label: str, plan: _Plan, asr: Any, encoder: Any, progress: bool,
+           audio: tuple[list[np.ndarray | None], list[str | None]] | None = None) -> dict[str, Any]:
+    """Synthesize (unless ``audio`` is given), transcribe, score and embed one model's clips."""
+    if audio is None:
+        audio = _synthesize_all(synth, plan.sentences, plan.per_sentence_speakers, plan.seeds, plan.scales,
+                                f"synth {label}", progress)
+    clips, syn_err = audio
+    hyps, errs = _transcribe_all(asr, clips, syn_err, plan.sample_rate, plan.language, f"asr {label}", progress)
+    return {"audio": clips, "syn_err": syn_err, "er": score_transcripts(plan.sentences, hyps, plan.language, errs),
+            "emb": _embed_all(encoder, clips, plan.sample_rate)}
+
+
+def _result(synth: Any, label: str, scored: dict[str, Any], ref: dict[str, Any] | None, plan: _Plan,
+            n_boot: int, seed: int) -> VariantResult:
+    """A :class:`VariantResult`; with ``ref`` (the reference's scores) also ΔWER, similarity, distances."""
+    extra: dict[str, Any] = {"is_reference": True}
+    if ref is not None:
+        dists = [None if (r is None or t is None) else audio_distance(r, t, plan.sample_rate)
+                 for r, t in zip(ref["audio"], scored["audio"])]
+        extra = {"delta_wer": paired_bootstrap_delta_wer(ref["er"], scored["er"], n_boot=n_boot, seed=seed),
+                 "similarity": similarity_stats(ref["emb"], scored["emb"]), "distance": distance_stats(dists)}
+    return VariantResult(label=label, name=str(getattr(synth, "name", label)),
+                         backend=str(getattr(synth, "backend", "")), size_bytes=_size(synth),
+                         description=_describe(synth), error_rate=scored["er"],
+                         synthesis_errors=tuple(scored["syn_err"]), **extra)
+
+
+def evaluate(
+    reference: Any,
+    variants: Sequence[Any],
+    sentences: Sequence[str] | None = None,
+    speakers: Sequence[int] | None = None,
+    seed: int = 0,
+    asr_model: str | Path | None = None,
+    out: str | Path | None = None,
+    *,
+    num_sentences: int | None = None,
+    backend: str | None = None,
+    device: str = "cpu",
+    noise_scale: float | None = None,
+    length_scale: float | None = None,
+    noise_w: float | None = None,
+    n_boot: int = 2000,
+    asr: Any = None,
+    asr_download: bool = False,
+    speaker_encoder: Any = None,
+    use_cache: bool = True,
+    cache_root: str | Path | None = None,
+    progress: bool = True,
+    command: str | None = None,
+) -> EvalResult:
+    """Evaluate ``variants`` against the FP32 ``reference``; optionally write JSON to ``out``.
+
+    Args:
+        reference: model spec for :func:`vitsq.load` (e.g. ``"joe"``) or a loaded Synthesizer.
+        variants: ``[LABEL=]SPEC[@BACKEND]`` strings (:mod:`vitsq.variants`; the old
+            ``BACKEND:SPEC`` still works, with a deprecation warning) or Synthesizers.
+        sentences: texts to speak; default: the shipped *evaluation* split of the reference's
+            language (first ``num_sentences`` of it).
+        speakers: speaker ids, assigned round-robin to sentences (sentence ``i`` gets
+            ``speakers[i % len]``); default: the single speaker, or 4 evenly spread ids.
+        seed: base noise seed; sentence ``i`` uses ``seed + i`` in every model. Also seeds the
+            bootstrap.
+        asr_model: Whisper model (``None``/"base" = packaged base, a folder, or a name);
+            ``asr_download`` lets faster-whisper download a named model.
+        out: JSON output path.
+        backend: backend for specs that name none (default: each model's own).
+        asr / speaker_encoder: pre-built :class:`WhisperASR` / :class:`SpeakerEncoder` (reuse).
+        use_cache / cache_root: reference-audio cache (default ``$VITSQ_CACHE`` or ~/.cache/vitsq).
+        command: the command line that asked for the evaluation (recorded in the JSON).
+
+    Every setting is validated before any model or ASR is loaded. A sentence that fails is
+    kept and counted (see the module docstring); if every sentence of a model failed, an error is
+    logged and :attr:`EvalResult.all_failed` names it.
+    """
+    from vitsq.evaluate.asr import WhisperASR, cache_dir
+    from vitsq.evaluate.metrics import SpeakerEncoder
+
+    if not variants:
+        raise InputError("give at least one variant to compare with the reference")
+    check_settings(noise_scale, length_scale, noise_w, seed, speakers, n_boot, num_sentences)
+    scales = {"noise_scale": noise_scale, "length_scale": length_scale, "noise_w": noise_w}
+    # ASR next: an incomplete model folder should fail before minutes of synthesis.
+    if asr is None:
+        asr = WhisperASR(asr_model, allow_download=asr_download, device=device if device.startswith("cuda") else "cpu")
+    ref_synth, ref_label = _load_model(reference, "reference", backend, device)
+    loaded = [_load_model(v, "variant", backend, device) for v in variants]
+    _check_compatible((ref_synth, ref_label), loaded)
+    plan = _plan(ref_synth, sentences, num_sentences, speakers, seed, scales)
+
+    root = (Path(cache_root) if cache_root else cache_dir()) if use_cache else None
+    *ref_audio, cache_path, from_cache = _reference_audio(ref_synth, reference, ref_label, plan, root, progress)
+    encoder = speaker_encoder if speaker_encoder is not None else SpeakerEncoder()
+    ref_scores = _score(ref_synth, ref_label, plan, asr, encoder, progress, audio=tuple(ref_audio))
+    ref_result = _result(ref_synth, ref_label, ref_scores, None, plan, n_boot, seed)
+    results = [_result(s, label, _score(s, label, plan, asr, encoder, progress), ref_scores, plan, n_boot, seed)
+               for s, label in loaded]
 
     result = EvalResult(
-        reference=ref_result,
-        variants=tuple(results),
-        language=language,
-        sentences=tuple(sents),
-        speakers=tuple(per_speaker),
-        seeds=tuple(seeds),
-        settings={"seed": seed, "speakers": spk_list, "n_boot": n_boot, "backend": backend, "device": device,
-                  "sample_rate": sample_rate, **scales},
+        reference=ref_result, variants=tuple(results), language=plan.language, sentences=tuple(plan.sentences),
+        speakers=tuple(plan.per_sentence_speakers), seeds=tuple(plan.seeds),
+        settings={"seed": seed, "speakers": plan.speakers, "n_boot": n_boot, "backend": backend or AUTO,
+                  "device": device, "sample_rate": plan.sample_rate, **scales},
         asr=asr.describe() if hasattr(asr, "describe") else {"model": str(asr)},
         versions=_versions(),
-        reference_cache=str(cache_path) if cache_path else None,
+        reference_cache=cache_path.name if cache_path else None,
         reference_from_cache=from_cache,
+        command=command,
     )
+    for label in result.all_failed:
+        log.error("%s: every one of the %d sentences failed; its scores mean nothing", label, len(plan.sentences))
     if out is not None:
         result.write_json(out)
         log.info("wrote %s", out)
@@ -606,8 +680,10 @@ def _size(synth: Any) -> int | None:
 
 
 def _describe(synth: Any) -> dict[str, Any]:
+    """The model's description for the JSON (paths as file names + sha256); weights "unknown"
+    when describe() fails, never a guess."""
     try:
-        return dict(synth.describe())
+        return describe_sources(dict(synth.describe()))
     except Exception as e:  # noqa: BLE001 - description is informative only
         log.debug("describe() failed: %s", e)
-        return {}
+        return {"weights": "unknown", "error": f"describe() failed: {type(e).__name__}: {e}"}
