@@ -222,6 +222,24 @@ def resolve_device(device: object) -> str:
 _BAD_CHAR = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
+def _bounded_chunks(flat: list, max_ids: int) -> list[list]:
+    """Consecutive runs of ``(text, sentence, ids)`` items whose padded size (items x longest
+    ids) stays within ``max_ids`` (an item longer than that runs alone)."""
+    chunks: list[list] = []
+    cur: list = []
+    longest = 0
+    for item in flat:
+        n = len(item[2])
+        if cur and (len(cur) + 1) * max(longest, n) > max_ids:
+            chunks.append(cur)
+            cur, longest = [], 0
+        cur.append(item)
+        longest = max(longest, n)
+    if cur:
+        chunks.append(cur)
+    return chunks
+
+
 def validate_text(text: object, max_chars: int = limits.MAX_TEXT_CHARS) -> str:
     """Refuse a non-string, empty, over-long text, or one with control characters (other than
     newline, tab, carriage return) or lone surrogates; return it unchanged."""
@@ -437,8 +455,11 @@ class BaseSynthesizer:
             per_text = [self.text_to_ids(t) for t in texts]
         flat = [(i, k, ids) for i, sents in enumerate(per_text) for k, ids in enumerate(sents)]
         with Timer() as mt:
-            outs = self._run_batch([ids for _, _, ids in flat], [spk[i] for i, _, _ in flat], self._scales(cfg),
-                                   [_sentence_seed(cfg.seed, k) for _, k, _ in flat])
+            outs: list[np.ndarray] = []
+            # bounded backend calls: a long text's utterances never all decode at once
+            for part in _bounded_chunks(flat, limits.MAX_BATCH_IDS):
+                outs += self._run_batch([ids for _, _, ids in part], [spk[i] for i, _, _ in part],
+                                        self._scales(cfg), [_sentence_seed(cfg.seed, k) for _, k, _ in part])
         results = []
         total_tokens = sum(len(ids) for _, _, ids in flat)
         for i, sents in enumerate(per_text):

@@ -27,8 +27,15 @@ Where the runtime crashes or silently produces garbage, this module defines the 
   letters (a Russian model cannot read them; Latin-only text gets its own message) and any other
   character outside the Russian alphabet, the punctuation above, ``+``, ``-`` and space.
 * Empty text, or text with no Russian letter, raises :class:`~vitsq.errors.InputError`.
-* :meth:`RussianFrontend.text_to_ids` treats each non-empty line as one utterance; within a line
-  the whole text is one utterance, as in the runtime.
+* Control characters other than tab and line breaks, and lone surrogates, raise
+  :class:`~vitsq.errors.InputError` naming the character and its position
+  (:func:`vitsq.text.validate.check_text_chars`).
+* :meth:`RussianFrontend.text_to_ids` treats each non-empty line as one utterance, as the
+  runtime treats its whole input, as long as its ids fit in ``max_tokens``
+  (:data:`vitsq.limits.MAX_TOKENS_PER_UTTERANCE`); the runtime runs any length in one go, which
+  costs memory quadratic in the length. A longer line is split into utterances of at most
+  ``max_tokens`` ids at sentence ends ``. ? !``, then at ``, ; :``, then at spaces; a single
+  longer word is cut where it reaches the cap. No symbol is dropped (only spaces at a cut).
 """
 
 from __future__ import annotations
@@ -40,6 +47,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
 from vitsq.errors import InputError, ModelLoadError
+from vitsq.limits import MAX_TOKENS_PER_UTTERANCE
+from vitsq.text.split import split_to_fit
+from vitsq.text.validate import check_text_chars
 
 if TYPE_CHECKING:
     from vitsq.models.config import VitsConfig
@@ -193,6 +203,7 @@ class RussianFrontend:
         dictionary: word -> phonemes, or the path of a Vosk ``dictionary`` file; None = rules only.
         phoneme_id_map: symbol -> id(s), overriding the config's map.
         add_blank: interleave the blank id 0 between symbols, overriding the config.
+        max_tokens: most ids in one utterance of :meth:`text_to_ids` (longer lines are split).
     """
 
     language = "ru"
@@ -204,6 +215,7 @@ class RussianFrontend:
         *,
         phoneme_id_map: Mapping[str, int | Sequence[int]] | None = None,
         add_blank: bool | None = None,
+        max_tokens: int = MAX_TOKENS_PER_UTTERANCE,
     ) -> None:
         if isinstance(dictionary, (str, Path)):
             dictionary = load_dictionary(dictionary)
@@ -214,6 +226,7 @@ class RussianFrontend:
             add_blank = config.add_blank if config is not None else True
         self.phoneme_id_map = _normalize_id_map(phoneme_id_map or DEFAULT_PHONEME_ID_MAP)
         self.add_blank = add_blank
+        self.max_tokens = max_tokens
         for sym in (BOS, EOS):
             if sym not in self.phoneme_id_map:
                 raise ModelLoadError(f"phoneme_id_map has no {sym!r} symbol; a Vosk Russian model needs '^' and '$'")
@@ -276,7 +289,7 @@ class RussianFrontend:
         Applies :meth:`normalize` and :meth:`check_text`; equals the runtime's phonemes for
         text the runtime supports.
         """
-        text = self.normalize(text)
+        text = self.normalize(check_text_chars(text))
         self.check_text(text)
         phonemes = [BOS]
         for token in _SPLIT_RE.split(text.lower()):
@@ -311,9 +324,25 @@ class RussianFrontend:
         """Ids of one utterance (the whole text), as ``Synth.g2p_noembed`` gives them."""
         return self.phonemes_to_ids(self.phonemize(text))
 
+    def _cost(self, sym: str) -> int:
+        """Ids one symbol adds inside an utterance: its own and the blank before it."""
+        return len(self.phoneme_id_map.get(sym, (0,))) + (1 if self.add_blank else 0)
+
     def text_to_ids(self, text: str) -> list[list[int]]:
-        """One id list per non-empty line of ``text``."""
+        """One id list per non-empty line of ``text``; a line over ``max_tokens`` ids is split."""
+        check_text_chars(text)
         lines = [ln for ln in text.splitlines() if ln.strip()]
         if not lines:
             raise InputError("text is empty: give some Russian text to synthesize")
-        return [self.utterance_ids(ln) for ln in lines]
+        out: list[list[int]] = []
+        overhead = len(self.phoneme_id_map[BOS]) + len(self.phoneme_id_map[EOS]) + (1 if self.add_blank else 0)
+        for ln in lines:
+            phonemes = self.phonemize(ln)
+            ids = self.phonemes_to_ids(phonemes)
+            if len(ids) <= self.max_tokens:
+                out.append(ids)
+                continue
+            pieces = split_to_fit(phonemes[1:-1], self._cost, overhead, self.max_tokens)
+            log.info("split a line of %d ids into %d utterances of at most %d", len(ids), len(pieces), self.max_tokens)
+            out.extend(self.phonemes_to_ids([BOS, *p, EOS]) for p in pieces)
+        return out
