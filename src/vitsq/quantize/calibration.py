@@ -148,7 +148,8 @@ def make_calibration(synth: Any, n: int | None = None, sentences: Sequence[str] 
     from vitsq.synth import check_speaker
 
     spk = [check_speaker(s, synth.num_speakers) for s in spk]
-    scales = synth._scales(noise_scale, length_scale, noise_w)
+    full = synth.resolve(noise_scale=noise_scale, length_scale=length_scale, noise_w=noise_w)  # model defaults
+    scales = (full.noise_scale, full.length_scale, full.noise_w)
     items: list[CalibrationItem] = []
     for i, (text, s) in enumerate(zip(chosen, spk)):
         try:
