@@ -221,8 +221,9 @@ def test_keep_float_names_resolve_or_fail(joe_torch):
     assert {"enc_p", "dp", "flow", "dec.conv_pre", "dec.stage0", "dec.stage1", "dec.stage2", "dec.conv_post"} == set(groups)
     assert sum(len(v) for v in groups.values()) == len(candidate_layers(joe_torch.model))
     assert resolve_keep_float(joe_torch.model, ["dec.ups"]) == {"dec.ups.0", "dec.ups.1", "dec.ups.2"}
-    with pytest.raises(InputError, match="use a group"):
-        resolve_keep_float(joe_torch.model, ["decoder"])
+    with pytest.raises(InputError, match=r"unknown layer names 'decoder', 'dec\.ups\.9' .*groups enc_p, "
+                                         r".*module prefixes .*dec\.ups.*keywords preset, none, auto"):
+        resolve_keep_float(joe_torch.model, ["decoder", "dec.ups", "dec.ups.9"])
 
 
 # ----------------------------------------------------------------------------- artifacts
@@ -467,3 +468,69 @@ def test_cli_keep_float_preset_uses_measured_best_recipe(tmp_path, capsys):
     q = vitsq.load(out).quantization
     best = best_for(vitsq.load("joe"), "eager")
     assert q["keep_float"] == list(best.keep_float) and q["per_channel"] is True
+
+
+# ----------------------------------------------------------------------------- outputs and options
+def _no_calibration(monkeypatch):
+    """Any calibration now fails the test: the request had to be refused before it."""
+    from vitsq.quantize import calibration
+
+    def fail(*a, **k):
+        raise AssertionError("calibrated before refusing the request")
+
+    monkeypatch.setattr(calibration, "make_calibration", fail)
+
+
+def test_cli_refuses_unknown_keep_float_and_ignored_options_before_calibrating(tmp_path, capsys, monkeypatch):
+    from conftest import SHARED
+    from vitsq.cli import main
+
+    tiny = SHARED / "fixtures" / "vosk_vits2"
+    base = ["quantize", str(tiny / "tiny_G_1.pth"), "--config", str(tiny / "tiny_config.json"), "-o", str(tmp_path / "q")]
+    _no_calibration(monkeypatch)
+    cases = [
+        (["--recipe", "eager", "--keep-float", "no.such.layer,dec.ups,other"],
+         "unknown layer names 'no.such.layer', 'other' (no quantizable layer"),
+        (["--recipe", "pt2e", "--keep-float", "no.such.layer"], "unknown layer name 'no.such.layer'"),
+        (["--recipe", "ort-static", "--keep-float", "no.such.layer"], "not an ONNX node-name prefix"),
+        (["--recipe", "ort-dynamic", "--keep-float", "dec"], "--keep-float applies to the eager, pt2e and ort-static"),
+        (["--recipe", "pt2e", "--keep-float", "none,dec"], "keyword and stands alone"),
+        (["--recipe", "eager", "--calibrate-method", "entropy"], "--calibrate-method applies to the ort-static"),
+        (["--recipe", "ort-static", "--observer", "minmax"], "--observer applies to the eager recipe only"),
+    ]
+    errors = []
+    for extra, msg in cases:
+        assert main(base + extra) == 2, extra
+        errors.append(capsys.readouterr().err)
+        assert msg in errors[-1] and errors[-1].count("\n") == 1 and "Traceback" not in errors[-1], (extra, errors[-1])
+    assert "module prefixes enc_p.encoder" in errors[0] and "groups enc_p, dec.conv_pre" in errors[0]
+    assert not (tmp_path / "q").exists()
+
+
+def test_quantize_into_an_existing_artifact(qmodel, vosk_tiny, tmp_path, capsys, monkeypatch):
+    """Refused without --force (before loading or calibrating); with it, an artifact of another
+    kind is replaced whole: no eager weights left beside an ONNX manifest."""
+    from conftest import SHARED
+    from vitsq.cli import main
+    from vitsq.errors import OutputError
+    from vitsq.quantize.workflow import QuantizeOptions, quantize_to_dir
+
+    art = qmodel.save(tmp_path / "art")
+    before = {p.name: p.read_bytes() for p in art.iterdir()}
+    assert set(before) == {"model.pt", "vitsq.json"}
+    with pytest.raises(OutputError, match="already exists.*--force"):
+        qmodel.save(art)
+    tiny = SHARED / "fixtures" / "vosk_vits2"
+    monkeypatch.setattr(vitsq, "load", lambda *a, **k: pytest.fail("loaded the model before refusing the output"))
+    assert main(["quantize", str(tiny / "tiny_G_1.pth"), "--config", str(tiny / "tiny_config.json"),
+                 "--recipe", "pt2e", "-o", str(art)]) == 2
+    assert "already exists" in capsys.readouterr().err
+    monkeypatch.undo()
+    with pytest.raises(OutputError, match="already exists"):
+        quantize_to_dir(vosk_tiny, art, QuantizeOptions(recipe="ort-dynamic"))
+    assert {p.name: p.read_bytes() for p in art.iterdir()} == before
+    quantize_to_dir(vosk_tiny, art, QuantizeOptions(recipe="ort-dynamic"), force=True)
+    assert sorted(p.name for p in art.iterdir()) == ["model.onnx", "vitsq.json"]
+    assert json.loads((art / "vitsq.json").read_text())["kind"] == "onnx"
+    assert vitsq.load(art, backend="onnx").synthesize("привет", speaker=1).samples.size > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["art"]  # no temporary sibling, no lock
