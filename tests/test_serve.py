@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import socket
 import threading
 import time
@@ -27,6 +28,9 @@ class BrokenSynth:
         self.name, self.backend = "broken", "torch"
         self.sample_rate, self.num_speakers, self.language = inner.sample_rate, inner.num_speakers, inner.language
         self.config = inner.config
+
+    def text_to_ids(self, text):
+        return self._inner.text_to_ids(text)
 
     def synthesize(self, *a, **k):
         raise RuntimeError("simulated kernel crash")
@@ -119,8 +123,8 @@ def test_failing_variant_reports_error_others_still_play(client):
         ({"text": "Hi.", "variants": []}, 400, "no variants selected"),
         ({"text": "Hi.", "variants": ["joe-torch", "joe-torch"]}, 400, "selected twice"),
         ({"text": "Hi.", "variants": ["joe-torch"], "speaker": 5}, 400, "single speaker"),
-        ({"text": "Hi.", "variants": ["joe-torch"], "length_scale": 0}, 400, "length_scale=0.0 is not valid"),
-        ({"text": "Hi.", "variants": ["joe-torch"], "noise_w": -1}, 400, "noise_w=-1.0 is not valid"),
+        ({"text": "Hi.", "variants": ["joe-torch"], "length_scale": 0}, 400, "length_scale=0.0 is out of range"),
+        ({"text": "Hi.", "variants": ["joe-torch"], "noise_w": -1}, 400, "noise_w=-1.0 is out of range"),
         ({"variants": ["joe-torch"]}, 422, "text: Field required"),
         ({"text": "Hi.", "seed": "abc"}, 422, "seed"),
     ],
@@ -167,8 +171,10 @@ def test_loopback_only_and_bad_specs():
         check_host("0.0.0.0")
     with pytest.raises(InputError, match="unknown backend 'gpu'"):
         load_models(["joe@gpu"])
-    with pytest.raises(InputError, match="max_chars must be >= 1"):
+    with pytest.raises(InputError, match="max_chars must be in 1..20000"):
         create_app([("x", object())], max_chars=0)
+    with pytest.raises(InputError, match="max_chars must be in 1..20000"):
+        create_app([("x", object())], max_chars=20_001)
 
 
 # ----------------------------------------------------------------------------- browser
@@ -279,3 +285,189 @@ def test_model_info_never_carries_file_paths():
     q = {"recipe": "eager", "calibration": {"file": "/home/me/calib.txt", "sentences": 16},
          "keep_float": ["dec.ups.0", "./rel/path"], "win": "C:\\models\\x"}
     assert _no_paths(q) == {"recipe": "eager", "calibration": {"sentences": 16}, "keep_float": ["dec.ups.0"]}
+
+
+# ----------------------------------------------------------------------------- work bounds
+class CountingSynth:
+    """Delegates to a real synthesizer and counts synthesis calls (the bounds must refuse first)."""
+
+    def __init__(self, inner):
+        self._inner = inner
+        self.calls = 0
+
+    def __getattr__(self, name):
+        return getattr(self._inner, name)
+
+    def synthesize(self, *a, **k):
+        self.calls += 1
+        return self._inner.synthesize(*a, **k)
+
+
+@pytest.fixture(scope="module")
+def counting(joe_torch):
+    return CountingSynth(joe_torch)
+
+
+@pytest.fixture(scope="module")
+def bounded(counting):
+    """An app with the 20000-character cap, so the frame budget (not the text cap) is what refuses."""
+    import uvicorn
+
+    app = create_app(load_models([("joe · counted", counting)]), max_chars=20_000, workers=1)
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    t = threading.Thread(target=server.run, daemon=True)
+    t.start()
+    deadline = time.time() + 30
+    while not server.started and time.time() < deadline:
+        time.sleep(0.05)
+    assert server.started, "uvicorn did not start"
+    yield port
+    server.should_exit = True
+    t.join(timeout=10)
+
+
+def _raw_request(port, head: bytes, chunks=(), timeout=20.0) -> tuple[int, dict, int]:
+    """Send a request head (and body chunks, stopping when the server answers); return
+    (status, JSON body, chunks sent before the answer)."""
+    import json
+    import select
+
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(head)
+        sent = 0
+        for chunk in chunks:
+            if select.select([s], [], [], 0)[0]:  # the server has answered: stop sending
+                break
+            try:
+                s.sendall(chunk)
+            except (BrokenPipeError, ConnectionResetError):
+                break
+            sent += 1
+            time.sleep(0.002)
+        data = b""
+        while b"\r\n\r\n" not in data or len(data.split(b"\r\n\r\n", 1)[1]) < int(
+                re.search(rb"content-length: (\d+)", data, re.I).group(1) if re.search(rb"content-length: (\d+)", data, re.I) else 10**9):
+            part = s.recv(65536)
+            if not part:
+                break
+            data += part
+    head_b, body = data.split(b"\r\n\r\n", 1)
+    return int(head_b.split()[1]), json.loads(body), sent
+
+
+def test_oversized_body_refused_by_content_length_without_reading(bounded, counting):
+    from vitsq.limits import SERVE_MAX_BODY_BYTES
+
+    calls = counting.calls
+    size = 200 * 1024 * 1024  # announced, never sent: the answer must come without it
+    head = (f"POST /api/synthesize HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {size}\r\n\r\n").encode()
+    t0 = time.time()
+    status, body, _ = _raw_request(bounded, head)
+    assert status == 413 and f"limit is {SERVE_MAX_BODY_BYTES} bytes" in body["error"] and str(size) in body["error"]
+    assert time.time() - t0 < 10 and counting.calls == calls
+
+
+def test_oversized_chunked_body_refused_while_streaming(bounded, counting):
+    from vitsq.limits import SERVE_MAX_BODY_BYTES
+
+    calls = counting.calls
+    head = (b"POST /api/synthesize HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n")
+    piece = b"x" * 16384
+    n_chunks = 4 * SERVE_MAX_BODY_BYTES // len(piece)  # four times the cap, if it were all read
+    chunks = [b"%x\r\n%s\r\n" % (len(piece), piece) for _ in range(n_chunks)]
+    status, body, sent = _raw_request(bounded, head, chunks)
+    assert status == 413 and f"limit of {SERVE_MAX_BODY_BYTES} bytes" in body["error"]
+    assert sent < n_chunks  # answered before the whole body was sent
+    assert counting.calls == calls
+
+
+def test_body_cap_in_process_and_small_chunked_body_still_works(counting):
+    """Through the ASGI app (TestClient): Content-Length and chunked bodies over the cap are 413;
+    a chunked body under the cap is read whole and synthesized."""
+    import json
+
+    from fastapi.testclient import TestClient
+
+    from vitsq.limits import SERVE_MAX_BODY_BYTES
+
+    app = create_app(load_models([("joe · counted", counting)]), max_chars=200, workers=1)
+    with TestClient(app, base_url="http://127.0.0.1") as c:
+        calls = counting.calls
+        r = c.post("/api/synthesize", content=b"{" + b" " * SERVE_MAX_BODY_BYTES + b"}",
+                   headers={"content-type": "application/json"})
+        assert r.status_code == 413 and "bytes" in r.json()["error"]
+        big = iter([b" " * 65536] * (SERVE_MAX_BODY_BYTES // 65536 + 2))
+        r = c.post("/api/synthesize", content=big, headers={"content-type": "application/json"})
+        assert r.status_code == 413 and f"limit of {SERVE_MAX_BODY_BYTES} bytes" in r.json()["error"]
+        assert counting.calls == calls
+        payload = json.dumps({"text": "Hi there.", "seed": 1}).encode()
+        r = c.post("/api/synthesize", content=iter([payload[:5], payload[5:]]), headers={"content-type": "application/json"})
+        assert r.status_code == 200 and r.json()["results"][0]["ok"], r.text
+        assert counting.calls == calls + 1
+
+
+@pytest.mark.parametrize(
+    "body, status, message",
+    [
+        ({"text": "Hi.", "length_scale": 100}, 422, "length_scale=100 is over this server's limit of 10"),
+        ({"text": "Hi.", "length_scale": 1e308}, 422, "limit of 10"),
+        # one long sentence: its estimate passes the per-utterance memory bound at length_scale 1 only
+        ({"text": "and the cat sat on the mat " * 20, "length_scale": 5}, 413, "frames per utterance"),
+        # many short sentences: each utterance is small but the request's total is over the budget
+        ({"text": "The cat sat on the mat. " * 400}, 413, "frames per request"),
+        ({"text": "Hello.\u0000 long tail"}, 400, "U+0000"),
+        ({"text": "\ud800"}, 400, "U+D800"),
+    ],
+)
+def test_over_budget_requests_are_refused_before_synthesis(bounded, counting, body, status, message):
+    import json
+
+    calls = counting.calls
+    payload = json.dumps(body).encode()
+    head = (f"POST /api/synthesize HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(payload)}\r\n\r\n").encode()
+    got, data, _ = _raw_request(bounded, head + payload)
+    assert got == status, data
+    assert message in data["error"]
+    assert counting.calls == calls
+
+
+def test_estimate_frames_is_ids_times_scale_times_bound():
+    from vitsq.limits import FRAMES_PER_TOKEN_BOUND as K
+    from vitsq.serve.app import estimate_frames
+
+    assert estimate_frames([[1] * 10, [1] * 30], 2.0) == (30 * 2 * K, 40 * 2 * K)
+    assert estimate_frames([[1] * 3], 0.5) == (int(3 * 0.5 * K + 0.999), int(3 * 0.5 * K + 0.999))
+
+
+def test_real_frames_stay_under_the_estimate(joe_torch):
+    """The per-id bound holds with margin on the real voice (pauses included)."""
+    from vitsq.limits import FRAMES_PER_TOKEN_BOUND
+    from vitsq.serve.app import estimate_frames
+
+    text = "Wait... what?! No, no, no: I said (quietly) that we'd go; then we left."
+    for ls in (1.0, 2.5):
+        ids = joe_torch.text_to_ids(text)
+        frames = len(joe_torch.synthesize(text, length_scale=ls, seed=0).samples) / 256  # joe's hop
+        assert frames < estimate_frames(ids, ls)[1] / 2  # at least 2x margin
+        assert frames > sum(map(len, ids)) * ls  # and the bound is not absurdly loose
+    assert FRAMES_PER_TOKEN_BOUND == 8
+
+
+def test_port_in_use_exits_2_with_one_line():
+    import subprocess
+    import sys
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        r = subprocess.run([sys.executable, "-m", "vitsq.cli", "serve", "--port", str(port)],
+                           capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and f"127.0.0.1:{port}" in lines[0] and "--port" in lines[0], r.stderr
+    assert "loading" not in r.stdout  # refused before any model loads

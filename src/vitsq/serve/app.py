@@ -10,6 +10,12 @@
 * Errors a user can cause (text too long/empty, unknown variant, bad speaker or scale) are 4xx
   JSON ``{"error": ...}`` responses naming what is valid; a variant that fails at synthesis gets
   its error in its own result while the others still return audio.
+* The work one request may cause is bounded before anything runs (values in
+  :mod:`vitsq.limits`): the body is refused with 413 past ``SERVE_MAX_BODY_BYTES`` without being
+  read (by its Content-Length, or as soon as a chunked body passes the cap); ``length_scale``
+  over ``MAX_LENGTH_SCALE`` is 422; a request whose estimated output frames (ids x length_scale x
+  ``FRAMES_PER_TOKEN_BOUND``, per utterance and summed over the selected variants) exceed
+  ``SERVE_MAX_UTTERANCE_FRAMES`` / ``SERVE_MAX_FRAMES`` is 413.
 """
 
 
@@ -25,12 +31,13 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Sequence
 
+from vitsq import limits
 from vitsq.errors import InputError, VitsqError
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODELS = ("joe", "joe@onnx")
-DEFAULT_MAX_CHARS = 1000
+DEFAULT_MAX_CHARS = limits.SERVE_MAX_CHARS
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
@@ -154,6 +161,101 @@ def _wav_bytes(audio: Any) -> bytes:
     return buf.getvalue()
 
 
+class BodyLimitMiddleware:
+    """ASGI middleware refusing a request body over ``max_bytes`` with 413, before the app reads it.
+
+    A declared Content-Length is checked before any of the body is received; a body without one
+    (chunked) is received up to the cap and refused as soon as it passes it, then handed to the
+    app whole.
+    """
+
+    def __init__(self, app: Any, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def _refuse(self, send: Any, status: int, message: str) -> None:
+        import json
+
+        body = json.dumps({"error": message}).encode()
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                                (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers") or ()).get(b"content-length")
+        if declared is not None:
+            if not declared.strip().isdigit():
+                return await self._refuse(send, 400, f"bad Content-Length header {declared[:40]!r}")
+            if int(declared) > self.max_bytes:
+                return await self._refuse(send, 413, f"request body has {int(declared)} bytes; this server's "
+                                                     f"limit is {self.max_bytes} bytes")
+            return await self.app(scope, receive, send)  # the server stops at the declared length
+        body, more = bytearray(), True
+        while more:
+            msg = await receive()
+            if msg["type"] != "http.request":  # client went away
+                return
+            body += msg.get("body", b"")
+            more = msg.get("more_body", False)
+            if len(body) > self.max_bytes:
+                return await self._refuse(send, 413, f"request body exceeds this server's limit of "
+                                                     f"{self.max_bytes} bytes")
+        replayed = False
+
+        async def replay() -> Any:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": bytes(body), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+def estimate_frames(ids: Sequence[Sequence[int]], length_scale: float) -> tuple[int, int]:
+    """(largest utterance, total) estimated output frames of one variant's utterances:
+    ids x length_scale x :data:`vitsq.limits.FRAMES_PER_TOKEN_BOUND`."""
+    per = [int(len(x) * length_scale * limits.FRAMES_PER_TOKEN_BOUND + 0.999) for x in ids]
+    return max(per, default=0), sum(per)
+
+
+def length_scale_error(length_scale: float | None) -> tuple[int, str] | None:
+    """(422, message) for a length_scale over :data:`vitsq.limits.MAX_LENGTH_SCALE`, else None."""
+    if length_scale is not None and length_scale > limits.MAX_LENGTH_SCALE:
+        return 422, (f"length_scale={length_scale:g} is over this server's limit of {limits.MAX_LENGTH_SCALE:g} "
+                     "(use a number > 0 and <= the limit)")
+    return None
+
+
+def check_work(chosen: Sequence[ModelEntry], infos: dict[str, dict], text: str,
+               length_scale: float | None) -> tuple[int, str] | None:
+    """(HTTP status, message) when a request would exceed the server's work bounds, else None.
+
+    Runs only the front-ends (cheap): the frame count is estimated, not synthesized.
+    """
+    over = length_scale_error(length_scale)
+    if over:
+        return over
+    total = 0
+    for e in chosen:
+        ls = length_scale if length_scale is not None else float(infos[e.id]["defaults"]["length_scale"])
+        ids = e.synth.text_to_ids(text)  # InputError: bad text for this model
+        largest, frames = estimate_frames(ids, ls)
+        if largest > limits.SERVE_MAX_UTTERANCE_FRAMES:
+            return 413, (f"an utterance of {max(map(len, ids))} ids at length_scale {ls:g} is estimated at "
+                         f"{largest} frames for {e.id}; this server's limit is {limits.SERVE_MAX_UTTERANCE_FRAMES} "
+                         f"frames per utterance ({limits.FRAMES_PER_TOKEN_BOUND} frames per id): lower length_scale")
+        total += frames
+    if total > limits.SERVE_MAX_FRAMES:
+        return 413, (f"this request is estimated at {total} output frames over {len(chosen)} variant(s); this "
+                     f"server's limit is {limits.SERVE_MAX_FRAMES} frames per request (ids x length_scale x "
+                     f"{limits.FRAMES_PER_TOKEN_BOUND}): send shorter text, fewer variants or a lower length_scale")
+    return None
+
+
 def create_app(models: Sequence[Any] | Sequence[ModelEntry] = DEFAULT_MODELS, max_chars: int = DEFAULT_MAX_CHARS,
                workers: int = 2, max_pending: int = 16, clip_capacity: int = 256):
     """Build the FastAPI app. ``models``: specs/pairs for :func:`load_models`, or ready ModelEntry objects."""
@@ -162,8 +264,8 @@ def create_app(models: Sequence[Any] | Sequence[ModelEntry] = DEFAULT_MODELS, ma
     from fastapi.responses import HTMLResponse, JSONResponse, Response
     from pydantic import BaseModel, Field
 
-    if max_chars < 1:
-        raise InputError(f"max_chars must be >= 1, got {max_chars}")
+    if not 1 <= max_chars <= limits.MAX_TEXT_CHARS:
+        raise InputError(f"max_chars must be in 1..{limits.MAX_TEXT_CHARS}, got {max_chars}")
     if workers < 1:
         raise InputError(f"workers must be >= 1, got {workers}")
     entries = list(models) if models and all(isinstance(m, ModelEntry) for m in models) else load_models(models)
@@ -193,6 +295,7 @@ def create_app(models: Sequence[Any] | Sequence[ModelEntry] = DEFAULT_MODELS, ma
                   description="Compare FP32 and quantized TTS variants on the same text and seed.")
     app.state.entries = entries
     app.state.pool = pool
+    app.add_middleware(BodyLimitMiddleware, max_bytes=limits.SERVE_MAX_BODY_BYTES)
 
     def error(status: int, message: str) -> JSONResponse:
         return JSONResponse(status_code=status, content={"error": message})
@@ -226,10 +329,15 @@ def create_app(models: Sequence[Any] | Sequence[ModelEntry] = DEFAULT_MODELS, ma
         info = infos[entry.id]
         base = {"variant": entry.id, "label": entry.label, "backend": info["backend"],
                 "size_bytes": info["size_bytes"], "weights": info["weights"]}
+        # a backend whose noise cannot be seeded (ONNX Runtime draws it in the graph) refuses a
+        # seed; it gets none and its card says so ("seeded": false)
+        seeded = bool(getattr(entry.synth, "seedable", True))
+        base["seeded"] = seeded
         try:
             with entry.lock:
                 audio = entry.synth.synthesize(req.text, speaker=req.speaker, noise_scale=req.noise_scale,
-                                               length_scale=req.length_scale, noise_w=req.noise_w, seed=req.seed)
+                                               length_scale=req.length_scale, noise_w=req.noise_w,
+                                               seed=req.seed if seeded else None)
             clip = clips.put(_wav_bytes(audio))
         except VitsqError as e:
             return {**base, "ok": False, "error": str(e)}
@@ -274,10 +382,16 @@ def create_app(models: Sequence[Any] | Sequence[ModelEntry] = DEFAULT_MODELS, ma
             validate_text(req.text, max_chars)
             for e in (by_id[v] for v in chosen):
                 check_speaker(req.speaker, infos[e.id]["speakers"])
+            over = length_scale_error(req.length_scale)
+            if over:
+                return error(*over)
             for name, allow0 in (("noise_scale", True), ("length_scale", False), ("noise_w", True)):
                 val = getattr(req, name)
                 if val is not None:
                     check_scale(name, val, allow_zero=allow0)
+            over = check_work([by_id[v] for v in chosen], infos, req.text, req.length_scale)
+            if over:
+                return error(*over)
         except VitsqError as e:
             return error(400, str(e))
         if not pending.acquire(blocking=False):
