@@ -39,3 +39,76 @@ def test_bad_input_exit_code_2(tmp_path, capsys):
     assert main(["synth", "joe", "Hi.", "--speaker", "3", "-o", str(tmp_path / "z.wav")]) == 2
     assert main(["synth", str(tmp_path / "missing.onnx"), "Hi.", "-o", str(tmp_path / "z.wav")]) == 2
     assert "not found" in capsys.readouterr().err
+
+
+def _one_line_error(capsys, *fragments: str) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("\n") == 1 and err.startswith("vitsq synth: error:"), err
+    for f in fragments:
+        assert f in err, (f, err)
+    return err
+
+
+def _no_cuda_device() -> str:
+    import torch
+
+    # "cuda" where no GPU exists; otherwise an index no machine here has
+    return "cuda:99" if torch.cuda.is_available() else "cuda"
+
+
+def test_user_errors_are_one_line_exit_2(tmp_path, capsys):
+    out = str(tmp_path / "e.wav")
+    cases = [
+        (["--device", _no_cuda_device()], ["device", "cpu"]),
+        (["--device", "foo"], ["device 'foo'", "cpu"]),
+        (["--seed", str(2**64)], ["seed=18446744073709551616", "0..18446744073709551615"]),
+        (["--seed", "-1"], ["seed=-1", "0..18446744073709551615"]),
+        (["--length-scale", "0"], ["length_scale=0.0", "> 0"]),
+        (["--noise-w", "nan"], ["noise_w=nan"]),
+        (["--config", str(tmp_path / "c.json")], ["config", "carries its own config"]),
+        (["--backend", "executorch"], ["torch or onnx backend", "not 'executorch'"]),
+        (["--backend", "onnx", "--seed", "3"], ["cannot honour seed=3", "noise_scale=0"]),
+    ]
+    for extra, fragments in cases:
+        assert main(["synth", "joe", "Hello.", "-o", out, *extra]) == 2, extra
+        _one_line_error(capsys, *fragments)
+    # a named model that carries its own config is refused before the (slow) preset is built
+    assert main(["synth", "vosk-ru-multi", "Привет.", "-o", out, "--config", str(tmp_path / "c.json")]) == 2
+    _one_line_error(capsys, "'vosk-ru-multi' carries its own config")
+    assert not (tmp_path / "e.wav").exists()
+
+
+def test_synth_output_is_checked_first_and_needs_force(tmp_path, capsys):
+    out = tmp_path / "keep.wav"
+    out.write_bytes(b"not vitsq's audio")
+    # the output is refused before the model is even looked up
+    assert main(["synth", str(tmp_path / "missing.onnx"), "Hi.", "-o", str(out)]) == 2
+    _one_line_error(capsys, "already exists", "--force")
+    assert main(["synth", "joe", "Hi.", "-o", str(out)]) == 2
+    _one_line_error(capsys, "already exists")
+    assert out.read_bytes() == b"not vitsq's audio"
+    assert main(["synth", "joe", "Hi.", "-o", str(tmp_path / "x.mp3")]) == 2
+    _one_line_error(capsys, ".wav")
+    # --force replaces it, atomically (no temporary sibling left behind)
+    assert main(["synth", "joe", "Hi there.", "-o", str(out), "--force", "--no-warmup", "--seed", "1"]) == 0
+    assert sf.info(out).duration > 0.3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.wav"]
+
+
+def test_weights_label_unknown_when_undescribed(capsys):
+    from vitsq.cli import weights_label
+
+    class Broken:
+        name = "broken"
+
+        def describe(self):
+            raise RuntimeError("no description")
+
+    class Silent:
+        name = "silent"
+
+        def describe(self):
+            return {"name": "silent"}
+
+    assert weights_label(Broken()) == "unknown"
+    assert weights_label(Silent()) == "unknown"

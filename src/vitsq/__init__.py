@@ -1,6 +1,6 @@
 """vitsq: make VITS-family TTS models small and fast, and prove they still sound right.
 
-``vitsq.load(spec)`` gives a :class:`Synthesizer` for a named model (:func:`models`) or a path;
+``vitsq.load(spec)`` gives a :class:`Synthesizer` for a named model (:func:`available_models`) or a path;
 ``synth.synthesize(text, SynthesisConfig(...))`` gives an :class:`Audio`.
 """
 
@@ -10,11 +10,14 @@ from vitsq.errors import InputError, ModelLoadError, OutputError, UnsupportedErr
 from vitsq.synth import Audio, SynthesisConfig, Synthesizer, load
 
 
-def models() -> dict[str, str]:
-    """The models :func:`load` accepts by name (no path), each with a one-line description."""
-    from vitsq.registry import available_models
+def available_models() -> dict[str, str]:
+    """The models :func:`load` accepts by name (no path), each with a one-line description.
 
-    return available_models()
+    (Not ``vitsq.models``: that name is the subpackage of model code.)
+    """
+    from vitsq import registry
+
+    return registry.available_models()
 
 
 __all__ = [
@@ -22,7 +25,7 @@ __all__ = [
     "SynthesisConfig",
     "Synthesizer",
     "load",
-    "models",
+    "available_models",
     "VitsqError",
     "InputError",
     "ModelLoadError",

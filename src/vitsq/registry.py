@@ -106,7 +106,7 @@ class Preset:
     loader: Callable[..., Any]  # (backend, device, threads) -> Synthesizer
 
 
-#: Named models (see :func:`vitsq.models`).
+#: Named models (see :func:`vitsq.available_models`).
 PRESETS: dict[str, Preset] = {
     "joe": Preset("en_US-joe-medium Piper voice (embedded, trained)", ("torch", "onnx"), _load_joe),
     "vosk-ru-multi": Preset("Vosk TTS ru multi MB-iSTFT-VITS2 config, " + UNTRAINED, ("torch",), _load_vosk_preset),

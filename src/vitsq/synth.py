@@ -252,8 +252,10 @@ def validate_text(text: object, max_chars: int = limits.MAX_TEXT_CHARS) -> str:
     bad = _BAD_CHAR.search(text)
     if bad:
         code = ord(bad.group())
-        what = "a lone surrogate (not valid Unicode text)" if 0xD800 <= code <= 0xDFFF else "a control character"
-        raise InputError(f"text has {what} U+{code:04X} at position {bad.start()}: remove it "
+        if 0xD800 <= code <= 0xDFFF:
+            raise InputError(f"text has a lone surrogate U+{code:04X} at position {bad.start()}: not valid "
+                             "Unicode text; remove it (or decode the input correctly)")
+        raise InputError(f"text has a control character U+{code:04X} at position {bad.start()}: remove it "
                          "(newline, tab and carriage return are the only control characters allowed)")
     return text
 
@@ -306,7 +308,7 @@ def load(spec: str | Path, backend: str = AUTO, device: str = "cpu", *, threads:
          config_path: str | Path | None = None, engine: str | None = None) -> Synthesizer:
     """Load a model by name or path behind the :class:`Synthesizer` interface.
 
-    ``spec``: a name from :func:`vitsq.models` (``"joe"``, ``"vosk-ru-multi"``), a Piper ``.onnx``
+    ``spec``: a name from :func:`vitsq.available_models` (``"joe"``, ``"vosk-ru-multi"``), a Piper ``.onnx``
     voice (``.onnx.json`` beside it, or ``config_path``), an ONNX file exported by vitsq, a Vosk
     ``G_*.pth`` checkpoint (``config.json`` beside it, or ``config_path``), a Vosk model folder
     (``model.onnx`` + ``config.json``), or a vitsq artifact folder (with ``vitsq.json``).
