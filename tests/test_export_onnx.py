@@ -241,3 +241,74 @@ def test_piper_runtime_loads_int8_voice(joe_torch, tmp_path):
 
     ours = vitsq.load(voice, backend="onnx").synthesize_ids(ids, **ZERO).samples
     assert len(ours) == len(got) and np.abs(ours - np.clip(got, -1, 1)).max() < 1e-4
+
+
+# ----------------------------------------------------------------------------- outputs and options
+def test_cli_refuses_odd_outputs_and_ignored_options_before_loading(tmp_path, capsys, monkeypatch):
+    import vitsq
+    from vitsq.cli import main
+
+    monkeypatch.setattr(vitsq, "load", lambda *a, **k: pytest.fail("loaded the model before refusing the request"))
+    (tmp_path / "somedir").mkdir()
+    (tmp_path / "somedir" / "keep.txt").write_text("mine")
+    (tmp_path / "old.onnx").write_bytes(b"old")
+    base = ["export", str(TINY / "tiny_G_1.pth"), "--config", str(TINY / "tiny_config.json")]
+    cases = [
+        (["--format", "onnx", "-o", str(tmp_path / "somedir")], "must end in .onnx"),
+        (["--format", "onnx", "-o", str(tmp_path / "x.mp3")], "must end in .onnx"),
+        (["--format", "piper", "-o", str(tmp_path / "noext")], "must end in .onnx"),
+        (["--format", "onnx", "-o", "/proc/x.onnx"], "not writable"),
+        (["--format", "onnx", "-o", str(tmp_path / "old.onnx")], "already exists"),
+        (["--format", "vosk-dir", "-o", str(tmp_path / "somedir"), "--force"], "did not write"),
+        (["--format", "vosk-dir", "-o", str(tmp_path / "v.onnx")], "must be a folder"),
+        (["--format", "onnx", "--calibrate-method", "entropy", "-o", str(tmp_path / "a.onnx")],
+         "--calibrate-method applies to --recipe ort-static only"),
+        (["--format", "onnx", "--calib", "8", "-o", str(tmp_path / "a.onnx")], "--calib applies to --recipe ort-static"),
+        (["--format", "onnx", "--recipe", "ort-dynamic", "--calib", "8", "-o", str(tmp_path / "a.onnx")],
+         "the ort-dynamic export takes no calibration"),
+        (["--format", "executorch", "--calib", "8", "-o", str(tmp_path / "et")], "--calib applies to --recipe pt2e"),
+    ]
+    for extra, msg in cases:
+        assert main(base + extra) == 2, extra
+        err = capsys.readouterr().err
+        assert msg in err and err.count("\n") == 1 and "Traceback" not in err, (extra, err)
+    assert (tmp_path / "somedir" / "keep.txt").read_text() == "mine" and (tmp_path / "old.onnx").read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.onnx", "somedir"]
+
+
+def test_interrupted_piper_write_keeps_both_old_files(tmp_path):
+    """voice.onnx and voice.onnx.json are replaced together or not at all."""
+    from vitsq.export.onnx import write_piper_voice
+
+    voice = tmp_path / "voice.onnx"
+    voice.write_bytes(b"old graph")
+    Path(str(voice) + ".json").write_text('{"old": true}')
+
+    def half_written(tmp: Path) -> None:
+        tmp.write_bytes(b"new graph, half written")
+        raise KeyboardInterrupt  # what the CLI's SIGTERM handler raises
+
+    with pytest.raises(KeyboardInterrupt):
+        write_piper_voice(voice, half_written, {"new": True}, force=True)
+    assert voice.read_bytes() == b"old graph" and Path(str(voice) + ".json").read_text() == '{"old": true}'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["voice.onnx", "voice.onnx.json"]
+
+
+def test_force_replaces_a_piper_voice_pair(joe_torch, tmp_path):
+    """The real joe export over an old voice: both files new, nothing else left; without --force
+    the old pair is refused before any export work."""
+    import onnx
+
+    from vitsq.errors import OutputError
+    from vitsq.export.onnx import export_piper_voice
+
+    voice = tmp_path / "joe.onnx"
+    voice.write_bytes(b"old graph")
+    Path(str(voice) + ".json").write_text('{"old": true}')
+    with pytest.raises(OutputError, match="already exists"):
+        export_piper_voice(joe_torch, voice)
+    assert voice.read_bytes() == b"old graph"
+    export_piper_voice(joe_torch, voice, force=True)
+    assert onnx.load(str(voice)).producer_name == "vitsq"
+    assert json.loads(Path(str(voice) + ".json").read_text())["num_speakers"] == joe_torch.config.n_speakers
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["joe.onnx", "joe.onnx.json"]
