@@ -385,13 +385,19 @@ def _is_random(weights: str) -> bool:
     return weights not in ("trained", "unknown")
 
 
+def _seed_kw(synth: Any, seed: int) -> dict[str, int]:
+    """The seed for a backend that can honour it; none for one whose noise is drawn unseeded
+    (ONNX Runtime), which refuses an explicit seed rather than ignore it."""
+    return {"seed": seed} if getattr(synth, "seedable", True) else {}
+
+
 def _calibrate_length_scale(synth: Any, batch: list[list[int]], seed: int) -> tuple[float, float]:
     """length_scale giving ~3 latent frames per input token on ``batch``; returns (scale, frames/token)."""
     hop = int(getattr(synth.config, "hop_length", 256))
     tokens = sum(len(x) for x in batch)
     scale, fpt = 1.0, float("nan")
     for _ in range(3):
-        outs, _ = synth.synthesize_ids_batch(batch, 0, length_scale=scale, seed=seed)
+        outs, _ = synth.synthesize_ids_batch(batch, 0, length_scale=scale, **_seed_kw(synth, seed))
         frames = sum(len(o) for o in outs) / hop
         fpt = frames / tokens
         if fpt <= 0:
@@ -521,7 +527,8 @@ def _describe_into(info: dict[str, Any], synth: Any, label: str) -> str:
     weights = _weights(desc)
     info.update({"name": getattr(synth, "name", label), "backend": getattr(synth, "backend", info["backend"]),
                  "weights": weights, "random_weights": _is_random(weights), "size_bytes": _size(synth),
-                 "sample_rate": int(synth.sample_rate), "threads": desc.get("threads"), "description": desc})
+                 "sample_rate": int(synth.sample_rate), "threads": desc.get("threads"),
+                 "seeded_noise": bool(getattr(synth, "seedable", True)), "description": desc})
     return weights
 
 
@@ -603,7 +610,7 @@ def _call(x: _Loaded, batch: list[list[int]], seed: int, on_cuda: bool) -> tuple
     import torch
 
     t0 = time.perf_counter()
-    outs, _model_s = x.synth.synthesize_ids_batch(batch, 0, length_scale=x.length_scale, seed=seed)
+    outs, _model_s = x.synth.synthesize_ids_batch(batch, 0, length_scale=x.length_scale, **_seed_kw(x.synth, seed))
     if on_cuda:
         torch.cuda.synchronize()
     return time.perf_counter() - t0, sum(int(len(o)) for o in outs) / float(x.synth.sample_rate)
