@@ -206,7 +206,7 @@ def test_sigterm_during_export_keeps_the_old_output(tmp_path):
            str(TINY / "tiny_config.json"), "--format", "vosk-dir", "-o", str(out), "--force"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
-    while not any(".vitsq-tmp-" in p.name for p in tmp_path.iterdir()):  # the new folder is being written
+    while not any(p.name.startswith(".vosk.vitsq-tmp-") for p in tmp_path.iterdir()):  # new folder being written
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
         time.sleep(0.005)
     proc.send_signal(signal.SIGTERM)

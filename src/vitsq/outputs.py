@@ -169,24 +169,36 @@ def _acquire_lock(path: Path) -> tuple[Path, int]:
         return lock, fd
     for _ in range(10):
         fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
+        held = False
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                    raise _busy(path, lock) from None
+                raise OutputError(f"cannot lock {lock}: {exc.strerror or exc}") from exc
+            held = True
+            # the holder before us may have unlinked the file between our open and our flock
+            if _same_file(lock, fd):
+                os.ftruncate(fd, 0)
+                os.write(fd, str(os.getpid()).encode())
+                return lock, fd
+        except BaseException:
+            # busy, or interrupted (SIGTERM unwinds as KeyboardInterrupt) before the caller could
+            # release it: a lock we hold is removed, one we do not is left to its holder
+            if held and _same_file(lock, fd):
+                lock.unlink(missing_ok=True)
             os.close(fd)
-            if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                raise _busy(path, lock) from None
-            raise OutputError(f"cannot lock {lock}: {exc.strerror or exc}") from exc
-        # the holder before us may have unlinked the file between our open and our flock
-        try:
-            same = os.stat(lock).st_ino == os.fstat(fd).st_ino
-        except FileNotFoundError:
-            same = False
-        if same:
-            os.ftruncate(fd, 0)
-            os.write(fd, str(os.getpid()).encode())
-            return lock, fd
+            raise
         os.close(fd)
     raise OutputError(f"cannot take the write lock {lock}: too much contention; try again")
+
+
+def _same_file(lock: Path, fd: int) -> bool:
+    try:
+        return os.stat(lock).st_ino == os.fstat(fd).st_ino
+    except FileNotFoundError:
+        return False
 
 
 def _release_lock(lock: Path, fd: int) -> None:

@@ -36,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="sensitivity unit for --keep-float auto / --sensitivity")
     p.add_argument("--sensitivity", action="store_true", help="also rank groups by sensitivity and print it")
     p.add_argument("--report", action="store_true", help="print the per-layer coverage report")
-    p.add_argument("--seed", type=int, default=0, help="calibration noise seed")
+    p.add_argument("--seed", type=int, default=None, help="calibration noise seed (default 0)")
     p.add_argument("--noise-scale", type=float, help="calibration inference setting (default: the model's)")
     p.add_argument("--length-scale", type=float, help="calibration inference setting (default: the model's)")
     p.add_argument("--noise-w", type=float, help="calibration inference setting (default: the model's)")

@@ -40,7 +40,7 @@ class QuantizeOptions:
     budget: float | None = None
     granularity: str = "groups"
     sensitivity: bool = False
-    seed: int = 0
+    seed: int | None = None  # calibration noise seed (None: 0)
     noise_scale: float | None = None
     length_scale: float | None = None
     noise_w: float | None = None
@@ -85,6 +85,13 @@ def build_recipe(opts: QuantizeOptions):
                             ("--keep-float auto", auto), ("--sensitivity", opts.sensitivity)):
             if given:
                 raise UnsupportedError(f"{flag} applies to the eager recipe only, not {opts.recipe!r}")
+    if cls is OrtDynamicRecipe:
+        for flag, given in (("--calib", opts.calib is not None), ("--calib-file", opts.calib_file),
+                            ("--seed", opts.seed is not None), ("--noise-scale", opts.noise_scale is not None),
+                            ("--length-scale", opts.length_scale is not None), ("--noise-w", opts.noise_w is not None)):
+            if given:
+                raise UnsupportedError(f"{flag} sets calibration; ort-dynamic is not calibrated (activation ranges "
+                                       f"are measured at run time)")
     if opts.calibrate_method is not None and cls is not OrtStaticRecipe:
         raise UnsupportedError(f"--calibrate-method applies to the ort-static recipe only, not {opts.recipe!r}")
     if cls is EagerRecipe:
@@ -138,8 +145,9 @@ def quantize_to_dir(synth: Any, out_dir: str | Path, opts: QuantizeOptions, *, f
     check_keep_float(synth, recipe)
     sentences = read_sentence_file(opts.calib_file) if opts.calib_file else None
     n = opts.calib if opts.calib is not None or sentences is None else len(sentences)
-    calibration = make_calibration(synth, n=n, sentences=sentences, seed=opts.seed, noise_scale=opts.noise_scale,
-                                   length_scale=opts.length_scale, noise_w=opts.noise_w, recipe=recipe)
+    calibration = None if isinstance(recipe, OrtDynamicRecipe) else make_calibration(
+        synth, n=n, sentences=sentences, seed=opts.seed or 0, noise_scale=opts.noise_scale,
+        length_scale=opts.length_scale, noise_w=opts.noise_w, recipe=recipe)
     if not isinstance(recipe, EagerRecipe):
         extra = {"force": force} if isinstance(recipe, (OrtStaticRecipe, OrtDynamicRecipe)) else {}
         q = quantize(synth, recipe, calibration, out_dir=out_dir, **extra)
