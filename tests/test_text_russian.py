@@ -205,6 +205,8 @@ def test_frontend_from_vosk_config():
         ("", ["empty"]),
         ("   \n ", ["empty"]),
         ("...", ["no Russian letters"]),
+        ("да\0нет", ["U+0000 (NUL)", "position 2"]),
+        ("да\ud800", ["lone surrogate U+D800", "position 2"]),
     ],
 )
 def test_bad_text(frontend, text, words):
@@ -244,3 +246,12 @@ def test_dictionary_missing_and_not_utf8(tmp_path):
     p.write_bytes("да 1.0 d a1\n".encode("cp1251"))
     with pytest.raises(ModelLoadError, match="not UTF-8"):
         load_dictionary(p)
+
+
+def test_long_line_is_split_within_the_token_cap(frontend):
+    from vitsq.limits import MAX_TOKENS_PER_UTTERANCE
+
+    line = "замок стоит на холме, молоко в кувшине. " * 120
+    utts = frontend.text_to_ids(line)
+    assert len(utts) > 3 and all(len(u) <= MAX_TOKENS_PER_UTTERANCE for u in utts)
+    assert sum(len(u) for u in utts) > 0.95 * len(frontend.utterance_ids(line))  # only cut spaces lost
