@@ -217,9 +217,9 @@ def test_per_item_speakers(vosk_tiny):
 # ----------------------------------------------------------------------------- text and output
 def test_text_checks():
     assert validate_text("line one\nline\ttwo\r\n") == "line one\nline\ttwo\r\n"
-    with pytest.raises(InputError, match=r"control character U\+0007 at position 5"):
+    with pytest.raises(InputError, match=r"control character U\+0007.* at position 5"):
         validate_text("Hello\x07 world")
-    with pytest.raises(InputError, match=r"lone surrogate U\+D800 at position 2"):
+    with pytest.raises(InputError, match=r"lone surrogate U\+D800.* at position 2"):
         validate_text("ab\ud800c")
     with pytest.raises(InputError, match=f"limit is {limits.MAX_TEXT_CHARS}"):
         validate_text("a" * (limits.MAX_TEXT_CHARS + 1))

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import math
 import numbers
-import re
 import time
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -21,6 +20,7 @@ import numpy as np
 
 from vitsq import limits
 from vitsq.errors import InputError, ModelLoadError, UnsupportedError
+from vitsq.text.validate import check_text_chars
 
 if TYPE_CHECKING:
     from vitsq.models.config import VitsConfig
@@ -218,8 +218,6 @@ def resolve_device(device: object) -> str:
     raise InputError(f"device {device!r} is not valid: use {', '.join(valid)}{note}")
 
 
-# control characters other than newline, tab and carriage return, and lone surrogates
-_BAD_CHAR = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 def _bounded_chunks(flat: list, max_ids: int) -> list[list]:
@@ -242,22 +240,15 @@ def _bounded_chunks(flat: list, max_ids: int) -> list[list]:
 
 def validate_text(text: object, max_chars: int = limits.MAX_TEXT_CHARS) -> str:
     """Refuse a non-string, empty, over-long text, or one with control characters (other than
-    newline, tab, carriage return) or lone surrogates; return it unchanged."""
+    newline, tab, carriage return) or lone surrogates (:func:`vitsq.text.validate.check_text_chars`);
+    return it unchanged."""
     if not isinstance(text, str):
         raise InputError(f"text must be a string, got {type(text).__name__}")
     if not text.strip():
         raise InputError("text is empty (or only whitespace): give at least one word")
     if len(text) > max_chars:
         raise InputError(f"text has {len(text)} characters; the limit is {max_chars} (split it into several calls)")
-    bad = _BAD_CHAR.search(text)
-    if bad:
-        code = ord(bad.group())
-        if 0xD800 <= code <= 0xDFFF:
-            raise InputError(f"text has a lone surrogate U+{code:04X} at position {bad.start()}: not valid "
-                             "Unicode text; remove it (or decode the input correctly)")
-        raise InputError(f"text has a control character U+{code:04X} at position {bad.start()}: remove it "
-                         "(newline, tab and carriage return are the only control characters allowed)")
-    return text
+    return check_text_chars(text)
 
 
 class Timer:
