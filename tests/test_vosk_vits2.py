@@ -116,12 +116,18 @@ def test_training_only_keys_are_ignored(full_cfg_json):
 # --------------------------------------------------------------------------- golden match
 @pytest.mark.parametrize("case_index", [0, 1])
 def test_tiny_checkpoint_matches_upstream(tiny, golden, case_index):
+    """Upstream's batch (second row padded) stage by stage. Upstream's decoder lets the padding
+    frames leak into the padded item's last frames; ours masks them, so its unmasked decoder is
+    compared with upstream's whole output and its ``infer`` with upstream's where no padding
+    reaches (the unpadded item) and with each item's unbatched run."""
     model, _ = tiny
     case = golden["cases"][case_index]
     assert golden["noise_scale"] == 0 and golden["noise_scale_w"] == 0
     with torch.no_grad():
         out = model.infer(golden["x"], golden["x_lengths"], golden["sid"], noise_scale=0.0,
                           length_scale=case["length_scale"], noise_w=0.0)
+        g = model.speaker_embedding(golden["sid"], golden["x"].shape[0])
+        upstream_style, extra = model.vocode(out.z * out.y_mask, g)  # no mask: upstream's decoder
     a = out.attn.squeeze(1)  # [B, T_y, T_x]: upstream returns the frame-level prior
     m_p = torch.matmul(a, out.m_p.transpose(1, 2)).transpose(1, 2)
     logs_p = torch.matmul(a, out.logs_p.transpose(1, 2)).transpose(1, 2)
@@ -130,10 +136,22 @@ def test_tiny_checkpoint_matches_upstream(tiny, golden, case_index):
     assert_rel_close(out.z, case["z"], "z")
     assert_rel_close(m_p, case["m_p"], "m_p")
     assert_rel_close(logs_p, case["logs_p"], "logs_p")
-    assert_rel_close(out.extra["audio_subbands"], case["audio_subbands"], "audio_subbands")
-    assert_rel_close(out.audio, case["audio"], "audio")
+    assert_rel_close(extra["audio_subbands"], case["audio_subbands"], "audio_subbands")
+    assert_rel_close(upstream_style, case["audio"], "audio")
     assert out.audio.shape[-1] == out.y_mask.shape[-1] * 256
     assert out.audio_lengths.tolist() == (case["y_mask"].sum((1, 2)) * 256).long().tolist()
+    n = out.audio_lengths.tolist()
+    assert n[0] > n[1], "the golden batch pads its second item"
+    assert_rel_close(out.audio[:1], case["audio"][:1], "audio of the unpadded item")
+    # the padded item: upstream's leak is real (so this test would see it) ...
+    with torch.no_grad():
+        alone = model.infer(golden["x"][1:, : golden["x_lengths"][1]], golden["x_lengths"][1:], golden["sid"][1:],
+                            noise_scale=0.0, length_scale=case["length_scale"], noise_w=0.0).audio[0, 0]
+    peak = alone.abs().max()
+    assert (case["audio"][1, 0, : n[1]] - alone).abs().max() > 0.05 * peak
+    # ... and ours equals the item alone, with silence after its end
+    assert (out.audio[1, 0, : n[1]] - alone).abs().max() <= 1e-5 * peak
+    assert torch.all(out.audio[1, 0, n[1]:] == 0)
 
 
 def test_load_report(tiny):
@@ -363,8 +381,9 @@ def test_cli_synth_and_info(tmp_path, capsys):
     assert "untrained (random weights)" in out and "31,876,379" in out and "33.23 M" in out
     for name in ("enc_p", "dec", "flow", "dp", "emb_g"):
         assert f"  {name} " in out
-    assert main(["synth", "vosk-ru-multi", "Привет", "--speaker", "300", "-o", str(wav)]) == 2
-    assert "out of range" in capsys.readouterr().err
+    bad = tmp_path / "bad.wav"  # a new path: an existing one is refused before the speaker is checked
+    assert main(["synth", "vosk-ru-multi", "Привет", "--speaker", "300", "-o", str(bad)]) == 2
+    assert "out of range" in capsys.readouterr().err and not bad.exists()
 
 
 def test_cli_checkpoint_with_config(tmp_path, capsys):
@@ -375,8 +394,9 @@ def test_cli_checkpoint_with_config(tmp_path, capsys):
     assert main(["synth", str(tmp_path / "G_1.pth"), "Привет.", "--config", str(fixture("tiny_config.json")),
                  "-o", str(wav)]) == 0
     assert wav.is_file()
-    assert main(["synth", str(tmp_path / "G_1.pth"), "Привет.", "-o", str(wav)]) == 2
-    assert "--config" in capsys.readouterr().err
+    other = tmp_path / "z.wav"  # a new path: an existing one is refused before the model is read
+    assert main(["synth", str(tmp_path / "G_1.pth"), "Привет.", "-o", str(other)]) == 2
+    assert "--config" in capsys.readouterr().err and not other.exists()
 
 
 # --------------------------------------------------------------------------- Vosk model folder
@@ -454,3 +474,98 @@ def test_vosk_folder_missing_files(tmp_path):
     (folder / "config.json").unlink()
     with pytest.raises(ModelLoadError, match="no config.json"):
         vitsq.load(folder, backend="onnx")
+
+
+# --------------------------------------------------------------------------- padded batches
+def _ragged_ids(n_vocab: int, lengths: list[int], seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.zeros(len(lengths), max(lengths), dtype=torch.long)
+    for i, n in enumerate(lengths):
+        x[i, :n] = torch.randint(1, n_vocab, (n,), generator=gen)
+    return x, torch.tensor(lengths)
+
+
+def _frames_and_mask(model, lengths: list[int], seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    y_lengths = torch.tensor(lengths)
+    y_mask = (torch.arange(max(lengths))[None] < y_lengths[:, None]).float().unsqueeze(1)  # [B, 1, T]
+    z = torch.randn(len(lengths), model.config.inter_channels, max(lengths), generator=gen) * y_mask
+    return z, y_mask, y_lengths
+
+
+def test_padded_batch_items_equal_unbatched_runs(tiny):
+    """5 and 60 tokens in one padded batch (noise on, one seed per item) = each item alone."""
+    model, _ = tiny
+    lengths, sids, seeds = [5, 60, 23], [0, 3, 1], [11, 12, 13]
+    x, x_lengths = _ragged_ids(model.config.n_vocab, lengths)
+    kw = dict(noise_scale=0.667, length_scale=1.0, noise_w=0.8)
+    with torch.no_grad():
+        batch = model.infer(x, x_lengths, torch.tensor(sids),
+                            generator=[torch.Generator().manual_seed(s) for s in seeds], **kw)
+        for i, n in enumerate(lengths):
+            alone = model.infer(x[i : i + 1, :n], x_lengths[i : i + 1], torch.tensor(sids[i : i + 1]),
+                                generator=[torch.Generator().manual_seed(seeds[i])], **kw)
+            m = int(alone.audio_lengths[0])
+            assert int(batch.audio_lengths[i]) == m
+            ref = alone.audio[0, 0, :m]
+            assert (batch.audio[i, 0, :m] - ref).abs().max() <= 1e-5 * ref.abs().max(), f"item {i}"
+            assert torch.all(batch.audio[i, 0, m:] == 0)
+            sub = alone.extra["audio_subbands"][0]
+            assert (batch.extra["audio_subbands"][i, :, : sub.shape[-1]] - sub).abs().max() <= 1e-5 * sub.abs().max()
+
+
+@pytest.mark.parametrize("which", ["tiny", "full"])
+def test_masked_decoder_equals_items_alone(tiny, full_cfg_json, which):
+    """The traceable path (``vocode(z, g, y_mask)``, one batch): every conv, the iSTFT and the
+    PQMF see zeros after each item's end, as alone; items of 1, 7 and 40 frames."""
+    if which == "tiny":
+        model = tiny[0]
+    else:  # the full Vosk architecture and widths, seeded random weights
+        torch.manual_seed(0)
+        model = VITS2(VitsConfig.from_vosk_json(full_cfg_json)).eval()
+    lengths = [7, 40, 1]
+    z, y_mask, _ = _frames_and_mask(model, lengths)
+    g = model.speaker_embedding(torch.tensor([0, 2, 1]), 3)
+    with torch.no_grad():
+        audio, extra = model.vocode(z, g, y_mask)
+        leaky, _ = model.vocode(z, g)  # unmasked: the padding reaches the shorter items
+        assert torch.isfinite(audio).all() and torch.isfinite(extra["audio_subbands"]).all()
+        for i, n in enumerate(lengths):
+            ref, ref_extra = model.vocode(z[i : i + 1, :, :n], g[i : i + 1])
+            m, peak = ref.shape[-1], ref.abs().max()
+            assert (audio[i, :, :m] - ref[0]).abs().max() <= 1e-5 * peak, f"item {i} ({n} frames)"
+            assert torch.all(audio[i, :, m:] == 0)
+            sub = ref_extra["audio_subbands"][0]
+            assert (extra["audio_subbands"][i, :, : sub.shape[-1]] - sub).abs().max() <= 1e-5 * sub.abs().max()
+            if n < max(lengths):
+                assert (leaky[i, :, :m] - ref[0]).abs().max() > 1e-3 * peak
+
+
+def test_masked_decoder_exports_to_onnx_with_dynamic_batch(tiny, tmp_path):
+    """The mask is plain tensor ops: traced once, the graph masks other batch sizes and lengths."""
+    import onnxruntime as ort
+
+    model = tiny[0]
+
+    class Dec(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.dec = model.dec
+
+        def forward(self, z, y_mask):
+            return self.dec(z * y_mask, None, y_mask)[0]
+
+    z, y_mask, _ = _frames_and_mask(model, [6, 3])
+    path = tmp_path / "dec.onnx"
+    torch.onnx.export(Dec().eval(), (z, y_mask), str(path), dynamo=False, opset_version=17,
+                      input_names=["z", "y_mask"], output_names=["audio"],
+                      dynamic_axes={"z": {0: "b", 2: "t"}, "y_mask": {0: "b", 2: "t"}, "audio": {0: "b", 2: "s"}})
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    lengths = [9, 30, 2]
+    z, y_mask, _ = _frames_and_mask(model, lengths, seed=1)
+    (audio,) = sess.run(None, {"z": z.numpy(), "y_mask": y_mask.numpy()})
+    with torch.no_grad():
+        for i, n in enumerate(lengths):
+            ref = model.vocode(z[i : i + 1, :, :n], None)[0][0, 0].numpy()
+            assert np.abs(audio[i, 0, : len(ref)] - ref).max() <= 1e-5 * np.abs(ref).max()
+            assert np.all(audio[i, 0, len(ref):] == 0)

@@ -533,6 +533,27 @@ class DurationPredictor(nn.Module):
 
 
 # --------------------------------------------------------------------------- HiFi-GAN
+# Padded batches: a convolution at an item's last frames reads the frames after them. Run
+# alone, those are the conv's zero padding; in a batch they are the padding frames, which equal
+# zero only if every conv input is re-masked (a conv's bias and kernel spread values into them).
+# Each decoder conv therefore takes a mask of its own time resolution; ``mask=None`` (a single
+# item, or one exported program per item) skips the multiplies.
+def apply_mask(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """``x * mask`` ([B, C, T] * [B, 1, T]), or ``x`` unchanged when ``mask`` is None."""
+    return x if mask is None else x * mask
+
+
+def upsample_mask(mask: torch.Tensor | None, factor: int) -> torch.Tensor | None:
+    """Frame mask [B, 1, T] -> [B, 1, T * factor], each frame's value repeated ``factor`` times.
+
+    Expand + reshape (no data-dependent shapes), so it traces for ONNX and torch.export.
+    """
+    if mask is None or factor == 1:
+        return mask
+    b, c, t = mask.shape
+    return mask.unsqueeze(-1).expand(b, c, t, factor).reshape(b, c, t * factor)
+
+
 class ResBlock1(nn.Module):
     def __init__(self, channels: int, kernel_size: int = 3, dilation: tuple[int, ...] = (1, 3, 5)) -> None:
         super().__init__()
@@ -541,9 +562,12 @@ class ResBlock1(nn.Module):
         self.convs2 = nn.ModuleList([nn.Conv1d(channels, channels, kernel_size, dilation=1,
                                                padding=get_padding(kernel_size, 1)) for _ in dilation])
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        # x: [B, C, T]; mask: [B, 1, T] or None. The output is not masked (the caller masks
+        # before its next conv).
         for c1, c2 in zip(self.convs1, self.convs2):
-            xt = c2(F.leaky_relu(c1(F.leaky_relu(x, LRELU_SLOPE)), LRELU_SLOPE))
+            xt = c1(apply_mask(F.leaky_relu(x, LRELU_SLOPE), mask))
+            xt = c2(apply_mask(F.leaky_relu(xt, LRELU_SLOPE), mask))
             x = xt + x
         return x
 
@@ -554,9 +578,9 @@ class ResBlock2(nn.Module):
         self.convs = nn.ModuleList([nn.Conv1d(channels, channels, kernel_size, dilation=d,
                                               padding=get_padding(kernel_size, d)) for d in dilation])
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         for c in self.convs:
-            x = c(F.leaky_relu(x, LRELU_SLOPE)) + x
+            x = c(apply_mask(F.leaky_relu(x, LRELU_SLOPE), mask)) + x
         return x
 
 
@@ -573,6 +597,7 @@ class HiFiGANUpsampler(nn.Module):
         super().__init__()
         self.num_kernels = len(resblock_kernel_sizes)
         self.num_upsamples = len(upsample_rates)
+        self.upsample_rates = tuple(int(u) for u in upsample_rates)
         self.conv_pre = nn.Conv1d(initial_channel, upsample_initial_channel, 7, 1, padding=3)
         block = ResBlock1 if resblock == "1" else ResBlock2
         self.ups = nn.ModuleList()
@@ -589,17 +614,24 @@ class HiFiGANUpsampler(nn.Module):
         if gin_channels > 0:
             self.cond = nn.Conv1d(gin_channels, upsample_initial_channel, 1)
 
-    def upsample(self, x: torch.Tensor, g: torch.Tensor | None = None) -> torch.Tensor:
-        x = self.conv_pre(x)  # [B, U, T]
+    def upsample(self, x: torch.Tensor, g: torch.Tensor | None = None,
+                 mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """x [B, C, T] (+ frame mask [B, 1, T]) -> (features [B, ch, T * prod(rates)], their mask).
+
+        The features are leaky-relu'd and, with a mask, zero after each item's end.
+        """
+        x = self.conv_pre(apply_mask(x, mask))  # [B, U, T]
         if g is not None and hasattr(self, "cond"):
             x = x + self.cond(g)
         for i in range(self.num_upsamples):
-            x = self.ups[i](F.leaky_relu(x, LRELU_SLOPE))
-            xs = self.resblocks[i * self.num_kernels](x)
+            x = self.ups[i](apply_mask(F.leaky_relu(x, LRELU_SLOPE), mask))
+            mask = upsample_mask(mask, self.upsample_rates[i])
+            x = apply_mask(x, mask)
+            xs = self.resblocks[i * self.num_kernels](x, mask)
             for j in range(1, self.num_kernels):
-                xs = xs + self.resblocks[i * self.num_kernels + j](x)
+                xs = xs + self.resblocks[i * self.num_kernels + j](x, mask)
             x = xs / self.num_kernels
-        return F.leaky_relu(x)  # upstream uses the default 0.01 slope here
+        return apply_mask(F.leaky_relu(x), mask), mask  # upstream uses the default 0.01 slope here
 
 
 class Generator(HiFiGANUpsampler):
@@ -609,5 +641,9 @@ class Generator(HiFiGANUpsampler):
         super().__init__(*args, **kwargs)
         self.conv_post = nn.Conv1d(self.out_channels, 1, 7, 1, padding=3, bias=False)
 
-    def forward(self, x: torch.Tensor, g: torch.Tensor | None = None) -> torch.Tensor:
-        return torch.tanh(self.conv_post(self.upsample(x, g)))
+    def forward(self, x: torch.Tensor, g: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``mask`` [B, 1, T] (optional): padded frames of a batch; their audio is zero and never
+        reaches the valid samples, so each item equals its unbatched run."""
+        x, mask = self.upsample(x, g, mask)
+        return apply_mask(torch.tanh(self.conv_post(x)), mask)

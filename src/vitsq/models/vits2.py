@@ -34,6 +34,8 @@ from vitsq.models.modules import (
     ResidualCouplingBlock,
     StochasticDurationPredictor,
     TextEncoder,
+    apply_mask,
+    upsample_mask,
 )
 from vitsq.models.vits import VITS
 
@@ -70,16 +72,30 @@ class InverseSTFT(nn.Module):
         self.register_buffer("basis", torch.from_numpy(basis).float().unsqueeze(1), persistent=False)  # [2F, 1, n_fft]
         self.register_buffer("window_sq", torch.from_numpy(window**2).float().view(1, 1, n_fft), persistent=False)
 
-    def forward(self, magnitude: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
+    def forward(self, magnitude: torch.Tensor, phase: torch.Tensor,
+                frame_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``frame_mask`` [N, 1, frames] (optional): frames after each signal's end, as in a padded
+        batch. They are left out of the overlap-add and of its normalization, so the valid
+        samples equal those of the signal's own iSTFT; samples after its end are zero."""
         spec = torch.cat([magnitude * torch.cos(phase), magnitude * torch.sin(phase)], 1)  # [N, 2F, frames]
         frames = spec.shape[-1]
+        if frame_mask is None:
+            weights = torch.ones_like(spec[:1, :1, :])  # [1, 1, frames]
+        else:
+            spec = spec * frame_mask
+            weights = frame_mask  # [N, 1, frames]
         y = F.conv_transpose1d(spec, self.basis, stride=self.hop)  # [N, 1, (frames-1)*hop + n_fft]
         # window-sum-square normalization (NOLA holds for Hann with hop <= n_fft/2)
-        ones = torch.ones_like(spec[:1, :1, :])  # [1, 1, frames]
-        envelope = F.conv_transpose1d(ones, self.window_sq, stride=self.hop)
+        envelope = F.conv_transpose1d(weights, self.window_sq, stride=self.hop)
         half = self.n_fft // 2
         length = (frames - 1) * self.hop
-        y = y[:, :, half : half + length] / envelope[:, :, half : half + length]
+        envelope = envelope[:, :, half : half + length]
+        if frame_mask is not None:
+            # No frame covers a sample after a masked signal's last frame window: y and the
+            # envelope are both 0 there. The floor turns 0/0 into 0; it is far below any envelope
+            # value a covered sample has (>= the smallest nonzero Hann tap squared, ~1e-3).
+            envelope = envelope.clamp_min(1e-8)
+        y = y[:, :, half : half + length] / envelope
         return y[:, 0]  # [N, length]
 
 
@@ -133,19 +149,30 @@ class MultiBandISTFTGenerator(HiFiGANUpsampler):
         self.istft = InverseSTFT(c.istft_n_fft, c.istft_hop)
         self.pqmf = PQMFSynthesis(c.subbands)
 
-    def forward(self, x: torch.Tensor, g: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Returns audio [B, 1, T * hop_length] and the sub-band signals [B, S, T * hop_length / S]."""
-        x = self.upsample(x)  # [B, ch, T * prod(upsample_rates)], leaky-relu'd
+    def forward(self, x: torch.Tensor, g: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns audio [B, 1, T * hop_length] and the sub-band signals [B, S, T * hop_length / S].
+
+        ``mask`` [B, 1, T] (optional): padded frames of a batch. Every conv input, the iSTFT
+        frames and the sub-band signals are re-masked, so each item equals its unbatched run
+        and its padding is zero.
+        """
+        x, mask = self.upsample(x, mask=mask)  # [B, ch, T * prod(upsample_rates)], leaky-relu'd
         x = F.pad(x, [1, 0], mode="reflect")  # one more frame so the iSTFT output fills T * hop
+        frame_mask = None if mask is None else F.pad(mask, [1, 0], value=1.0)  # [B, 1, T']
         x = self.subband_conv_post(x)  # [B, S * (n_fft + 2), T']
         b, _, t = x.shape
         x = x.reshape(b, self.subbands, -1, t)  # [B, S, n_fft + 2, T']
         magnitude = torch.exp(x[:, :, : self.n_bins])  # [B, S, F, T']
         phase = math.pi * torch.sin(x[:, :, self.n_bins :])
+        if frame_mask is not None:  # one mask per sub-band signal: [B * S, 1, T']
+            frame_mask = frame_mask.unsqueeze(1).expand(b, self.subbands, 1, t).reshape(b * self.subbands, 1, t)
         y_mb = self.istft(magnitude.reshape(b * self.subbands, self.n_bins, t),
-                          phase.reshape(b * self.subbands, self.n_bins, t))  # [B*S, L]
+                          phase.reshape(b * self.subbands, self.n_bins, t), frame_mask)  # [B*S, L]
         y_mb = y_mb.reshape(b, self.subbands, -1)  # [B, S, L]
-        return self.pqmf(y_mb), y_mb
+        mask = upsample_mask(mask, self.istft.hop)  # [B, 1, L]
+        y_mb = apply_mask(y_mb, mask)  # the istft leaves the tail of the last frames after the end
+        return apply_mask(self.pqmf(y_mb), upsample_mask(mask, self.subbands)), y_mb
 
 
 # --------------------------------------------------------------------------- model
@@ -185,9 +212,13 @@ class VITS2(VITS):
         """ids [B, T_x] -> hidden [B, H, T_x], m_p, logs_p [B, C, T_x], x_mask [B, 1, T_x]."""
         return self.enc_p(x, x_lengths, g)
 
-    def vocode(self, z: torch.Tensor, g: torch.Tensor | None) -> tuple[torch.Tensor, dict]:
-        """Latent frames [B, C, T_y] -> audio [B, 1, T_y * hop] and ``{"audio_subbands": [B, S, L]}``."""
-        audio, subbands = self.dec(z, g)
+    def vocode(self, z: torch.Tensor, g: torch.Tensor | None,
+               y_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+        """Latent frames [B, C, T_y] -> audio [B, 1, T_y * hop] and ``{"audio_subbands": [B, S, L]}``.
+
+        ``y_mask`` [B, 1, T_y]: see :meth:`VITS.vocode`.
+        """
+        audio, subbands = self.dec(z, g, y_mask)
         return audio, {"audio_subbands": subbands}
 
 
