@@ -34,6 +34,9 @@ def check_export_args(fmt: str, out: str | Path, *, recipe: str | None = None, f
         if calibrate_method is not None:
             raise InputError("--calibrate-method applies to the ort-static recipe, not to ExecuTorch (pt2e uses "
                              "min/max observers)")
+        if recipe not in (None, "fp32", "pt2e"):
+            raise UnsupportedError(f"ExecuTorch export recipe {recipe!r} is not supported: valid are fp32 (float) "
+                                   "and pt2e (INT8)")
         if calib is not None and (recipe or "fp32") == "fp32":
             raise InputError("--calib applies to --recipe pt2e: float (fp32) programs are not calibrated")
         return check_output(out, kind="dir", force=force, what="ExecuTorch output folder")
