@@ -168,6 +168,7 @@ def _terminate(signum, frame):  # pragma: no cover - exercised through a subproc
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded in result files as the command
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     # SIGTERM unwinds like Ctrl-C, so every output's temporary sibling is removed and the

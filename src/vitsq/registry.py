@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from vitsq.errors import InputError, ModelLoadError, UnsupportedError
+from vitsq.manifest import verify_manifest
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +159,8 @@ def read_manifest(directory: Path) -> dict:
         raise ModelLoadError(f"{path} is not valid JSON: {exc}") from exc
     if not isinstance(manifest, dict) or "kind" not in manifest:
         raise ModelLoadError(f"{path} has no 'kind': not a vitsq artifact manifest")
+    # verified before its kind picks a backend or loader: an edited kind is refused here
+    verify_manifest(directory, manifest)
     return manifest
 
 

@@ -604,8 +604,9 @@ class OnnxSynthesizer(BaseSynthesizer):
     """Runs an ONNX file with the Piper/Vosk contract (input, input_lengths, scales[, sid]) in ORT.
 
     Noise is drawn inside the graph by ONNX Runtime, unseeded: ``seedable`` is False and an
-    explicit ``seed`` is refused while any noise is on; compare with zero noise. Models without an ``output_lengths`` output are
-    run one item at a time in a batch call, since padded items' lengths are not recoverable.
+    explicit ``seed`` is refused while any noise is on; compare with zero noise. A batch of
+    items with different lengths runs item by item (so every item equals its unbatched run);
+    items of one length run as one call when the graph has an ``output_lengths`` output.
     """
 
     backend = "onnx"
@@ -648,7 +649,10 @@ class OnnxSynthesizer(BaseSynthesizer):
         return feed
 
     def _run(self, batch, speakers, scales, seeds):
-        if "output_lengths" in self.output_names:
+        # One call only when no item is padded: the exported graph's decoder is unmasked, so a
+        # padded item's last frames would differ from the item alone. Item by item is also the
+        # faster way on CPU (padding work is wasted work).
+        if "output_lengths" in self.output_names and len({len(ids) for ids in batch}) == 1:
             x, lengths = pad_batch(batch)
             audio, out_len = self.session.run(["output", "output_lengths"], self._feed(x, lengths, speakers, scales))
             audio = audio.reshape(audio.shape[0], -1)
