@@ -438,3 +438,39 @@ def _short_en(tmp_path):
     f = tmp_path / "one.txt"
     f.write_text("Hi there.\n")
     return f
+
+
+# ----------------------------------------------------------------------------- existing outputs
+def test_cli_refuses_an_existing_out_without_force_before_loading(tmp_path, monkeypatch, capsys):
+    """An earlier run's result file is refused (one line, exit 2) before any model loads, and is
+    left byte-identical; the same holds for the .md/.png written beside it."""
+    from vitsq.cli import main
+
+    monkeypatch.setattr(bench, "run_benchmark", lambda *a, **k: pytest.fail("benchmarked before checking --out"))
+    out = tmp_path / "bench.json"
+    out.write_text('{"earlier": "run"}\n')
+    assert main(["bench", "joe", "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [f"vitsq bench: error: bench JSON output {out} already exists: choose "
+                                        "another path or pass --force to replace it"]
+    assert out.read_text() == '{"earlier": "run"}\n'
+    md = tmp_path / "other.md"
+    md.write_text("my notes\n")
+    assert main(["bench", "joe", "--out", str(tmp_path / "other.json"), "--no-progress"]) == 2
+    assert "bench MD output" in capsys.readouterr().err and md.read_text() == "my notes\n"
+    assert not (tmp_path / "other.json").exists()
+
+
+def test_write_replaces_results_only_with_force(tmp_path):
+    res = run_benchmark(FakeSynth("base"), batches="1", warmup=0, iters=1, progress=False)
+    paths = res.write(tmp_path / "b.json", plot=True)
+    before = {k: p.read_bytes() for k, p in paths.items()}
+    from vitsq.errors import OutputError
+
+    with pytest.raises(OutputError, match="already exists"):
+        res.write(tmp_path / "b.json")
+    assert {k: p.read_bytes() for k, p in paths.items()} == before
+    res.settings["seed"] = 99
+    again = res.write(tmp_path / "b.json", force=True)
+    assert json.loads(again["json"].read_text())["settings"]["seed"] == 99
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.json", "b.md", "b.png"]  # no temporaries left

@@ -459,7 +459,8 @@ def test_evaluate_validates_every_setting_before_any_work():
                        (dict(length_scale=0), r"length_scale=0.0 is out of range: use a finite number > 0"),
                        (dict(length_scale=1e6), "length_scale=1000000.0 is out of range"),
                        (dict(noise_scale="0.5"), "noise_scale='0.5' is not valid"),
-                       (dict(seed=-3), r"seed=-3 is not valid: use an integer in 0\.\."),
+                       (dict(seed=-3), r"seed=-3 is out of range: use an integer in 0\.\."),
+                       (dict(seed=None), r"seed=None is not valid: use an integer in 0\.\."),
                        (dict(seed=1.5), "seed=1.5 is not valid"),
                        (dict(speakers=[-2]), "speaker -2 is not valid: speaker ids are integers >= 0"),
                        (dict(n_boot=0), "n_boot must be an integer >= 1")):
@@ -655,3 +656,51 @@ def test_cli_eval_runs_and_writes_json(tmp_path, eval_cache, monkeypatch, capsys
     assert "| variant |" in printed and "ΔWER" in printed
     data = json.loads(out.read_text())
     assert data["num_sentences"] == 2 and data["results"][1]["delta_wer"]["delta"] == 0.0
+
+
+# ----------------------------------------------------------------------------- output file, unseeded noise
+def test_existing_out_is_refused_without_force_before_anything_loads(tmp_path, monkeypatch, capsys):
+    from vitsq.cli import main
+    from vitsq.errors import OutputError
+    from vitsq.evaluate.run import evaluate
+
+    out = tmp_path / "results.json"
+    out.write_text('{"earlier": "run"}\n')
+    # the ASR folder is broken and the models do not exist: the output is refused first
+    argv = ["eval", "nope-ref", "nope-var", "--out", str(out), "--asr-model", str(tmp_path), "--no-progress"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines() == [f"vitsq eval: error: eval JSON {out} already exists: choose another path "
+                                        "or pass --force to replace it"]
+    assert out.read_text() == '{"earlier": "run"}\n'
+    with pytest.raises(OutputError, match="must end in .json"):
+        evaluate(object(), [object()], sentences=["a"], asr=_NoASR(), out=tmp_path / "r.txt")
+    # with force the earlier result is replaced, atomically (no temporaries left beside it)
+    sents = ["One two."]
+    evaluate(_Speaking("ref"), [_Speaking("var")], sentences=sents, asr=_EchoASR(sents * 2), speaker_encoder=_Flat(),
+             use_cache=False, progress=False, n_boot=10, out=out, force=True)
+    assert json.loads(out.read_text())["results"][1]["variant"] == "var"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]
+
+
+def test_onnx_variant_with_noise_on_runs_unseeded_and_says_so(tmp_path, joe_torch, joe_onnx, caplog):
+    """ONNX Runtime refuses an explicit seed while noise is on: eval must not pass it (every
+    sentence of the variant failed when it did), and must record and warn that its noise is unseeded."""
+    from vitsq.evaluate.run import evaluate
+
+    sents = ["Good morning.", "The sun is up."]
+    out = tmp_path / "r.json"
+    with caplog.at_level("WARNING", logger="vitsq.evaluate.run"):
+        res = evaluate(joe_torch, [joe_onnx], sentences=sents, seed=5, asr=_EchoASR(sents * 2),
+                       speaker_encoder=_Flat(), use_cache=False, progress=False, n_boot=10, out=out)
+    assert res.variants[0].num_failed == 0 and res.reference.num_failed == 0
+    data = json.loads(out.read_text())
+    assert [r["seeded_noise"] for r in data["results"]] == [True, False]
+    assert all(s["error"] is None for r in data["results"] for s in r["sentences"])
+    warning = f"{joe_onnx.name}: noise is drawn unseeded on the onnx backend"
+    assert len(data["messages"]) == 1 and data["messages"][0].startswith(warning)
+    assert "--noise-scale 0 --noise-w 0" in data["messages"][0] and warning in caplog.text
+    # at zero noise nothing is left to seed: no warning
+    zero = evaluate(joe_torch, [joe_onnx], sentences=sents[:1], asr=_EchoASR(sents[:1] * 2), speaker_encoder=_Flat(),
+                    use_cache=False, progress=False, n_boot=10, noise_scale=0, noise_w=0)
+    assert zero.messages == () and zero.variants[0].num_failed == 0 and not zero.variants[0].seeded_noise

@@ -186,7 +186,7 @@ def test_cli_report(results, tmp_path, capsys):
 
     assert main(["report", str(results / "bench.json"), "-o", str(tmp_path / "r")]) == 0
     assert (tmp_path / "r" / "report.html").is_file()
-    assert main(["report", str(tmp_path / "nope.json"), "-o", str(tmp_path / "r")]) == 2
+    assert main(["report", str(tmp_path / "nope.json"), "-o", str(tmp_path / "r0")]) == 2
     assert "does not exist" in capsys.readouterr().err
     # malformed JSON: one line naming the file and the JSON error, exit 2
     broken = tmp_path / "broken.json"
@@ -206,6 +206,33 @@ def test_cli_report(results, tmp_path, capsys):
     (folder / "half.json").write_text('{"results": [')
     assert main(["report", str(folder), "-o", str(tmp_path / "r4")]) == 2
     assert "half.json is not a JSON file (malformed JSON" in capsys.readouterr().err
+
+
+def test_report_folder_is_replaced_only_with_force_and_only_if_vitsq_wrote_it(results, tmp_path, capsys):
+    from vitsq.cli import main
+
+    out = tmp_path / "r"
+    assert main(["report", str(results / "bench.json"), "-o", str(out)]) == 0
+    capsys.readouterr()
+    manifest = json.loads((out / "vitsq.json").read_text())
+    assert manifest["kind"] == "report" and "report.html" in manifest["files"]
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    # a rerun is refused before anything is read or written: one line, exit 2, folder untouched
+    assert main(["report", str(results / "eval.json"), "-o", str(out)]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"vitsq report: error: report folder {out} already exists: choose another path or pass --force to replace it"]
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    # --force replaces the whole earlier report (its files of another run are gone, nothing left over)
+    assert main(["report", str(results / "eval.json"), "-o", str(out), "--force"]) == 0
+    assert "rtf_vs_batch.png" not in {p.name for p in out.iterdir()} and (out / "wer_cer.png").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r"]
+    # a folder vitsq did not write is never replaced, even with --force
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    assert main(["report", str(results / "eval.json"), "-o", str(mine), "--force"]) == 2
+    assert "vitsq did not write" in capsys.readouterr().err
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
 
 
 # ----------------------------------------------------------------------------- the demo's error path

@@ -54,8 +54,8 @@ import numpy as np
 from vitsq.errors import InputError, UnsupportedError, VitsqError
 from vitsq.jsonutil import describe_sources, file_sha256, invoked_command, portable_str, to_jsonable, without_paths
 from vitsq.limits import MAX_BENCH_BATCH
-from vitsq.variants import AUTO, Variant
-from vitsq.variants import parse_variant as _parse_variant
+from vitsq.outputs import atomic_output, check_output, write_text
+from vitsq.variants import Variant, parse_variant
 
 log = logging.getLogger(__name__)
 
@@ -74,18 +74,6 @@ DEFAULT_BATCHES = (1, 2, 4, 8)
 
 
 # ----------------------------------------------------------------------------- parsing
-def parse_variant(text: str, default_backend: str | None = "torch") -> Variant:
-    """:func:`vitsq.variants.parse_variant`, with ``default_backend`` standing in for "auto".
-
-    Kept for callers that cannot yet load ``backend="auto"``; new code imports
-    :mod:`vitsq.variants` directly.
-    """
-    v = _parse_variant(text)
-    if default_backend and v.backend == AUTO:
-        return Variant(v.label, v.spec, default_backend)
-    return v
-
-
 def parse_batches(text: str | Sequence[int]) -> list[int]:
     """``"1,2,4,8"`` -> [1, 2, 4, 8]; every size must be an integer in 1..``MAX_BENCH_BATCH``."""
     items = text.split(",") if isinstance(text, str) else list(text)
@@ -305,21 +293,41 @@ class BenchResult:
     def table(self) -> str:
         return markdown_table(self.to_dict())
 
-    def write(self, out: str | Path, plot: bool = True) -> dict[str, Path]:
-        """Write ``out`` (JSON), ``out`` with ``.md`` (table) and ``.png`` (plot); returns the paths."""
-        out = Path(out)
-        if out.suffix != ".json":
-            out = out.with_suffix(out.suffix + ".json") if out.suffix else out.with_suffix(".json")
-        out.parent.mkdir(parents=True, exist_ok=True)
+    def write(self, out: str | Path, plot: bool = True, *, force: bool = False) -> dict[str, Path]:
+        """Write ``out`` (JSON), ``out`` with ``.md`` (table) and ``.png`` (plot); returns the paths.
+
+        Each file is written atomically (:mod:`vitsq.outputs`); an existing one is replaced only
+        with ``force`` (see :func:`check_bench_outputs`, which callers run before the benchmark).
+        """
+        paths = check_bench_outputs(out, plot=plot, force=force)
         data = self.to_dict()
-        out.write_text(json.dumps(data, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-        paths = {"json": out}
-        md = out.with_suffix(".md")
-        md.write_text(markdown_report(data), encoding="utf-8")
-        paths["md"] = md
+        write_text(paths["json"], json.dumps(data, indent=2, allow_nan=False) + "\n", suffixes=(".json",),
+                   force=force, what="bench JSON")
+        write_text(paths["md"], markdown_report(data), suffixes=(".md",), force=force, what="bench table")
         if plot:
-            paths["png"] = plot_rtf(data, out.with_suffix(".png"))
+            plot_rtf(data, paths["png"], force=force)
         return paths
+
+
+def bench_output_paths(out: str | Path, plot: bool = True) -> dict[str, Path]:
+    """The files a bench run writes for ``--out``: the JSON (``.json`` added when missing), and
+    beside it the ``.md`` table and (with ``plot``) the ``.png`` plot."""
+    out = Path(out).expanduser()
+    if out.suffix != ".json":
+        out = out.with_suffix(out.suffix + ".json") if out.suffix else out.with_suffix(".json")
+    paths = {"json": out, "md": out.with_suffix(".md")}
+    if plot:
+        paths["png"] = out.with_suffix(".png")
+    return paths
+
+
+def check_bench_outputs(out: str | Path, plot: bool = True, force: bool = False) -> dict[str, Path]:
+    """Validate every output path of a bench run before any model loads (an existing file needs
+    ``force``; see :func:`vitsq.outputs.check_output`); returns them as :func:`bench_output_paths`."""
+    paths = bench_output_paths(out, plot)
+    for kind, p in paths.items():
+        check_output(p, suffixes=(f".{kind}",), force=force, what=f"bench {kind.upper()} output")
+    return paths
 
 
 def _stats(values: Sequence[float]) -> dict[str, float]:
@@ -466,7 +474,7 @@ def _entries(model: Any, variants: Sequence[Any], baseline: str | None) -> tuple
         if isinstance(item, Variant):
             entries.append(_Entry(item.label, item))
         elif isinstance(item, (str, Path)):
-            v = _parse_variant(str(item))
+            v = parse_variant(str(item))
             entries.append(_Entry(v.label, v))
         else:
             for attr in ("synthesize_ids_batch", "text_to_ids", "sample_rate"):
@@ -916,8 +924,10 @@ def markdown_report(data: dict[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
-def plot_rtf(data: dict[str, Any] | Sequence[dict[str, Any]], path: str | Path) -> Path:
-    """PNG: median RTF vs batch size, one line per variant x device, p10–p90 as error bars."""
+def plot_rtf(data: dict[str, Any] | Sequence[dict[str, Any]], path: str | Path, *, force: bool = False) -> Path:
+    """PNG: median RTF vs batch size, one line per variant x device, p10–p90 as error bars.
+
+    Written atomically; an existing ``path`` is replaced only with ``force``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -955,15 +965,17 @@ def plot_rtf(data: dict[str, Any] | Sequence[dict[str, Any]], path: str | Path) 
     else:
         ax.text(0.5, 0.5, "no successful runs", ha="center", va="center", transform=ax.transAxes)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    try:
+        with atomic_output(path, suffixes=(".png",), force=force, what="plot") as tmp:
+            fig.savefig(tmp, format="png")
+    finally:
+        plt.close(fig)
+    return Path(path).expanduser()
 
 
 # ----------------------------------------------------------------------------- CLI
 def cmd_bench(args: argparse.Namespace) -> int:
+    check_bench_outputs(args.out, plot=not args.no_plot, force=args.force)  # before any model loads
     res = run_benchmark(
         args.model, args.variants, batches=args.batch, devices=args.device, threads=args.threads,
         batching=args.batching,
@@ -971,7 +983,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         baseline=args.baseline, machine_name=args.machine_name, progress=not args.no_progress,
         command=invoked_command(args),
     )
-    paths = res.write(args.out, plot=not args.no_plot)
+    paths = res.write(args.out, plot=not args.no_plot, force=args.force)
     for m in res.messages:
         print(f"note: {m}")
     print(res.table(), end="")
@@ -1001,6 +1013,8 @@ def register(sub) -> None:
     p.add_argument("--baseline", default=None, help="label speedups are relative to (default: MODEL)")
     p.add_argument("--machine-name", default=None, help="name of this machine in the output")
     p.add_argument("--out", default="bench.json", help="JSON path; .md and .png are written beside it")
+    p.add_argument("--force", action="store_true",
+                   help="replace existing result files (.json/.md/.png) of an earlier run")
     p.add_argument("--no-plot", action="store_true")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_bench)

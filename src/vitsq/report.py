@@ -9,6 +9,10 @@ its CI) and RTF by batch × variant × device — plots (RTF vs batch size, WER/
 95 % CIs, size bars, layer-sensitivity ranking when present), and the machine and versions.
 ``report.md`` references the PNGs beside it; ``report.html`` embeds them (base64), so it can be
 mailed or opened from anywhere.
+
+The output folder is written whole to a temporary sibling and moved into place
+(:mod:`vitsq.outputs`); its ``vitsq.json`` (kind ``report``) marks it as vitsq's, so ``--force``
+may replace it, while any other existing folder is left alone.
 """
 
 from __future__ import annotations
@@ -320,7 +324,8 @@ def variants_table(rows: list[dict[str, Any]]) -> str:
             rtf = "FAILED"
         else:
             rtf = "–"
-        weights = r.get("weights") if r.get("weights") in ("trained", "unknown") else "**random weights**"
+        weights = r.get("weights") or "unknown"  # missing: unknown, never assumed trained
+        weights = "**random weights**" if _is_random(weights) else weights
         lines.append("| " + " | ".join([
             _esc(r["label"]), _esc(r.get("backend") or "–"), weights, _mb(r.get("size_bytes")),
             _fmt(r.get("size_ratio"), ".2f"), rtf,
@@ -523,13 +528,31 @@ def markdown_to_html(md: str, base: Path, title: str) -> str:
 
 
 # ----------------------------------------------------------------------------- main
-def build_report(sources: Sequence[str | Path | dict], out_dir: str | Path, title: str = "vitsq report") -> dict[str, Path]:
-    """Write ``report.md``, ``report.html`` and the PNG plots into ``out_dir``; returns their paths."""
+def build_report(sources: Sequence[str | Path | dict], out_dir: str | Path, title: str = "vitsq report",
+                 *, force: bool = False) -> dict[str, Path]:
+    """Write the report folder ``out_dir`` (``report.md``, ``report.html``, the PNG plots and a
+    ``vitsq.json`` of kind ``report``) atomically; returns the paths of its files.
+
+    An existing ``out_dir`` is replaced only with ``force``, and only if it is a vitsq artifact
+    (an earlier report); checked before the inputs are read.
+    """
+    from vitsq.outputs import MANIFEST, atomic_output, check_output
+
+    check_output(out_dir, kind="dir", force=force, what="report folder")
+    inp = load_inputs(sources)
+    with atomic_output(out_dir, kind="dir", force=force, what="report folder") as tmp:
+        names = _write_report(inp, tmp, title)
+        manifest = {"kind": "report", "title": title, "files": sorted(names.values()),
+                    "sources": [Path(n).name for n, _ in inp.eval + inp.bench + inp.sensitivity]}
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    out = Path(out_dir).expanduser()
+    return {key: out / name for key, name in names.items()}
+
+
+def _write_report(inp: Inputs, out: Path, title: str) -> dict[str, str]:
+    """Write the report's files into the (new, empty) folder ``out``; returns key -> file name."""
     from vitsq.bench import machine_line, markdown_table, plot_rtf
 
-    inp = load_inputs(sources)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
     rows = variant_rows(inp)
     md: list[str] = [f"# {title}", ""]
@@ -597,11 +620,11 @@ def build_report(sources: Sequence[str | Path | dict], out_dir: str | Path, titl
     paths["md"].write_text(text, encoding="utf-8")
     paths["html"] = out / "report.html"
     paths["html"].write_text(markdown_to_html(text, out, title), encoding="utf-8")
-    return paths
+    return {key: p.name for key, p in paths.items()}
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    paths = build_report(args.results, args.out, title=args.title)
+    paths = build_report(args.results, args.out, title=args.title, force=args.force)
     print(f"wrote {paths['md']} and {paths['html']} (self-contained)")
     return 0
 
@@ -611,4 +634,5 @@ def register(sub) -> None:
     p.add_argument("results", nargs="+", help="bench/eval JSON files, artifact vitsq.json, or folders holding them")
     p.add_argument("-o", "--out", default="report", help="output folder (report.md, report.html, PNGs)")
     p.add_argument("--title", default="vitsq report")
+    p.add_argument("--force", action="store_true", help="replace the folder of an earlier report")
     p.set_defaults(func=cmd_report)

@@ -42,6 +42,7 @@ def register(sub) -> None:
     p.add_argument("--n-boot", type=int, default=2000, help="bootstrap replicates for the ΔWER CI")
     p.add_argument("--no-cache", action="store_true", help="re-synthesize the reference audio")
     p.add_argument("--out", default="results.json", help="JSON output path (default results.json)")
+    p.add_argument("--force", action="store_true", help="replace an existing JSON output of an earlier run")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=run_eval)
 
@@ -82,6 +83,7 @@ def run_eval(args: argparse.Namespace) -> int:
         use_cache=not args.no_cache,
         progress=not args.no_progress,
         command=invoked_command(args),
+        force=args.force,
     )
     print(result.table())
     print(f"\nwrote {args.out}")

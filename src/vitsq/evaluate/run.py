@@ -16,6 +16,10 @@ synthesis settings, so repeated runs compare against exactly the same clips.
 
 A sentence that fails (synthesis or ASR raises) in any model is kept: it is scored as an empty
 transcript, listed with its error, and counted in ``failed``.
+
+A backend whose noise cannot be seeded (ONNX Runtime draws it inside the graph) gets no seed: its
+result records ``seeded_noise: false`` and, while noise is on, a warning says its clips are not
+noise-matched to the reference (compare such variants at ``noise_scale=0, noise_w=0``).
 """
 
 from __future__ import annotations
@@ -23,11 +27,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import math
 import numbers
-import os
 import platform
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -48,6 +49,7 @@ from vitsq.evaluate.metrics import (
     similarity_stats,
 )
 from vitsq.jsonutil import describe_sources, to_jsonable, without_paths
+from vitsq.outputs import atomic_output, check_output, write_text
 from vitsq.variants import AUTO, Variant, parse_variant
 
 log = logging.getLogger(__name__)
@@ -73,6 +75,7 @@ class VariantResult:
     similarity: SimilarityStats | None = None
     distance: DistanceStats | None = None
     is_reference: bool = False
+    seeded_noise: bool = True  # False: the backend drew its noise unseeded (not matched to other models)
 
     @property
     def num_failed(self) -> int:
@@ -96,6 +99,7 @@ class EvalResult:
     reference_cache: str | None = None  # file name of the cached reference audio
     reference_from_cache: bool = False
     command: str | None = None  # the command line that produced the result
+    messages: tuple[str, ...] = ()  # warnings about the comparison (e.g. unseeded noise)
 
     @property
     def all_failed(self) -> tuple[str, ...]:
@@ -125,23 +129,24 @@ class EvalResult:
                 "versions": self.versions,
                 "reference_cache": self.reference_cache,
                 "reference_from_cache": self.reference_from_cache,
+                "messages": list(self.messages),
                 "notes": {
                     "wer": "corpus-level: total word edits / total reference words, after normalization",
                     "failed": "sentences whose synthesis or ASR raised; scored as empty transcripts",
                     "length_mismatch": "log-mel L1 and SNR compare the common prefix; MCD uses DTW",
-                    "seeds": "sentence i is synthesized with seed + i in every model",
+                    "seeds": "sentence i is synthesized with seed + i in every model whose noise can be seeded "
+                             "(seeded_noise true); the others draw their noise unseeded",
                 },
                 "results": [_variant_dict(v, self) for v in self.rows],
             },
             inf_as_string=True,  # keep SNR = inf for identical audio visible
         ))
 
-    def write_json(self, path: str | Path) -> Path:
-        """Write :meth:`to_dict` to ``path`` (UTF-8, indented)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False, allow_nan=False) + "\n")
-        return path
+    def write_json(self, path: str | Path, *, force: bool = False) -> Path:
+        """Write :meth:`to_dict` to ``path`` (UTF-8, indented) atomically; an existing file is
+        replaced only with ``force``."""
+        return write_text(path, json.dumps(self.to_dict(), indent=2, ensure_ascii=False, allow_nan=False) + "\n",
+                          suffixes=JSON_SUFFIXES, force=force, what="eval JSON")
 
 
 def _variant_dict(v: VariantResult, res: EvalResult) -> dict[str, Any]:
@@ -158,6 +163,7 @@ def _variant_dict(v: VariantResult, res: EvalResult) -> dict[str, Any]:
         "reference_chars": er.reference_chars,
         "char_edits": er.char_edits,
         "failed": v.num_failed,
+        "seeded_noise": v.seeded_noise,
         "description": v.description,
     }
     if v.delta_wer is not None:
@@ -340,17 +346,21 @@ def _load_reference_cache(path: Path, n: int, sample_rate: int) -> tuple[list[np
 
 def _save_reference_cache(path: Path, audios: Sequence[np.ndarray | None], errors: Sequence[str | None],
                           sample_rate: int, payload: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Store the reference clips (atomically; a cache another process is writing is left to it)."""
+    from vitsq.errors import OutputError
+
     arrays = {f"a{i}": a for i, a in enumerate(audios) if a is not None}
     meta = {"n": len(audios), "sample_rate": sample_rate, "errors": list(errors), "key": payload}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npz")
-    os.close(fd)
     try:
-        np.savez(tmp, meta=np.array(json.dumps(meta, ensure_ascii=False)), **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        with atomic_output(path, suffixes=(".npz",), force=True, what="reference cache") as tmp:
+            np.savez(tmp, meta=np.array(json.dumps(meta, ensure_ascii=False)), **arrays)
+    except OutputError as e:  # a cache is an optimization: the evaluation goes on without it
+        log.warning("reference audio not cached: %s", e)
+
+
+def _seedable(synth: Any) -> bool:
+    """Whether ``seed`` decides ``synth``'s noise (ONNX Runtime draws it unseeded and refuses a seed)."""
+    return bool(getattr(synth, "seedable", True))
 
 
 def _synthesize_all(synth: Any, sentences: Sequence[str], speakers: Sequence[int | None], seeds: Sequence[int],
@@ -359,9 +369,11 @@ def _synthesize_all(synth: Any, sentences: Sequence[str], speakers: Sequence[int
 
     audios: list[np.ndarray | None] = []
     errors: list[str | None] = []
+    seeded = _seedable(synth)
     for i, text in enumerate(tqdm(sentences, desc=desc, unit="sent", disable=not progress, leave=False)):
         try:
-            a = synth.synthesize(text, speaker=speakers[i], seed=seeds[i], **scales)
+            seed_kw = {"seed": seeds[i]} if seeded else {}
+            a = synth.synthesize(text, speaker=speakers[i], **seed_kw, **scales)
             if int(a.sample_rate) != int(synth.sample_rate):
                 raise ModelLoadError(f"returned audio at {a.sample_rate} Hz but the model says {synth.sample_rate} Hz")
             x = np.asarray(a.samples, dtype=np.float32).reshape(-1)
@@ -420,36 +432,26 @@ def _default_speakers(num_speakers: int) -> list[int | None]:
 
 # ----------------------------------------------------------------------------- main entry
 
-#: Largest noise_scale / noise_w accepted (the synthesizers' own bound).
-MAX_NOISE = 100.0
-#: Largest base seed: sentence ``i`` uses ``seed + i``, which must stay a valid 64-bit seed.
-MAX_SEED = 2**63
+#: Accepted endings of the eval JSON output.
+JSON_SUFFIXES = (".json",)
 
 
 def check_settings(noise_scale: float | None = None, length_scale: float | None = None,
                    noise_w: float | None = None, seed: int = 0, speakers: Sequence[int] | None = None,
-                   n_boot: int = 2000, num_sentences: int | None = None) -> None:
-    """Validate an evaluation's settings before any work (InputError naming the value and what is valid).
+                   n_boot: int = 2000, num_sentences: int | None = None) -> Any:
+    """Validate an evaluation's settings before any work; returns them as a
+    :class:`~vitsq.synth.SynthesisConfig` (scales and seed, validated there).
 
-    Scales: finite, ``noise_scale``/``noise_w`` in [0, 100], ``length_scale`` in
-    (0, :data:`vitsq.limits.MAX_LENGTH_SCALE`]; ``seed`` an integer in 0..2**63; speakers
-    integers >= 0 (their range is checked against the model once it is loaded); ``n_boot`` >= 1.
+    Beyond what :class:`~vitsq.synth.SynthesisConfig` checks: speakers are integers >= 0 (their
+    range is checked against the model once it is loaded), ``seed`` is given (sentence ``i`` uses
+    ``seed + i``), ``n_boot`` >= 1 and ``num_sentences`` >= 1. InputError names the value and
+    what is valid.
     """
-    from vitsq.limits import MAX_LENGTH_SCALE
+    from vitsq.synth import MAX_SEED, SynthesisConfig
 
-    for name, value, hi, zero_ok in (("noise_scale", noise_scale, MAX_NOISE, True),
-                                     ("length_scale", length_scale, MAX_LENGTH_SCALE, False),
-                                     ("noise_w", noise_w, MAX_NOISE, True)):
-        if value is None:
-            continue
-        valid = f"a finite number {'>=' if zero_ok else '>'} 0 and <= {hi:g}"
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            raise InputError(f"{name}={value!r} is not valid: use {valid}")
-        v = float(value)
-        if not math.isfinite(v) or v < 0 or (v == 0 and not zero_ok) or v > hi:
-            raise InputError(f"{name}={v!r} is out of range: use {valid}")
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= int(seed) <= MAX_SEED:
-        raise InputError(f"seed={seed!r} is not valid: use an integer in 0..{MAX_SEED} (2**63)")
+    if seed is None:
+        raise InputError(f"seed=None is not valid: use an integer in 0..{MAX_SEED} (sentence i uses seed + i)")
+    config = SynthesisConfig.build(noise_scale=noise_scale, length_scale=length_scale, noise_w=noise_w, seed=seed)
     for s in speakers or ():
         if isinstance(s, bool) or not isinstance(s, numbers.Integral) or int(s) < 0:
             raise InputError(f"speaker {s!r} is not valid: speaker ids are integers >= 0")
@@ -458,6 +460,7 @@ def check_settings(noise_scale: float | None = None, length_scale: float | None 
     if num_sentences is not None and (isinstance(num_sentences, bool) or not isinstance(num_sentences, numbers.Integral)
                                       or num_sentences < 1):
         raise InputError(f"the number of sentences must be an integer >= 1, got {num_sentences!r}")
+    return config
 
 
 def _check_compatible(ref: tuple[Any, str], loaded: Sequence[tuple[Any, str]]) -> None:
@@ -515,10 +518,13 @@ class _Plan:
 
 def _plan(ref_synth: Any, sentences: Sequence[str] | None, num_sentences: int | None,
           speakers: Sequence[int] | None, seed: int, scales: dict[str, float | None]) -> _Plan:
-    from vitsq.synth import check_speaker
+    from vitsq.synth import MAX_SEED, check_speaker
 
     language = str(ref_synth.language)
     sents = _choose_sentences(sentences, language, num_sentences)
+    if int(seed) + len(sents) - 1 > MAX_SEED:
+        raise InputError(f"seed={seed} is out of range for {len(sents)} sentences: sentence i uses seed + i, so "
+                         f"use an integer in 0..{MAX_SEED - len(sents) + 1}")
     spk_list = list(speakers) if speakers else _default_speakers(int(ref_synth.num_speakers))
     for s in spk_list:
         check_speaker(s, int(ref_synth.num_speakers))
@@ -578,7 +584,56 @@ def _result(synth: Any, label: str, scored: dict[str, Any], ref: dict[str, Any] 
     return VariantResult(label=label, name=str(getattr(synth, "name", label)),
                          backend=str(getattr(synth, "backend", "")), size_bytes=_size(synth),
                          description=_describe(synth), error_rate=scored["er"],
-                         synthesis_errors=tuple(scored["syn_err"]), **extra)
+                         synthesis_errors=tuple(scored["syn_err"]), seeded_noise=_seedable(synth), **extra)
+
+
+def _noise_on(synth: Any, scales: dict[str, float | None]) -> bool:
+    """Whether ``synth`` draws any noise at ``scales`` (None: the model's default)."""
+    config = getattr(synth, "config", None)
+    for name in ("noise_scale", "noise_w"):
+        value = scales.get(name)
+        if value is None:
+            value = getattr(config, name, None)
+        if value is None or float(value) > 0:
+            return True
+    return False
+
+
+def _unseeded_warnings(models: Sequence[tuple[Any, str]], scales: dict[str, float | None]) -> list[str]:
+    """One line per model (the reference first) whose noise is on but cannot be seeded: its clips
+    are not noise-matched to the others."""
+    out = []
+    for k, (synth, label) in enumerate(models):
+        if not _seedable(synth) and _noise_on(synth, scales):
+            other = "the variants" if k == 0 else "the reference"
+            out.append(f"{label}: noise is drawn unseeded on the {getattr(synth, 'backend', '?')} backend, so its "
+                       f"clips are not noise-matched to {other}; compare at --noise-scale 0 --noise-w 0")
+    for line in out:
+        log.warning("%s", line)
+    return out
+
+
+def _load_all(reference: Any, variants: Sequence[Any], backend: str | None,
+              device: str) -> tuple[tuple[Any, str], list[tuple[Any, str]]]:
+    """The reference and the variants loaded (or taken as given), checked to be one model's versions."""
+    ref = _load_model(reference, "reference", backend, device)
+    loaded = [_load_model(v, "variant", backend, device) for v in variants]
+    _check_compatible(ref, loaded)
+    return ref, loaded
+
+
+def _score_all(ref: tuple[Any, str], reference: Any, loaded: Sequence[tuple[Any, str]], plan: _Plan, asr: Any,
+               encoder: Any, cache_root: Path | None, progress: bool, n_boot: int,
+               seed: int) -> tuple[VariantResult, list[VariantResult], Path | None, bool]:
+    """Score the reference (its audio from the cache when it holds these settings), then every
+    variant against it; returns (reference result, variant results, cache path, from cache)."""
+    ref_synth, ref_label = ref
+    *ref_audio, cache_path, from_cache = _reference_audio(ref_synth, reference, ref_label, plan, cache_root, progress)
+    ref_scores = _score(ref_synth, ref_label, plan, asr, encoder, progress, audio=tuple(ref_audio))
+    ref_result = _result(ref_synth, ref_label, ref_scores, None, plan, n_boot, seed)
+    results = [_result(s, label, _score(s, label, plan, asr, encoder, progress), ref_scores, plan, n_boot, seed)
+               for s, label in loaded]
+    return ref_result, results, cache_path, from_cache
 
 
 def evaluate(
@@ -604,6 +659,7 @@ def evaluate(
     cache_root: str | Path | None = None,
     progress: bool = True,
     command: str | None = None,
+    force: bool = False,
 ) -> EvalResult:
     """Evaluate ``variants`` against the FP32 ``reference``; optionally write JSON to ``out``.
 
@@ -615,58 +671,52 @@ def evaluate(
             language (first ``num_sentences`` of it).
         speakers: speaker ids, assigned round-robin to sentences (sentence ``i`` gets
             ``speakers[i % len]``); default: the single speaker, or 4 evenly spread ids.
-        seed: base noise seed; sentence ``i`` uses ``seed + i`` in every model. Also seeds the
-            bootstrap.
+        seed: base noise seed; sentence ``i`` uses ``seed + i`` in every model whose noise can be
+            seeded (see the module docstring for those that cannot). Also seeds the bootstrap.
         asr_model: Whisper model (``None``/"base" = packaged base, a folder, or a name);
             ``asr_download`` lets faster-whisper download a named model.
-        out: JSON output path.
+        out: JSON output path, written atomically; an existing file is replaced only with ``force``.
         backend: backend for specs that name none (default: each model's own).
         asr / speaker_encoder: pre-built :class:`WhisperASR` / :class:`SpeakerEncoder` (reuse).
         use_cache / cache_root: reference-audio cache (default ``$VITSQ_CACHE`` or ~/.cache/vitsq).
         command: the command line that asked for the evaluation (recorded in the JSON).
 
-    Every setting is validated before any model or ASR is loaded. A sentence that fails is
-    kept and counted (see the module docstring); if every sentence of a model failed, an error is
-    logged and :attr:`EvalResult.all_failed` names it.
+    Every setting and the output path are validated before any model or ASR is loaded. A
+    sentence that fails is kept and counted (see the module docstring); if every sentence of a
+    model failed, an error is logged and :attr:`EvalResult.all_failed` names it.
     """
     from vitsq.evaluate.asr import WhisperASR, cache_dir
     from vitsq.evaluate.metrics import SpeakerEncoder
 
     if not variants:
         raise InputError("give at least one variant to compare with the reference")
-    check_settings(noise_scale, length_scale, noise_w, seed, speakers, n_boot, num_sentences)
-    scales = {"noise_scale": noise_scale, "length_scale": length_scale, "noise_w": noise_w}
+    config = check_settings(noise_scale, length_scale, noise_w, seed, speakers, n_boot, num_sentences)
+    scales = {"noise_scale": config.noise_scale, "length_scale": config.length_scale, "noise_w": config.noise_w}
+    if out is not None:
+        out = check_output(out, suffixes=JSON_SUFFIXES, force=force, what="eval JSON")
     # ASR next: an incomplete model folder should fail before minutes of synthesis.
     if asr is None:
         asr = WhisperASR(asr_model, allow_download=asr_download, device=device if device.startswith("cuda") else "cpu")
-    ref_synth, ref_label = _load_model(reference, "reference", backend, device)
-    loaded = [_load_model(v, "variant", backend, device) for v in variants]
-    _check_compatible((ref_synth, ref_label), loaded)
-    plan = _plan(ref_synth, sentences, num_sentences, speakers, seed, scales)
-
+    ref, loaded = _load_all(reference, variants, backend, device)
+    plan = _plan(ref[0], sentences, num_sentences, speakers, seed, scales)
+    messages = _unseeded_warnings([ref, *loaded], scales)
     root = (Path(cache_root) if cache_root else cache_dir()) if use_cache else None
-    *ref_audio, cache_path, from_cache = _reference_audio(ref_synth, reference, ref_label, plan, root, progress)
     encoder = speaker_encoder if speaker_encoder is not None else SpeakerEncoder()
-    ref_scores = _score(ref_synth, ref_label, plan, asr, encoder, progress, audio=tuple(ref_audio))
-    ref_result = _result(ref_synth, ref_label, ref_scores, None, plan, n_boot, seed)
-    results = [_result(s, label, _score(s, label, plan, asr, encoder, progress), ref_scores, plan, n_boot, seed)
-               for s, label in loaded]
-
+    ref_result, results, cache_path, from_cache = _score_all(ref, reference, loaded, plan, asr, encoder, root,
+                                                             progress, n_boot, seed)
     result = EvalResult(
         reference=ref_result, variants=tuple(results), language=plan.language, sentences=tuple(plan.sentences),
         speakers=tuple(plan.per_sentence_speakers), seeds=tuple(plan.seeds),
         settings={"seed": seed, "speakers": plan.speakers, "n_boot": n_boot, "backend": backend or AUTO,
                   "device": device, "sample_rate": plan.sample_rate, **scales},
         asr=asr.describe() if hasattr(asr, "describe") else {"model": str(asr)},
-        versions=_versions(),
-        reference_cache=cache_path.name if cache_path else None,
-        reference_from_cache=from_cache,
-        command=command,
+        versions=_versions(), reference_cache=cache_path.name if cache_path else None,
+        reference_from_cache=from_cache, command=command, messages=tuple(messages),
     )
     for label in result.all_failed:
         log.error("%s: every one of the %d sentences failed; its scores mean nothing", label, len(plan.sentences))
     if out is not None:
-        result.write_json(out)
+        result.write_json(out, force=force)
         log.info("wrote %s", out)
     return result
 
