@@ -471,3 +471,41 @@ def test_port_in_use_exits_2_with_one_line():
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and f"127.0.0.1:{port}" in lines[0] and "--port" in lines[0], r.stderr
     assert "loading" not in r.stdout  # refused before any model loads
+
+
+# ----------------------------------------------------------------------------- variants and weights
+def test_models_are_loaded_through_the_one_variant_grammar(monkeypatch, joe_torch, joe_onnx):
+    """`[LABEL=]SPEC[@BACKEND]` as bench and eval read it: no @BACKEND runs the model on its own
+    backend (vitsq.load gets none), LABEL= names the card, a path never reaches the label."""
+    import vitsq
+
+    calls = []
+
+    def fake_load(spec, **kw):
+        calls.append((spec, kw))
+        return joe_onnx if kw.get("backend") == "onnx" else joe_torch
+
+    monkeypatch.setattr(vitsq, "load", fake_load)
+    entries = load_models(["joe", "fast=joe@onnx", "/models/voices/joe.onnx@onnx"])
+    assert calls == [("joe", {}), ("joe", {"backend": "onnx"}), ("/models/voices/joe.onnx", {"backend": "onnx"})]
+    assert [(e.id, e.label) for e in entries] == [("joe-torch", "joe · torch"), ("fast", "fast"),
+                                                  ("joe-onnx-onnx", "joe.onnx · onnx")]
+    assert entries[1].synth is joe_onnx
+    with pytest.raises(InputError, match=r"write the backend after the spec, joe@onnx"):
+        load_models(["onnx:joe"])
+
+
+def test_weights_are_unknown_when_describe_fails_or_is_silent(joe_torch):
+    from vitsq.serve.app import ModelEntry
+
+    class NoDescribe(BrokenSynth):
+        def describe(self):
+            raise RuntimeError("no metadata")
+
+    class Silent(BrokenSynth):
+        def describe(self):
+            return {"name": "silent"}
+
+    for synth in (NoDescribe(joe_torch), Silent(joe_torch)):
+        assert ModelEntry("x", "x", synth, threading.Lock()).info()["weights"] == "unknown"
+    assert ModelEntry("x", "x", BrokenSynth(joe_torch), threading.Lock()).info()["weights"] == "trained"

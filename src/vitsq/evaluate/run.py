@@ -626,8 +626,12 @@ def _score_all(ref: tuple[Any, str], reference: Any, loaded: Sequence[tuple[Any,
                encoder: Any, cache_root: Path | None, progress: bool, n_boot: int,
                seed: int) -> tuple[VariantResult, list[VariantResult], Path | None, bool]:
     """Score the reference (its audio from the cache when it holds these settings), then every
-    variant against it; returns (reference result, variant results, cache path, from cache)."""
+    variant against it; returns (reference result, variant results, cache path, from cache).
+    ``encoder``: a speaker encoder, or None for :class:`~vitsq.evaluate.metrics.SpeakerEncoder`."""
+    from vitsq.evaluate.metrics import SpeakerEncoder
+
     ref_synth, ref_label = ref
+    encoder = encoder if encoder is not None else SpeakerEncoder()
     *ref_audio, cache_path, from_cache = _reference_audio(ref_synth, reference, ref_label, plan, cache_root, progress)
     ref_scores = _score(ref_synth, ref_label, plan, asr, encoder, progress, audio=tuple(ref_audio))
     ref_result = _result(ref_synth, ref_label, ref_scores, None, plan, n_boot, seed)
@@ -686,14 +690,12 @@ def evaluate(
     model failed, an error is logged and :attr:`EvalResult.all_failed` names it.
     """
     from vitsq.evaluate.asr import WhisperASR, cache_dir
-    from vitsq.evaluate.metrics import SpeakerEncoder
 
     if not variants:
         raise InputError("give at least one variant to compare with the reference")
     config = check_settings(noise_scale, length_scale, noise_w, seed, speakers, n_boot, num_sentences)
-    scales = {"noise_scale": config.noise_scale, "length_scale": config.length_scale, "noise_w": config.noise_w}
-    if out is not None:
-        out = check_output(out, suffixes=JSON_SUFFIXES, force=force, what="eval JSON")
+    scales = {k: getattr(config, k) for k in ("noise_scale", "length_scale", "noise_w")}
+    out = None if out is None else check_output(out, suffixes=JSON_SUFFIXES, force=force, what="eval JSON")
     # ASR next: an incomplete model folder should fail before minutes of synthesis.
     if asr is None:
         asr = WhisperASR(asr_model, allow_download=asr_download, device=device if device.startswith("cuda") else "cpu")
@@ -701,23 +703,21 @@ def evaluate(
     plan = _plan(ref[0], sentences, num_sentences, speakers, seed, scales)
     messages = _unseeded_warnings([ref, *loaded], scales)
     root = (Path(cache_root) if cache_root else cache_dir()) if use_cache else None
-    encoder = speaker_encoder if speaker_encoder is not None else SpeakerEncoder()
-    ref_result, results, cache_path, from_cache = _score_all(ref, reference, loaded, plan, asr, encoder, root,
-                                                             progress, n_boot, seed)
+    ref_result, results, cache_path, from_cache = _score_all(ref, reference, loaded, plan, asr, speaker_encoder,
+                                                             root, progress, n_boot, seed)
     result = EvalResult(
         reference=ref_result, variants=tuple(results), language=plan.language, sentences=tuple(plan.sentences),
         speakers=tuple(plan.per_sentence_speakers), seeds=tuple(plan.seeds),
         settings={"seed": seed, "speakers": plan.speakers, "n_boot": n_boot, "backend": backend or AUTO,
                   "device": device, "sample_rate": plan.sample_rate, **scales},
-        asr=asr.describe() if hasattr(asr, "describe") else {"model": str(asr)},
-        versions=_versions(), reference_cache=cache_path.name if cache_path else None,
-        reference_from_cache=from_cache, command=command, messages=tuple(messages),
+        asr=asr.describe() if hasattr(asr, "describe") else {"model": str(asr)}, versions=_versions(),
+        reference_cache=cache_path.name if cache_path else None, reference_from_cache=from_cache,
+        command=command, messages=tuple(messages),
     )
     for label in result.all_failed:
         log.error("%s: every one of the %d sentences failed; its scores mean nothing", label, len(plan.sentences))
     if out is not None:
-        result.write_json(out, force=force)
-        log.info("wrote %s", out)
+        log.info("wrote %s", result.write_json(out, force=force))
     return result
 
 

@@ -87,14 +87,8 @@ def _int_tuple(sec: Mapping[str, Any], section: str, key: str) -> tuple[int, ...
     return tuple(value)
 
 
-def vosk_config_kwargs(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """Keyword arguments of :class:`~vitsq.models.config.VitsConfig` for a Vosk ``config.json``.
-
-    Raises :class:`VoskConfigError` (a ``ValueError`` and a ``ModelLoadError``) naming the
-    offending key for missing, mistyped, unknown or unsupported options.
-    """
-    from vitsq.text.russian import DEFAULT_PHONEME_ID_MAP
-
+def _sections(cfg: Mapping[str, Any]) -> tuple[Mapping[str, Any], Mapping[str, Any]]:
+    """The ``data`` and ``model`` sections; unknown keys (top level or in a section) are refused."""
     if not isinstance(cfg, Mapping):
         raise VoskConfigError("Vosk config: expected a JSON object with 'data' and 'model' sections")
     unknown_top = sorted(set(cfg) - _TOP_LEVEL)
@@ -104,7 +98,6 @@ def vosk_config_kwargs(cfg: Mapping[str, Any]) -> dict[str, Any]:
         )
     data = _section(cfg, "data")
     model = _section(cfg, "model")
-
     for sec, name, used, ignored in (
         (data, "data", _DATA_USED, _DATA_TRAINING_ONLY),
         (model, "model", _MODEL_USED | set(_MODEL_REQUIRED), _MODEL_TRAINING_ONLY),
@@ -118,7 +111,11 @@ def vosk_config_kwargs(cfg: Mapping[str, Any]) -> dict[str, Any]:
         skipped = sorted(set(sec) & ignored)
         if skipped:
             log.debug("Vosk config: ignoring training-only %s options %s", name, ", ".join(skipped))
+    return data, model
 
+
+def _check_architecture(model: Mapping[str, Any]) -> None:
+    """The options that select the architecture must select the Vosk Russian one."""
     for key, (required, what) in _MODEL_REQUIRED.items():
         # upstream defaults: use_transformer_flows False, transformer_flow_type
         # "mono_layer_post_residual", the iSTFT switches False
@@ -131,11 +128,13 @@ def vosk_config_kwargs(cfg: Mapping[str, Any]) -> dict[str, Any]:
                 f"(model.{key}={required!r}), the architecture of the Vosk Russian models"
             )
 
+
+def _speaker_and_istft(data: Mapping[str, Any], model: Mapping[str, Any]) -> dict[str, Any]:
+    """Speaker and iSTFT fields, checked for consistency with each other."""
     n_speakers = _get(data, "data", "n_speakers", int, 0)
     gin_channels = _get(model, "model", "gin_channels", int, 0)
     n_layers = _get(model, "model", "n_layers", int)
     spk_enc = _get(model, "model", "use_spk_conditioned_encoder", bool, False)
-    subbands = _get(model, "model", "subbands", int)
     n_fft = _get(model, "model", "gen_istft_n_fft", int)
     hop = _get(model, "model", "gen_istft_hop_size", int)
     if n_fft % 2 or hop < 1 or hop > n_fft:
@@ -148,16 +147,27 @@ def vosk_config_kwargs(cfg: Mapping[str, Any]) -> dict[str, Any]:
         raise VoskConfigError(
             f"Vosk config: model.n_layers={n_layers}: the speaker-conditioned encoder adds the speaker at layer 2"
         )
-    kw: dict[str, Any] = dict(
-        arch="vits2",
-        decoder="mb_istft",
-        flow_type="pre_conv2",
-        n_vocab=N_SYMBOLS_RU,
+    return dict(
+        n_layers=n_layers,
+        # upstream builds the speaker embedding only for n_speakers > 1
+        n_speakers=max(n_speakers, 1),
+        gin_channels=gin_channels,
+        subbands=_get(model, "model", "subbands", int),
+        istft_n_fft=n_fft,
+        istft_hop=hop,
+        # upstream builds the encoder's speaker projection whenever gin_channels > 0 (it is
+        # only used when there is a speaker embedding, i.e. n_speakers > 1)
+        use_spk_conditioned_encoder=bool(spk_enc and gin_channels > 0),
+    )
+
+
+def _network_fields(model: Mapping[str, Any]) -> dict[str, Any]:
+    """Layer sizes of the text encoder, duration predictor and decoder."""
+    return dict(
         inter_channels=_get(model, "model", "inter_channels", int),
         hidden_channels=_get(model, "model", "hidden_channels", int),
         filter_channels=_get(model, "model", "filter_channels", int),
         n_heads=_get(model, "model", "n_heads", int),
-        n_layers=n_layers,
         kernel_size=_get(model, "model", "kernel_size", int),
         p_dropout=_get(model, "model", "p_dropout", float, 0.1),
         resblock=str(_get(model, "model", "resblock", str)),
@@ -169,19 +179,31 @@ def vosk_config_kwargs(cfg: Mapping[str, Any]) -> dict[str, Any]:
         upsample_rates=_int_tuple(model, "model", "upsample_rates"),
         upsample_initial_channel=_get(model, "model", "upsample_initial_channel", int),
         upsample_kernel_sizes=_int_tuple(model, "model", "upsample_kernel_sizes"),
-        # upstream builds the speaker embedding only for n_speakers > 1
-        n_speakers=max(n_speakers, 1),
-        gin_channels=gin_channels,
         use_sdp=_get(model, "model", "use_sdp", bool, True),
+    )
+
+
+def vosk_config_kwargs(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """Keyword arguments of :class:`~vitsq.models.config.VitsConfig` for a Vosk ``config.json``.
+
+    Raises :class:`VoskConfigError` (a ``ValueError`` and a ``ModelLoadError``) naming the
+    offending key for missing, mistyped, unknown or unsupported options.
+    """
+    from vitsq.text.russian import DEFAULT_PHONEME_ID_MAP
+
+    data, model = _sections(cfg)
+    _check_architecture(model)
+    speaker_istft = _speaker_and_istft(data, model)
+    kw: dict[str, Any] = dict(
+        arch="vits2",
+        decoder="mb_istft",
+        flow_type="pre_conv2",
+        n_vocab=N_SYMBOLS_RU,
+        **_network_fields(model),
+        **speaker_istft,
         n_flows=4,
         flow_wn_layers=4,
         flow_kernel_size=5,
-        subbands=subbands,
-        istft_n_fft=n_fft,
-        istft_hop=hop,
-        # upstream builds the encoder's speaker projection whenever gin_channels > 0 (it is
-        # only used when there is a speaker embedding, i.e. n_speakers > 1)
-        use_spk_conditioned_encoder=bool(spk_enc and gin_channels > 0),
         cond_layer_idx=2,
         sample_rate=_get(data, "data", "sampling_rate", int),
         hop_length=_get(data, "data", "hop_length", int),

@@ -56,6 +56,8 @@ class ModelEntry:
             d = dict(s.describe())
         except Exception as e:  # noqa: BLE001 - informative only
             d = {"error": str(e)}
+        # a description that failed or does not say is "unknown", never assumed trained
+        weights = "unknown" if "error" in d else str(d.get("weights") or "unknown")
         try:
             size = int(s.size_bytes())
         except Exception:  # noqa: BLE001
@@ -70,7 +72,7 @@ class ModelEntry:
             "sample_rate": int(s.sample_rate),
             "language": getattr(s, "language", None),
             "size_bytes": size,
-            "weights": d.get("weights", "trained"),
+            "weights": weights,
             "quantization": _no_paths(d.get("quantization")),
             "defaults": {
                 "noise_scale": getattr(c, "noise_scale", 0.667),
@@ -98,29 +100,40 @@ def _slug(text: str) -> str:
     return s or "model"
 
 
+def _load_spec(text: str) -> tuple[str, Any]:
+    """(label, synthesizer) for one ``[LABEL=]SPEC[@BACKEND]`` (:func:`vitsq.variants.parse_variant`).
+
+    Without ``@BACKEND`` the model runs on its own backend. The label is the given ``LABEL``, else
+    the spec's file name and the backend it runs on (``joe · torch``): never a folder path.
+    """
+    from pathlib import Path
+
+    from vitsq.variants import AUTO, parse_variant
+
+    v = parse_variant(text)
+    synth = v.load()
+    if "=" in text:  # an explicit LABEL=
+        return v.label, synth
+    backend = str(getattr(synth, "backend", v.backend)) if v.backend == AUTO else v.backend
+    return f"{Path(v.spec).name or v.spec} · {backend}", synth
+
+
 def load_models(specs: Sequence[Any] = DEFAULT_MODELS) -> list[ModelEntry]:
-    """Load variants once. ``specs``: ``[LABEL=]SPEC[@BACKEND]`` strings, or (label, Synthesizer) pairs.
+    """Load variants once. ``specs``: ``[LABEL=]SPEC[@BACKEND]`` strings (see :mod:`vitsq.variants`),
+    or (label, Synthesizer) pairs.
 
     Ids are short slugs of the label's model name and backend (``joe-torch``, ``joe-onnx``,
     ``joe-int8-torch``); the file path never reaches the page.
     """
-    from pathlib import Path
-
-    from vitsq.bench import parse_variant
-
     entries: list[ModelEntry] = []
     used: set[str] = set()
     for item in specs:
         if isinstance(item, tuple):
             label, synth = item
+            base = _slug(label)
         else:
-            v = parse_variant(str(item))
-            import vitsq
-
-            synth = vitsq.load(v.spec, backend=v.backend)
-            # the label shown on the page: a short name, not the path
-            label = v.label if v.label != str(item) else f"{Path(v.spec).name or v.spec} · {v.backend}"
-        base = _slug(label if isinstance(item, tuple) else label.replace("·", ""))
+            label, synth = _load_spec(str(item).strip())
+            base = _slug(label.replace("·", ""))
         mid, k = base, 2
         while mid in used:
             mid, k = f"{base}-{k}", k + 1
@@ -256,24 +269,29 @@ def check_work(chosen: Sequence[ModelEntry], infos: dict[str, dict], text: str,
     return None
 
 
-def create_app(models: Sequence[Any] | Sequence[ModelEntry] = DEFAULT_MODELS, max_chars: int = DEFAULT_MAX_CHARS,
-               workers: int = 2, max_pending: int = 16, clip_capacity: int = 256):
-    """Build the FastAPI app. ``models``: specs/pairs for :func:`load_models`, or ready ModelEntry objects."""
-    from fastapi import FastAPI, Request
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import HTMLResponse, JSONResponse, Response
-    from pydantic import BaseModel, Field
+@dataclass
+class _Server:
+    """What the routes of one app share: the models, their infos, the worker pool, the clips."""
 
-    if not 1 <= max_chars <= limits.MAX_TEXT_CHARS:
-        raise InputError(f"max_chars must be in 1..{limits.MAX_TEXT_CHARS}, got {max_chars}")
-    if workers < 1:
-        raise InputError(f"workers must be >= 1, got {workers}")
-    entries = list(models) if models and all(isinstance(m, ModelEntry) for m in models) else load_models(models)
-    by_id = {e.id: e for e in entries}
-    infos = {e.id: e.info() for e in entries}
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vitsq-synth")
-    clips = ClipStore(clip_capacity)
-    pending = threading.BoundedSemaphore(max_pending)
+    entries: list[ModelEntry]
+    by_id: dict[str, ModelEntry]
+    infos: dict[str, dict[str, Any]]
+    pool: ThreadPoolExecutor
+    clips: ClipStore
+    pending: threading.BoundedSemaphore
+    max_chars: int
+    max_pending: int
+
+
+def _error(status: int, message: str) -> Any:
+    from fastapi.responses import JSONResponse
+
+    return JSONResponse(status_code=status, content={"error": message})
+
+
+def _request_model(max_chars: int) -> type:
+    """The ``POST /api/synthesize`` body (its text cap documented in the OpenAPI schema)."""
+    from pydantic import BaseModel, Field
 
     class SynthesizeRequest(BaseModel):
         text: str = Field(..., description=f"text to speak (at most {max_chars} characters)")
@@ -284,21 +302,13 @@ def create_app(models: Sequence[Any] | Sequence[ModelEntry] = DEFAULT_MODELS, ma
         noise_w: float | None = None
         seed: int = Field(0, description="noise seed, the same for every variant")
 
-    from contextlib import asynccontextmanager
+    return SynthesizeRequest
 
-    @asynccontextmanager
-    async def lifespan(_app):  # noqa: ANN202 - the pool lives as long as the app
-        yield
-        pool.shutdown(wait=False, cancel_futures=True)
 
-    app = FastAPI(title="vitsq A/B listening", version="1", lifespan=lifespan,
-                  description="Compare FP32 and quantized TTS variants on the same text and seed.")
-    app.state.entries = entries
-    app.state.pool = pool
-    app.add_middleware(BodyLimitMiddleware, max_bytes=limits.SERVE_MAX_BODY_BYTES)
-
-    def error(status: int, message: str) -> JSONResponse:
-        return JSONResponse(status_code=status, content={"error": message})
+def _add_validation_handler(app: Any) -> None:
+    """Pydantic's validation errors as one-line 422 JSON ``{"error": ...}``."""
+    from fastapi import Request
+    from fastapi.exceptions import RequestValidationError
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_req: Request, exc: RequestValidationError):  # noqa: ANN202
@@ -306,108 +316,159 @@ def create_app(models: Sequence[Any] | Sequence[ModelEntry] = DEFAULT_MODELS, ma
         for e in exc.errors():
             loc = ".".join(str(x) for x in e.get("loc", ()) if x != "body")
             parts.append(f"{loc or 'body'}: {e.get('msg')}")
-        return error(422, "invalid request: " + "; ".join(parts))
+        return _error(422, "invalid request: " + "; ".join(parts))
+
+
+def _add_read_routes(app: Any, srv: _Server) -> None:
+    """``GET /`` (the page), ``/api/models`` and ``/api/audio/{clip}.wav``."""
+    from fastapi.responses import HTMLResponse, Response
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def index() -> HTMLResponse:
         html = resources.files("vitsq.serve").joinpath("static", "index.html").read_text(encoding="utf-8")
-        return HTMLResponse(html.replace("__MAX_CHARS__", str(max_chars)))
+        return HTMLResponse(html.replace("__MAX_CHARS__", str(srv.max_chars)))
 
     @app.get("/api/models", summary="the loaded model variants, by id")
     def list_models() -> dict[str, Any]:
-        return {"models": [infos[e.id] for e in entries], "max_chars": max_chars}
+        return {"models": [srv.infos[e.id] for e in srv.entries], "max_chars": srv.max_chars}
 
     @app.get("/api/audio/{clip}.wav", summary="a synthesized clip (16-bit PCM wav)")
     def audio(clip: str) -> Response:
-        wav = clips.get(clip)
+        wav = srv.clips.get(clip)
         if wav is None:
-            return error(404, f"clip {clip!r} not found (clips are kept in memory for the last {clip_capacity} results)")
+            return _error(404, f"clip {clip!r} not found (clips are kept in memory for the last "
+                               f"{srv.clips.capacity} results)")
         return Response(content=wav, media_type="audio/wav",
                         headers={"Content-Disposition": f'inline; filename="{clip}.wav"'})
 
-    def run_one(entry: ModelEntry, req: SynthesizeRequest) -> dict[str, Any]:
-        info = infos[entry.id]
-        base = {"variant": entry.id, "label": entry.label, "backend": info["backend"],
-                "size_bytes": info["size_bytes"], "weights": info["weights"]}
-        # a backend whose noise cannot be seeded (ONNX Runtime draws it in the graph) refuses a
-        # seed; it gets none and its card says so ("seeded": false)
-        seeded = bool(getattr(entry.synth, "seedable", True))
-        base["seeded"] = seeded
-        try:
-            with entry.lock:
-                audio = entry.synth.synthesize(req.text, speaker=req.speaker, noise_scale=req.noise_scale,
-                                               length_scale=req.length_scale, noise_w=req.noise_w,
-                                               seed=req.seed if seeded else None)
-            clip = clips.put(_wav_bytes(audio))
-        except VitsqError as e:
-            return {**base, "ok": False, "error": str(e)}
-        except Exception as e:  # noqa: BLE001 - one variant's failure shows in its card only
-            log.exception("variant %s failed", entry.id)
-            return {**base, "ok": False, "error": f"{type(e).__name__}: {e}"}
-        return {
-            **base,
-            "ok": True,
-            "error": None,
-            "audio_url": f"/api/audio/{clip}.wav",
-            "download_name": f"{entry.id}_seed{req.seed}.wav",
-            "metrics": {
-                "frontend_seconds": audio.frontend_seconds,
-                "tokens": audio.num_tokens,
-                "tokens_per_second": audio.tokens_per_second,
-                "model_seconds": audio.model_seconds,
-                "duration_seconds": audio.duration,
-                "rtf": audio.rtf,
-                "size_bytes": info["size_bytes"],
-                "sample_rate": audio.sample_rate,
-            },
-        }
+
+def _check_request(srv: _Server, req: Any) -> tuple[list[str], tuple[int, str] | None]:
+    """(selected ids, None) for a request that may run, or (…, (HTTP status, message)) naming
+    what is wrong: unknown/duplicate variants, text, speaker, scales, the work bounds."""
+    from vitsq.synth import check_scale, check_speaker, validate_text
+
+    chosen = req.variants if req.variants is not None else [e.id for e in srv.entries]
+    valid = ", ".join(srv.by_id)
+    if not chosen:
+        return chosen, (400, f"no variants selected: choose one or more of {valid}")
+    unknown = [v for v in chosen if v not in srv.by_id]
+    if unknown:
+        return chosen, (400, f"unknown variant {unknown[0]!r}: valid variants are {valid}")
+    if len(set(chosen)) != len(chosen):
+        return chosen, (400, "a variant is selected twice: select each at most once")
+    try:
+        if len(req.text) > srv.max_chars:
+            return chosen, (413, f"text has {len(req.text)} characters; this server's limit is {srv.max_chars}")
+        validate_text(req.text, srv.max_chars)
+        for e in (srv.by_id[v] for v in chosen):
+            check_speaker(req.speaker, srv.infos[e.id]["speakers"])
+        over = length_scale_error(req.length_scale)
+        if over:
+            return chosen, over
+        for name, allow0 in (("noise_scale", True), ("length_scale", False), ("noise_w", True)):
+            val = getattr(req, name)
+            if val is not None:
+                check_scale(name, val, allow_zero=allow0)
+        return chosen, check_work([srv.by_id[v] for v in chosen], srv.infos, req.text, req.length_scale)
+    except VitsqError as e:
+        return chosen, (400, str(e))
+
+
+def _run_one(srv: _Server, entry: ModelEntry, req: Any) -> dict[str, Any]:
+    """Synthesize ``req`` with one variant (under its lock); its card's JSON, error included."""
+    info = srv.infos[entry.id]
+    base = {"variant": entry.id, "label": entry.label, "backend": info["backend"],
+            "size_bytes": info["size_bytes"], "weights": info["weights"]}
+    # a backend whose noise cannot be seeded (ONNX Runtime draws it in the graph) refuses a
+    # seed; it gets none and its card says so ("seeded": false)
+    seeded = bool(getattr(entry.synth, "seedable", True))
+    base["seeded"] = seeded
+    try:
+        with entry.lock:
+            audio = entry.synth.synthesize(req.text, speaker=req.speaker, noise_scale=req.noise_scale,
+                                           length_scale=req.length_scale, noise_w=req.noise_w,
+                                           seed=req.seed if seeded else None)
+        clip = srv.clips.put(_wav_bytes(audio))
+    except VitsqError as e:
+        return {**base, "ok": False, "error": str(e)}
+    except Exception as e:  # noqa: BLE001 - one variant's failure shows in its card only
+        log.exception("variant %s failed", entry.id)
+        return {**base, "ok": False, "error": f"{type(e).__name__}: {e}"}
+    return {
+        **base,
+        "ok": True,
+        "error": None,
+        "audio_url": f"/api/audio/{clip}.wav",
+        "download_name": f"{entry.id}_seed{req.seed}.wav",
+        "metrics": {
+            "frontend_seconds": audio.frontend_seconds,
+            "tokens": audio.num_tokens,
+            "tokens_per_second": audio.tokens_per_second,
+            "model_seconds": audio.model_seconds,
+            "duration_seconds": audio.duration,
+            "rtf": audio.rtf,
+            "size_bytes": info["size_bytes"],
+            "sample_rate": audio.sample_rate,
+        },
+    }
+
+
+def _add_synthesize_route(app: Any, srv: _Server) -> None:
+    """``POST /api/synthesize``: validated up front, then every selected variant in one worker."""
+    SynthesizeRequest = _request_model(srv.max_chars)
 
     @app.post("/api/synthesize", summary="synthesize text with each selected variant (same seed)")
     async def synthesize(req: SynthesizeRequest):  # noqa: ANN202
         import asyncio
 
-        from vitsq.synth import check_scale, check_speaker, validate_text
-
-        chosen = req.variants if req.variants is not None else [e.id for e in entries]
-        if not chosen:
-            return error(400, f"no variants selected: choose one or more of {', '.join(by_id)}")
-        unknown = [v for v in chosen if v not in by_id]
-        if unknown:
-            return error(400, f"unknown variant {unknown[0]!r}: valid variants are {', '.join(by_id)}")
-        if len(set(chosen)) != len(chosen):
-            return error(400, "a variant is selected twice: select each at most once")
-        try:
-            if len(req.text) > max_chars:
-                return error(413, f"text has {len(req.text)} characters; this server's limit is {max_chars}")
-            validate_text(req.text, max_chars)
-            for e in (by_id[v] for v in chosen):
-                check_speaker(req.speaker, infos[e.id]["speakers"])
-            over = length_scale_error(req.length_scale)
-            if over:
-                return error(*over)
-            for name, allow0 in (("noise_scale", True), ("length_scale", False), ("noise_w", True)):
-                val = getattr(req, name)
-                if val is not None:
-                    check_scale(name, val, allow_zero=allow0)
-            over = check_work([by_id[v] for v in chosen], infos, req.text, req.length_scale)
-            if over:
-                return error(*over)
-        except VitsqError as e:
-            return error(400, str(e))
-        if not pending.acquire(blocking=False):
-            return error(503, f"server busy: more than {max_pending} requests in flight; try again shortly")
+        chosen, refused = _check_request(srv, req)
+        if refused:
+            return _error(*refused)
+        if not srv.pending.acquire(blocking=False):
+            return _error(503, f"server busy: more than {srv.max_pending} requests in flight; try again shortly")
         try:
             t0 = time.perf_counter()
             loop = asyncio.get_running_loop()
             # one request's variants run one after another in one worker, so their timings are
             # comparable (not competing for the same cores); separate requests run in parallel
-            results = await loop.run_in_executor(pool, lambda: [run_one(by_id[v], req) for v in chosen])
+            results = await loop.run_in_executor(srv.pool, lambda: [_run_one(srv, srv.by_id[v], req) for v in chosen])
         finally:
-            pending.release()
+            srv.pending.release()
         return {"id": uuid.uuid4().hex[:8], "text": req.text, "seed": req.seed, "speaker": req.speaker,
                 "settings": {"noise_scale": req.noise_scale, "length_scale": req.length_scale, "noise_w": req.noise_w},
                 "wall_seconds": time.perf_counter() - t0, "results": list(results)}
 
+
+def create_app(models: Sequence[Any] | Sequence[ModelEntry] = DEFAULT_MODELS, max_chars: int = DEFAULT_MAX_CHARS,
+               workers: int = 2, max_pending: int = 16, clip_capacity: int = 256):
+    """Build the FastAPI app. ``models``: specs/pairs for :func:`load_models`, or ready ModelEntry objects."""
+    from contextlib import asynccontextmanager
+
+    from fastapi import FastAPI
+
+    if not 1 <= max_chars <= limits.MAX_TEXT_CHARS:
+        raise InputError(f"max_chars must be in 1..{limits.MAX_TEXT_CHARS}, got {max_chars}")
+    if workers < 1:
+        raise InputError(f"workers must be >= 1, got {workers}")
+    entries = list(models) if models and all(isinstance(m, ModelEntry) for m in models) else load_models(models)
+    srv = _Server(entries=entries, by_id={e.id: e for e in entries}, infos={e.id: e.info() for e in entries},
+                  pool=ThreadPoolExecutor(max_workers=workers, thread_name_prefix="vitsq-synth"),
+                  clips=ClipStore(clip_capacity), pending=threading.BoundedSemaphore(max_pending),
+                  max_chars=max_chars, max_pending=max_pending)
+
+    @asynccontextmanager
+    async def lifespan(_app):  # noqa: ANN202 - the pool lives as long as the app
+        yield
+        srv.pool.shutdown(wait=False, cancel_futures=True)
+
+    app = FastAPI(title="vitsq A/B listening", version="1", lifespan=lifespan,
+                  description="Compare FP32 and quantized TTS variants on the same text and seed.")
+    app.state.entries = entries
+    app.state.pool = srv.pool
+    app.add_middleware(BodyLimitMiddleware, max_bytes=limits.SERVE_MAX_BODY_BYTES)
+    _add_validation_handler(app)
+    _add_read_routes(app, srv)
+    _add_synthesize_route(app, srv)
     return app
 
 
