@@ -275,3 +275,18 @@ def test_demo_runs_end_to_end_small(tmp_path, capsys):
     # every variant of its benchmark ran on the demo's one thread (ONNX Runtime has its own pool)
     bench = json.loads((tmp_path / "bench.json").read_text())
     assert [v["threads"] for v in bench["variants"]] == [1, 1, 1]
+    # the README's `./dev demo` twice in a row: the demo replaces its own outputs (the INT8
+    # artifact is reused) and leaves every other file in its folder alone
+    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "samples" / "mine.wav").write_bytes(b"not vitsq's")
+    first = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "samples").iterdir()}
+    assert main(["demo", "--out", str(tmp_path), "--sentences", "2", "--batch", "1", "--warmup", "0",
+                 "--iters", "1", "--no-progress"]) == 0
+    assert "WER" in capsys.readouterr().out
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    assert (tmp_path / "samples" / "mine.wav").read_bytes() == b"not vitsq's"
+    again = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "samples").iterdir()}
+    assert again.keys() == first.keys() and len(again) == 7
+    assert all(again[n] > first[n] for n in again if n != "mine.wav")  # every sample written again
+    assert json.loads((tmp_path / "summary.json").read_text())["samples"] == summary["samples"]
+    assert not [p for p in tmp_path.rglob(".*vitsq-*")]  # no temporaries or locks left

@@ -12,6 +12,10 @@ Everything lands in one folder (default ``out/demo``)::
     eval.json        WER/CER/ΔWER/similarity/distances          bench.json/.md/.png  RTF by batch
     samples/*.wav    the same sentences from every variant      report/report.{md,html} + PNGs
 
+The demo owns the files it writes there: a rerun replaces each of them atomically
+(:mod:`vitsq.outputs`, as with ``--force``) and never touches any other file in the folder. Every
+output path is checked before the models load.
+
 Anything missing (an optional dependency, the packaged Whisper model, ...) stops the demo with
 a one-line :class:`~vitsq.errors.VitsqError` naming the step and what to install.
 """
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -126,7 +131,11 @@ def _load(model: str, tkw: dict[str, Any]) -> tuple[Any, Any]:
 
     fp32 = vitsq.load(model, backend="torch")
     onnx = vitsq.load(model, backend="onnx", **tkw)
-    weights = fp32.describe().get("weights") or "unknown"
+    try:
+        weights = fp32.describe().get("weights") or "unknown"
+    except Exception as e:  # noqa: BLE001 - a description that fails says nothing: unknown, not trained
+        log.warning("cannot describe %s: %s", model, e)
+        weights = "unknown"
     if weights != "trained":
         raise UnsupportedError(f"the demo compares quality, so it needs a trained model; {model!r} has "
                                f"{weights} weights")
@@ -150,13 +159,9 @@ def _quantized(fp32: Any, recipe_obj: Any, int8_backend: str, art: Path, requant
                 log.warning("cannot reuse %s (%s): quantizing again", art, e)
     from vitsq.quantize import quantize
 
-    if art.exists():
-        import shutil
-
-        shutil.rmtree(art)  # a stale artifact of another recipe
-    q = quantize(fp32, recipe_obj, out_dir=art)
-    if hasattr(q, "save"):  # torch recipes return a QuantizedModel; ORT ones write out_dir
-        q.save(art)
+    # the demo owns this artifact: a stale one (another recipe) is replaced whole, atomically;
+    # a folder there that vitsq did not write is refused, never deleted
+    quantize(fp32, recipe_obj).save(art, force=True)
     return vitsq.load(art, backend=int8_backend, **tkw)
 
 
@@ -172,18 +177,49 @@ def _evaluate(fp32: Any, onnx: Any, int8: Any, int8_backend: str, out: Path, num
 
     reference = onnx if int8_backend == "onnx" else fp32
     zero = {"noise_scale": 0.0, "noise_w": 0.0} if int8_backend == "onnx" else {}
-    ev = evaluate(reference, [int8], num_sentences=num_sentences, out=out / "eval.json", progress=progress, **zero)
+    ev = evaluate(reference, [int8], num_sentences=num_sentences, out=out / "eval.json", progress=progress,
+                  force=True, **zero)
     return ev, reference, zero
 
 
+def _tag(model: str) -> str:
+    """A file-name-safe short name of ``model`` (a name or a path): it names rows and sample files."""
+    name = Path(model).name.removesuffix(".onnx") or model
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "model"
+
+
+def _variant_names(tag: str) -> dict[str, str]:
+    """The row labels of the demo's three variants (distinct: they label the eval/bench/report rows)."""
+    return {"fp32": f"{tag}-fp32", "onnx": f"{tag}-fp32-onnx", "int8": f"{tag}-int8"}
+
+
+def _sample_path(out: Path, k: int, name: str) -> Path:
+    return out / "samples" / f"{k + 1:02d}_{name}.wav"
+
+
+def _check_outputs(out: Path, tag: str) -> None:
+    """Check every file the demo writes before any model loads: each may replace the demo's own
+    file of the same kind (a folder or a link in its place is refused)."""
+    from vitsq.bench import check_bench_outputs
+    from vitsq.outputs import check_output
+
+    for name in ("eval.json", "summary.json"):
+        check_output(out / name, suffixes=(".json",), force=True, what="demo output")
+    check_bench_outputs(out / "bench.json", plot=True, force=True)
+    for k in range(len(SAMPLE_TEXTS)):
+        for name in _variant_names(tag).values():
+            check_output(_sample_path(out, k, name), suffixes=(".wav",), force=True, what="demo sample")
+    check_output(out / "report", kind="dir", force=True, what="demo report folder")
+
+
 def _samples(out: Path, synths: Sequence[Any]) -> list[str]:
-    """The sample sentences from every variant, as wav files."""
+    """The sample sentences from every variant, as wav files (a rerun replaces the demo's own)."""
     samples = []
     for k, text in enumerate(SAMPLE_TEXTS):
         for s in synths:
             # seeded where the backend can honour it (ONNX Runtime draws its noise unseeded)
             a = s.synthesize(text, **({"seed": k} if getattr(s, "seedable", True) else {}))
-            samples.append(str(a.write(out / "samples" / f"{k + 1:02d}_{s.name}.wav")))
+            samples.append(str(a.write(_sample_path(out, k, s.name), force=True)))
     return samples
 
 
@@ -236,13 +272,15 @@ def run_demo(out_dir: str | Path = "out/demo", model: str = "joe", num_sentences
     from tqdm.auto import tqdm
 
     from vitsq.jsonutil import to_jsonable
+    from vitsq.outputs import check_output, write_text
 
     check_demo_recipe(recipe)  # bad names fail before any work (the preset itself needs the model)
     from vitsq.bench import parse_batches
 
     parse_batches(batches)  # so do bad batch sizes
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(out_dir).expanduser()
+    tag = _tag(model)
+    _check_outputs(out, tag)  # and unwritable or odd output paths
     t_start = time.perf_counter()
     timings: dict[str, float] = {}
     tkw = {"threads": threads} if threads else {}
@@ -253,11 +291,14 @@ def run_demo(out_dir: str | Path = "out/demo", model: str = "joe", num_sentences
         timings["load"] = st.seconds
         recipe_obj, int8_backend = demo_recipe(recipe, fp32)
         art = out / f"{fp32.name}-int8-{recipe}"
+        if not (art / "vitsq.json").is_file():  # reused as is, or replaced whole (only if vitsq's)
+            check_output(art, kind="dir", force=True, what="demo artifact folder")
         with _Step("quantize", bar) as st:
             int8 = _quantized(fp32, recipe_obj, int8_backend, art, requantize, tkw)
         timings["quantize"] = st.seconds
         # distinct names: they label the rows of the eval, bench and report tables
-        fp32.name, onnx.name, int8.name = f"{model}-fp32", f"{model}-fp32-onnx", f"{model}-int8"
+        names = _variant_names(tag)
+        fp32.name, onnx.name, int8.name = names["fp32"], names["onnx"], names["int8"]
         with _Step("evaluate", bar) as st:
             ev, reference, zero = _evaluate(fp32, onnx, int8, int8_backend, out, num_sentences, progress)
         timings["evaluate"] = st.seconds
@@ -266,7 +307,7 @@ def run_demo(out_dir: str | Path = "out/demo", model: str = "joe", num_sentences
 
             bench = run_benchmark(fp32, [onnx, int8], batches=batches, devices="cpu", threads=threads,
                                   warmup=warmup, iters=iters, progress=progress, baseline=reference.name)
-            bench_paths = bench.write(out / "bench.json")
+            bench_paths = bench.write(out / "bench.json", force=True)
         timings["benchmark"] = st.seconds
         with _Step("samples", bar) as st:
             samples = _samples(out, (fp32, int8, onnx))
@@ -275,14 +316,15 @@ def run_demo(out_dir: str | Path = "out/demo", model: str = "joe", num_sentences
             from vitsq.report import build_report
 
             rep = build_report([out / "eval.json", bench_paths["json"], art], out / "report",
-                               title=f"vitsq demo: {model} FP32 vs INT8")
+                               title=f"vitsq demo: {model} FP32 vs INT8", force=True)
         timings["report"] = st.seconds
     finally:
         bar.close()
     summary = _summary(model, recipe_obj, int8_backend, art, {"fp32": fp32, "onnx": onnx, "int8": int8}, ev, bench,
                        reference, zero, rep, samples)
     summary["seconds"] = {**timings, "total": time.perf_counter() - t_start}
-    (out / "summary.json").write_text(json.dumps(to_jsonable(summary), indent=2) + "\n", encoding="utf-8")
+    write_text(out / "summary.json", json.dumps(to_jsonable(summary), indent=2) + "\n", suffixes=(".json",),
+               force=True, what="demo summary")
     return summary
 
 
