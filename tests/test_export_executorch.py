@@ -17,7 +17,8 @@ import pytest
 
 import vitsq
 from vitsq.errors import InputError, ModelLoadError, UnsupportedError
-from vitsq.export.executorch import ExecuTorchSynthesizer, export_executorch
+from vitsq.backends.executorch import ExecuTorchSynthesizer
+from vitsq.export.executorch import export_executorch
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 VOSK_FIXTURES = SHARED / "fixtures" / "vosk_vits2"
@@ -132,7 +133,7 @@ import gc, sys
 import vitsq
 from vitsq.bench import run_benchmark
 from vitsq.errors import UnsupportedError
-from vitsq.export.executorch import threadpool_size
+from vitsq.backends.executorch import threadpool_size
 d = sys.argv[1]
 res = run_benchmark(d, [], batches="1", warmup=0, iters=1, progress=False, threads=1)
 info = res.variants[0]
@@ -173,10 +174,10 @@ def test_export_refuses_bad_requests(joe_torch, joe_onnx, tmp_path):
     with pytest.raises(InputError, match="max_tokens"):
         export_executorch(joe_torch, tmp_path / "z", max_tokens=0)
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
-    from vitsq.export.cli import run_export
+    from vitsq.export.api import export
 
     with pytest.raises(InputError, match="--calibrate-method applies to the ort-static recipe"):
-        run_export("joe", "executorch", tmp_path / "w", recipe="pt2e", calibrate_method="entropy")
+        export("joe", "executorch", tmp_path / "w", recipe="pt2e", calibrate_method="entropy")
     assert not (tmp_path / "w").exists()
 
 

@@ -248,7 +248,7 @@ def test_cli_refuses_odd_outputs_and_ignored_options_before_loading(tmp_path, ca
     import vitsq
     from vitsq.cli import main
 
-    monkeypatch.setattr(vitsq, "load", lambda *a, **k: pytest.fail("loaded the model before refusing the request"))
+    monkeypatch.setattr(vitsq.registry, "load", lambda *a, **k: pytest.fail("loaded the model before refusing the request"))
     (tmp_path / "somedir").mkdir()
     (tmp_path / "somedir" / "keep.txt").write_text("mine")
     (tmp_path / "old.onnx").write_bytes(b"old")

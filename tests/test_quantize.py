@@ -15,7 +15,7 @@ import torch
 
 import vitsq
 from vitsq.errors import InputError, ModelLoadError, UnsupportedError
-from vitsq.quantize import EagerRecipe, OrtDynamicRecipe, OrtStaticRecipe, PT2ERecipe, quantize, recipe_from_dict
+from vitsq.quantize import RECIPES, EagerRecipe, OrtDynamicRecipe, OrtStaticRecipe, PT2ERecipe, quantize, recipe_from_dict
 from vitsq.quantize import engines
 from vitsq.quantize.calibration import make_calibration
 from vitsq.quantize.eager import candidate_layers, layer_groups, prepare_all, resolve_keep_float
@@ -457,17 +457,41 @@ def test_best_preset_keeps_sensitive_layers_float_and_beats_all_int8(joe_torch, 
     assert floats == sensitive
 
 
-def test_cli_keep_float_preset_uses_measured_best_recipe(tmp_path, capsys):
+def test_cli_recipe_name_is_the_measured_preset(tmp_path):
     from vitsq.cli import main
     from vitsq.quantize.recipes import best_for
 
-    assert main(["quantize", "joe", "--recipe", "ort-dynamic", "--keep-float", "preset", "-o", str(tmp_path / "p")]) == 2
-    assert "no measured preset" in capsys.readouterr().err
     out = tmp_path / "preset"
-    assert main(["quantize", "joe", "--recipe", "eager", "--keep-float", "preset", "--calib", "2", "-o", str(out)]) == 0
+    assert main(["quantize", "joe", "--recipe", "eager", "--calib", "2", "-o", str(out)]) == 0
     q = vitsq.load(out).quantization
     best = best_for(vitsq.load("joe"), "eager")
     assert q["keep_float"] == list(best.keep_float) and q["per_channel"] is True
+    assert q["act_observer"] == best.act_observer
+
+
+def test_options_change_the_preset_only_where_given(joe_torch, vosk_tiny):
+    """A recipe name is best_for's preset; --keep-float none / names / other options change only
+    what they name (no model calibrated: build_recipe only)."""
+    from vitsq.quantize.recipes import best_for
+    from vitsq.quantize.workflow import QuantizeOptions, build_recipe
+
+    for model in (joe_torch, vosk_tiny):
+        for name in RECIPES:
+            preset = best_for(model, name)
+            assert build_recipe(QuantizeOptions(recipe=name), model) == preset
+            assert build_recipe(QuantizeOptions(recipe=name, keep_float="preset"), model) == preset
+    best = best_for(joe_torch, "ort-static")
+    assert best.keep_float and best.calibrate_method == "percentile"
+    every = build_recipe(QuantizeOptions(recipe="ort-static", keep_float="none"), joe_torch)
+    assert every == best.replace(keep_float=())
+    old = build_recipe(QuantizeOptions(recipe="ort-static", keep_float="none", calibrate_method="minmax"), joe_torch)
+    assert old.keep_float == () and old.calibrate_method == "minmax" and old.static_prefixes == best.static_prefixes
+    named = build_recipe(QuantizeOptions(recipe="pt2e", keep_float="dec.stage2,flow"), joe_torch)
+    assert named == best_for(joe_torch, "pt2e").replace(keep_float=("dec.stage2", "flow"))
+    eager = build_recipe(QuantizeOptions(recipe="eager", observer="minmax", engine="qnnpack"), joe_torch)
+    assert eager == best_for(joe_torch, "eager").replace(act_observer="minmax", engine="qnnpack")
+    with pytest.raises(UnsupportedError, match="valid recipes are eager, pt2e, ort-static, ort-dynamic"):
+        build_recipe(QuantizeOptions(recipe="int4"), joe_torch)
 
 
 # ----------------------------------------------------------------------------- outputs and options
@@ -521,7 +545,7 @@ def test_quantize_into_an_existing_artifact(qmodel, vosk_tiny, tmp_path, capsys,
     with pytest.raises(OutputError, match="already exists.*--force"):
         qmodel.save(art)
     tiny = SHARED / "fixtures" / "vosk_vits2"
-    monkeypatch.setattr(vitsq, "load", lambda *a, **k: pytest.fail("loaded the model before refusing the output"))
+    monkeypatch.setattr(vitsq.registry, "load", lambda *a, **k: pytest.fail("loaded the model before refusing the output"))
     assert main(["quantize", str(tiny / "tiny_G_1.pth"), "--config", str(tiny / "tiny_config.json"),
                  "--recipe", "pt2e", "-o", str(art)]) == 2
     assert "already exists" in capsys.readouterr().err

@@ -31,11 +31,8 @@ def onnx_artifacts(tmp_path_factory, vosk_tiny):
     """The tiny Vosk model as an ONNX Runtime INT8 artifact (kind onnx, what `vitsq quantize
     --recipe ort-*` writes), a vosk-dir artifact, and a plain Vosk model folder (no vitsq.json)."""
     from vitsq.export.onnx import export_vosk_dir
-    from vitsq.quantize import OrtDynamicRecipe
-    from vitsq.quantize.ort import quantize_ort
-
     root = tmp_path_factory.mktemp("artifacts")
-    ort_dir = quantize_ort(vosk_tiny, OrtDynamicRecipe(), root / "q")  # no calibration: cheap
+    ort_dir = vitsq.quantize(vosk_tiny, "ort-dynamic").save(root / "q")  # no calibration: cheap
     vosk_dir = export_vosk_dir(vosk_tiny, root / "vosk")
     plain = root / "plain"
     shutil.copytree(vosk_dir, plain)
@@ -167,7 +164,7 @@ def test_config_and_keyword_knobs_give_the_same_audio(joe_torch):
 
 # ----------------------------------------------------------------------------- seeds
 def test_onnx_refuses_a_seed_it_cannot_honour(joe_onnx, joe_torch):
-    from vitsq.export.executorch import ExecuTorchSynthesizer
+    from vitsq.backends.executorch import ExecuTorchSynthesizer
 
     assert joe_torch.seedable and ExecuTorchSynthesizer.seedable and not joe_onnx.seedable
     assert joe_onnx.describe()["seedable"] is False

@@ -6,7 +6,6 @@ User errors (:class:`vitsq.errors.VitsqError`) print one line and exit with code
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import logging
 import signal
@@ -17,24 +16,11 @@ from typing import Sequence
 
 from vitsq.errors import VitsqError
 
-# Subcommands living next to the library code they wrap: "module:register(subparsers)".
-# A module that is missing (not yet written) just leaves its command out.
-EXTRA_COMMANDS = [
-    "vitsq.quantize.cli:register",
-    "vitsq.evaluate.cli:register",
-    "vitsq.bench:register",
-    "vitsq.export.cli:register",
-    "vitsq.serve.cli:register",
-    "vitsq.report:register",
-    "vitsq.demo:register",
-]
-
-
 def _load(args: argparse.Namespace):
-    import vitsq
+    from vitsq.registry import load
 
     config = getattr(args, "config", None)
-    return vitsq.load(args.model, backend=args.backend, device=args.device,
+    return load(args.model, backend=args.backend, device=args.device,
                       config_path=Path(config) if config else None)
 
 
@@ -149,16 +135,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_info)
 
-    for target in EXTRA_COMMANDS:
-        module, func = target.split(":")
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name and exc.name.startswith("vitsq"):
-                continue
-            raise
-        getattr(mod, func)(sub)
+    _register_library_commands(sub)
     return parser
+
+
+def _register_library_commands(sub: argparse._SubParsersAction) -> None:
+    """The subcommands that live next to the library code they wrap (each module's ``register``)."""
+    from vitsq.bench import register as register_bench
+    from vitsq.demo import register as register_demo
+    from vitsq.evaluate.cli import register as register_eval
+    from vitsq.export.cli import register as register_export
+    from vitsq.quantize.cli import register as register_quantize
+    from vitsq.report import register as register_report
+    from vitsq.serve.cli import register as register_serve
+
+    for register in (register_quantize, register_eval, register_bench, register_export, register_serve,
+                     register_report, register_demo):
+        register(sub)
 
 
 def _terminate(signum, frame):  # pragma: no cover - exercised through a subprocess test

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
+import secrets
 import time
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
@@ -133,7 +133,9 @@ def write_manifest(directory: str | Path, kind: str, *, config: Any, files: list
                          for name in files}
     manifest[HASH_FIELD] = manifest_digest(manifest)
     path = directory / MANIFEST
-    fd, tmp = tempfile.mkstemp(prefix=f".{MANIFEST}.", suffix=".tmp", dir=directory)
+    # os.open with 0o666 (not mkstemp's 0o600): the manifest honours the umask like every other file
+    tmp = directory / f".{MANIFEST}.{secrets.token_hex(8)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(json.dumps(manifest, indent=2, ensure_ascii=False))
@@ -223,3 +225,18 @@ def manifest_config(manifest: dict[str, Any]):
         return VitsConfig.from_dict(manifest["config"])
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelLoadError(f"manifest config is invalid: {exc}") from exc
+
+
+def read_manifest(directory: str | Path) -> dict[str, Any]:
+    """The artifact's ``vitsq.json``, verified (:func:`verify_manifest`); it must hold a ``kind``."""
+    directory = Path(directory)
+    path = directory / MANIFEST
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ModelLoadError(f"{path} is not valid JSON: {exc}") from exc
+    if not isinstance(manifest, dict) or "kind" not in manifest:
+        raise ModelLoadError(f"{path} has no 'kind': not a vitsq artifact manifest")
+    # verified before its kind picks a backend or loader: an edited kind is refused here
+    verify_manifest(directory, manifest)
+    return manifest

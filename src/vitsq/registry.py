@@ -16,20 +16,17 @@ module imports nothing heavy (and nothing that imports it back) at import time.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from vitsq.errors import InputError, ModelLoadError, UnsupportedError
-from vitsq.manifest import verify_manifest
+from vitsq.manifest import read_manifest
+from vitsq.synth import AUTO, BACKEND_CHOICES, UNTRAINED, Synthesizer, check_threads, resolve_device
 
 log = logging.getLogger(__name__)
 
-UNTRAINED = "untrained (random weights)"
-AUTO = "auto"  # same as vitsq.synth.AUTO (not imported: synth imports this module lazily)
-_BACKENDS = ("torch", "onnx", "executorch")  # same as vitsq.synth.BACKENDS
 
 
 # --------------------------------------------------------------------------- loaders
@@ -46,15 +43,18 @@ def load_piper(onnx_path: Path, backend: str, device: str, name: str | None = No
                config_path: Path | None = None, threads: int | None = None):
     """A Piper voice in the torch backend (converted) or the onnx backend (original file)."""
     from vitsq.models.piper_onnx import load_piper_voice, read_piper_config
-    from vitsq.synth import OnnxSynthesizer, TorchSynthesizer
     from vitsq.text import make_frontend
 
     name = name or onnx_path.name.removesuffix(".onnx")
     if backend == "torch":
+        from vitsq.backends.torch import TorchSynthesizer
+
         model = load_piper_voice(onnx_path, config_path)
         return TorchSynthesizer(model, name, make_frontend(model.config), device=device, label="trained",
                                 extra_info={"source": str(onnx_path)})
     if backend == "onnx":
+        from vitsq.backends.onnx import OnnxSynthesizer
+
         config, _ = read_piper_config(onnx_path, config_path)
         return OnnxSynthesizer(onnx_path, config, name, make_frontend(config), threads=threads, label="trained",
                                extra_info={"source": str(onnx_path)})
@@ -75,13 +75,13 @@ def _load_vosk_preset(backend: str, device: str, threads: int | None):
 
 def _load_eager_artifact(directory: Path, manifest: dict, backend: str, device: str, threads: int | None,
                          engine: str | None = None):
-    from vitsq.quantize.artifact import load_eager_artifact
+    from vitsq.quantize.eager import load_eager_artifact
 
     return load_eager_artifact(directory, manifest, backend=backend, device=device, engine=engine)
 
 
 def _load_pt2e_artifact(directory: Path, manifest: dict, backend: str, device: str, threads: int | None):
-    from vitsq.quantize.artifact import load_pt2e_artifact
+    from vitsq.quantize.pt2e import load_pt2e_artifact
 
     return load_pt2e_artifact(directory, manifest, backend=backend, device=device)
 
@@ -93,7 +93,7 @@ def _load_onnx_artifact(directory: Path, manifest: dict, backend: str, device: s
 
 
 def _load_executorch_artifact(directory: Path, manifest: dict, backend: str, device: str, threads: int | None):
-    from vitsq.export.executorch import load_executorch_artifact
+    from vitsq.backends.executorch import load_executorch_artifact
 
     return load_executorch_artifact(directory, manifest, backend=backend, device=device, threads=threads)
 
@@ -132,7 +132,7 @@ ARTIFACT_LOADERS: dict[str, ArtifactKind] = {
 
 
 def available_models() -> dict[str, str]:
-    """Names :func:`vitsq.load` accepts without a path -> one-line description."""
+    """Names :func:`load` accepts without a path -> one-line description."""
     return {name: p.description for name, p in PRESETS.items()}
 
 
@@ -148,20 +148,6 @@ class Target:
     takes_config: bool = False
     takes_engine: bool = False
     hint: str = ""
-
-
-def read_manifest(directory: Path) -> dict:
-    """The artifact's ``vitsq.json`` (must hold a ``kind``)."""
-    path = directory / "vitsq.json"
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ModelLoadError(f"{path} is not valid JSON: {exc}") from exc
-    if not isinstance(manifest, dict) or "kind" not in manifest:
-        raise ModelLoadError(f"{path} has no 'kind': not a vitsq artifact manifest")
-    # verified before its kind picks a backend or loader: an edited kind is refused here
-    verify_manifest(directory, manifest)
-    return manifest
 
 
 def _artifact_target(path: Path, engine: str | None) -> Target:
@@ -235,12 +221,30 @@ def _check_options(target: Target, config_path: Path | str | None, engine: str |
                          f"{target.what}: drop it")
 
 
-def load_synthesizer(spec: str | Path, backend: str = AUTO, device: str = "cpu", *, threads: int | None = None,
-                     config_path: str | Path | None = None, engine: str | None = None):
-    """:func:`vitsq.load` (documented there): resolve ``spec`` and ``"auto"``, check the options,
-    then call the loader with a concrete backend."""
-    from vitsq.synth import BACKEND_CHOICES, check_threads, resolve_device
+def load(spec: str | Path, backend: str = AUTO, device: str = "cpu", *, threads: int | None = None,
+         config_path: str | Path | None = None, engine: str | None = None) -> Synthesizer:
+    """Load a model by name or path behind the :class:`~vitsq.synth.Synthesizer` interface.
 
+    ``spec``: a name from :func:`vitsq.available_models` (``"joe"``, ``"vosk-ru-multi"``), a Piper ``.onnx``
+    voice (``.onnx.json`` beside it, or ``config_path``), an ONNX file exported by vitsq, a Vosk
+    ``G_*.pth`` checkpoint (``config.json`` beside it, or ``config_path``), a Vosk model folder
+    (``model.onnx`` + ``config.json``), or a vitsq artifact folder (with ``vitsq.json``).
+
+    ``backend``: ``"auto"`` (default) runs the model on its own backend: an artifact on the one its
+    ``vitsq.json`` kind names (``onnx``/``vosk-dir`` -> onnx, ``executorch`` -> executorch,
+    ``torch-eager``/``torch-pt2e`` -> torch), a Vosk model folder or a vitsq ONNX file on onnx, and
+    checkpoints, Piper voices and named models on torch. ``"torch"``, ``"onnx"`` or
+    ``"executorch"`` ask for one; a model that cannot run there is an UnsupportedError naming the
+    backends it can run on.
+
+    ``device``: ``cpu``, ``cuda`` or ``cuda:N`` (torch backend, when this machine has the GPU).
+    ``threads``: intra-op threads. On the torch backend this calls ``torch.set_num_threads``,
+    which is process-wide (every torch model in the process then uses it); ONNX Runtime sizes
+    this model's session; ExecuTorch resizes its process-wide thread pool. ``None`` keeps each
+    runtime's default. ``config_path``: the config of a checkpoint or Piper voice that does not
+    sit beside it. ``engine``: for ``torch-eager`` INT8 artifacts, the quantized engine they must
+    have been packed for (a mismatch is refused).
+    """
     if backend not in BACKEND_CHOICES:
         raise InputError(f"unknown backend {backend!r}: valid backends are {', '.join(BACKEND_CHOICES)}")
     threads = check_threads(threads)

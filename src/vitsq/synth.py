@@ -1,7 +1,8 @@
-"""The Synthesizer interface, the `Audio` result, :class:`SynthesisConfig`, and `vitsq.load`.
+"""The Synthesizer interface, the `Audio` result, :class:`SynthesisConfig`, the shared
+:class:`BaseSynthesizer` and the input checks every backend uses.
 
-Every backend (PyTorch FP32/INT8, ONNX Runtime, ExecuTorch) is reached through the same
-:class:`Synthesizer` protocol so that evaluation, benchmarks and the web app never care which
+Every backend (:mod:`vitsq.backends`: PyTorch FP32/INT8, ONNX Runtime, ExecuTorch) is reached
+through the same :class:`Synthesizer` protocol so that evaluation, benchmarks and the web app never care which
 one they hold. The knobs of one synthesis call (speaker, noise and length scales, seed) travel
 together in a :class:`SynthesisConfig`, validated once when it is built.
 """
@@ -18,8 +19,8 @@ from typing import TYPE_CHECKING, Any, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
-from vitsq import limits
-from vitsq.errors import InputError, ModelLoadError, UnsupportedError
+from vitsq.errors import InputError, UnsupportedError
+from vitsq.limits import MAX_BATCH_IDS, MAX_LENGTH_SCALE, MAX_TEXT_CHARS
 from vitsq.text.validate import check_text_chars
 
 if TYPE_CHECKING:
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 
 #: The concrete backends a model can run on.
 BACKENDS = ("torch", "onnx", "executorch")
-#: ``vitsq.load``'s default: the model's own backend (see :func:`load`).
+#: ``vitsq.load``'s default: the model's own backend (see :func:`vitsq.registry.load`).
 AUTO = "auto"
 BACKEND_CHOICES = (AUTO, *BACKENDS)
 
@@ -38,6 +39,8 @@ BACKEND_CHOICES = (AUTO, *BACKENDS)
 MAX_NOISE_SCALE = 100.0
 #: Seeds are unsigned 64-bit integers (what ``torch.Generator.manual_seed`` takes).
 MAX_SEED = 2**64 - 1
+#: The weights label of models with seeded random weights (good for speed and size only).
+UNTRAINED = "untrained (random weights)"
 #: The knobs of :class:`SynthesisConfig`, in order.
 KNOBS = ("speaker", "noise_scale", "length_scale", "noise_w", "seed")
 
@@ -139,7 +142,7 @@ class SynthesisConfig:
         checked = {
             "speaker": _check_int("speaker", self.speaker, None, valid_speaker, lo=None),
             "noise_scale": _check_real("noise_scale", self.noise_scale, MAX_NOISE_SCALE, True),
-            "length_scale": _check_real("length_scale", self.length_scale, limits.MAX_LENGTH_SCALE, False),
+            "length_scale": _check_real("length_scale", self.length_scale, MAX_LENGTH_SCALE, False),
             "noise_w": _check_real("noise_w", self.noise_w, MAX_NOISE_SCALE, True),
             "seed": _check_int("seed", self.seed, MAX_SEED, f"an integer in 0..{MAX_SEED} (2**64-1)"),
         }
@@ -238,7 +241,7 @@ def _bounded_chunks(flat: list, max_ids: int) -> list[list]:
     return chunks
 
 
-def validate_text(text: object, max_chars: int = limits.MAX_TEXT_CHARS) -> str:
+def validate_text(text: object, max_chars: int = MAX_TEXT_CHARS) -> str:
     """Refuse a non-string, empty, over-long text, or one with control characters (other than
     newline, tab, carriage return) or lone surrogates (:func:`vitsq.text.validate.check_text_chars`);
     return it unchanged."""
@@ -295,37 +298,7 @@ class Synthesizer(Protocol):
         """Self-description: model id, backend, config summary, quantization recipe, threads."""
 
 
-def load(spec: str | Path, backend: str = AUTO, device: str = "cpu", *, threads: int | None = None,
-         config_path: str | Path | None = None, engine: str | None = None) -> Synthesizer:
-    """Load a model by name or path behind the :class:`Synthesizer` interface.
-
-    ``spec``: a name from :func:`vitsq.available_models` (``"joe"``, ``"vosk-ru-multi"``), a Piper ``.onnx``
-    voice (``.onnx.json`` beside it, or ``config_path``), an ONNX file exported by vitsq, a Vosk
-    ``G_*.pth`` checkpoint (``config.json`` beside it, or ``config_path``), a Vosk model folder
-    (``model.onnx`` + ``config.json``), or a vitsq artifact folder (with ``vitsq.json``).
-
-    ``backend``: ``"auto"`` (default) runs the model on its own backend: an artifact on the one its
-    ``vitsq.json`` kind names (``onnx``/``vosk-dir`` -> onnx, ``executorch`` -> executorch,
-    ``torch-eager``/``torch-pt2e`` -> torch), a Vosk model folder or a vitsq ONNX file on onnx, and
-    checkpoints, Piper voices and named models on torch. ``"torch"``, ``"onnx"`` or
-    ``"executorch"`` ask for one; a model that cannot run there is an UnsupportedError naming the
-    backends it can run on.
-
-    ``device``: ``cpu``, ``cuda`` or ``cuda:N`` (torch backend, when this machine has the GPU).
-    ``threads``: intra-op threads. On the torch backend this calls ``torch.set_num_threads``,
-    which is process-wide (every torch model in the process then uses it); ONNX Runtime sizes
-    this model's session; ExecuTorch resizes its process-wide thread pool. ``None`` keeps each
-    runtime's default. ``config_path``: the config of a checkpoint or Piper voice that does not
-    sit beside it. ``engine``: for ``torch-eager`` INT8 artifacts, the quantized engine they must
-    have been packed for (a mismatch is refused).
-    """
-    from vitsq.registry import load_synthesizer
-
-    return load_synthesizer(spec, backend=backend, device=device, threads=threads,
-                            config_path=config_path, engine=engine)
-
-
-# =========================================================================== backends
+# =========================================================================== shared backend code
 def _sentence_seed(seed: int, k: int) -> int:
     return (seed + k) % (MAX_SEED + 1)
 
@@ -450,7 +423,7 @@ class BaseSynthesizer:
         with Timer() as mt:
             outs: list[np.ndarray] = []
             # bounded backend calls: a long text's utterances never all decode at once
-            for part in _bounded_chunks(flat, limits.MAX_BATCH_IDS):
+            for part in _bounded_chunks(flat, MAX_BATCH_IDS):
                 outs += self._run_batch([ids for _, _, ids in part], [spk[i] for i, _, _ in part],
                                         self._scales(cfg), [_sentence_seed(cfg.seed, k) for _, k, _ in part])
         results = []
@@ -546,125 +519,3 @@ def pad_batch(batch: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
     for i, x in enumerate(batch):
         out[i, : len(x)] = x
     return out, lengths
-
-
-class TorchSynthesizer(BaseSynthesizer):
-    """Runs a PyTorch VITS/VITS2 module (FP32, or quantized by vitsq.quantize)."""
-
-    backend = "torch"
-
-    def __init__(self, model: Any, name: str, frontend: Any, *, device: str = "cpu", **kwargs: Any) -> None:
-        super().__init__(name, model.config, frontend, **kwargs)
-        import torch
-
-        self.device = torch.device(resolve_device(device))
-        self.model = model.to(self.device).eval()
-
-    def _run(self, batch, speakers, scales, seeds):
-        import torch
-
-        x, lengths = pad_batch(batch)
-        gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
-        noise_scale, length_scale, noise_w = scales
-        with torch.inference_mode():
-            out = self.model.infer(
-                torch.from_numpy(x).to(self.device), torch.from_numpy(lengths).to(self.device),
-                torch.tensor(speakers, dtype=torch.long, device=self.device),
-                noise_scale=noise_scale, length_scale=length_scale, noise_w=noise_w, generator=gens,
-            )
-        audio = out.audio.float().cpu().numpy()[:, 0, :]  # [B, S]
-        return [audio[i, : int(n)] for i, n in enumerate(out.audio_lengths.cpu())]
-
-    def size_bytes(self) -> int:
-        if self.artifact_paths:
-            return super().size_bytes()
-        if not hasattr(self, "_size"):
-            import io
-
-            import torch
-
-            buf = io.BytesIO()
-            torch.save(self.model.state_dict(), buf)
-            self._size = buf.tell()
-        return self._size
-
-    def describe(self) -> dict[str, Any]:
-        import torch
-
-        from vitsq.models.vits import count_parameters
-
-        d = super().describe()
-        d["parameters"] = count_parameters(self.model)
-        d["device"] = str(self.device)
-        d["threads"] = torch.get_num_threads()  # process-wide: what this model runs on now
-        return d
-
-
-class OnnxSynthesizer(BaseSynthesizer):
-    """Runs an ONNX file with the Piper/Vosk contract (input, input_lengths, scales[, sid]) in ORT.
-
-    Noise is drawn inside the graph by ONNX Runtime, unseeded: ``seedable`` is False and an
-    explicit ``seed`` is refused while any noise is on; compare with zero noise. A batch of
-    items with different lengths runs item by item (so every item equals its unbatched run);
-    items of one length run as one call when the graph has an ``output_lengths`` output.
-    """
-
-    backend = "onnx"
-    seedable = False
-    unseeded_reason = ("its noise is drawn inside the ONNX graph by ONNX Runtime, which vitsq cannot seed, "
-                       "so the seed would be silently ignored")
-
-    def __init__(self, onnx_path: str | Path, config: "VitsConfig", name: str, frontend: Any, *,
-                 threads: int | None = None, **kwargs: Any) -> None:
-        import onnxruntime as ort
-
-        kwargs.setdefault("artifact_paths", [Path(onnx_path)])
-        super().__init__(name, config, frontend, **kwargs)
-        threads = check_threads(threads)
-        opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = threads
-        self.threads = threads  # None: ONNX Runtime's default (one per physical core)
-        try:
-            self.session = ort.InferenceSession(str(onnx_path), sess_options=opts, providers=["CPUExecutionProvider"])
-        except Exception as exc:
-            raise ModelLoadError(f"ONNX Runtime cannot load {onnx_path}: {exc}") from exc
-        self.input_names = {i.name for i in self.session.get_inputs()}
-        self.output_names = [o.name for o in self.session.get_outputs()]
-        missing = {"input", "input_lengths", "scales"} - self.input_names
-        if missing:
-            raise ModelLoadError(f"{onnx_path} lacks inputs {sorted(missing)}: not a Piper/Vosk TTS graph")
-        if self.num_speakers > 1 and "sid" not in self.input_names:
-            # the graph would run every speaker id as the same voice
-            raise ModelLoadError(f"{onnx_path}: its config declares {self.num_speakers} speakers (num_speakers) "
-                                 "but the graph has no 'sid' input, so it has one speaker: fix the config")
-
-    def _feed(self, x: np.ndarray, lengths: np.ndarray, speakers: list[int], scales) -> dict:
-        feed = {"input": x, "input_lengths": lengths, "scales": np.array(scales, dtype=np.float32)}
-        if "sid" in self.input_names:
-            feed["sid"] = np.array(speakers, dtype=np.int64)
-        elif any(speakers):
-            raise InputError(f"speaker {max(speakers)} given, but {self.name}'s graph has a single speaker "
-                             "(no 'sid' input): use no speaker or 0")
-        return feed
-
-    def _run(self, batch, speakers, scales, seeds):
-        # One call only when no item is padded: the exported graph's decoder is unmasked, so a
-        # padded item's last frames would differ from the item alone. Item by item is also the
-        # faster way on CPU (padding work is wasted work).
-        if "output_lengths" in self.output_names and len({len(ids) for ids in batch}) == 1:
-            x, lengths = pad_batch(batch)
-            audio, out_len = self.session.run(["output", "output_lengths"], self._feed(x, lengths, speakers, scales))
-            audio = audio.reshape(audio.shape[0], -1)
-            return [audio[i, : int(n)] for i, n in enumerate(out_len)]
-        outs = []
-        for ids, spk in zip(batch, speakers):
-            x, lengths = pad_batch([ids])
-            (audio,) = self.session.run(["output"], self._feed(x, lengths, [spk], scales))
-            outs.append(audio.reshape(-1))
-        return outs
-
-    def describe(self) -> dict[str, Any]:
-        d = super().describe()
-        d["threads"] = self.threads or "onnxruntime default"
-        return d

@@ -11,7 +11,7 @@ from input sizes, within bounds fixed at export time). So the model is cut exact
   ``length_scale`` [1] float32;
   outputs ``m_p``, ``logs_p`` [1, C, T_x] (prior per symbol), ``w_ceil`` [1, 1, T_x] (frames per
   symbol, float). ``T_x`` is dynamic in ``[MIN_TOKENS, max_tokens]``.
-* **host** (:class:`ExecuTorchSynthesizer`, torch on CPU, microseconds): repeat each symbol's
+* **host** (:class:`~vitsq.backends.executorch.ExecuTorchSynthesizer`, torch on CPU, microseconds): repeat each symbol's
   prior ``w_ceil`` times (``repeat_interleave``: the same values as the one-hot alignment
   matmul of :meth:`VITS.expand`), draw the frame noise and form
   ``z_p = m_y + eps * exp(logs_y) * noise_scale``.
@@ -61,7 +61,7 @@ What blocked the export, and how each was resolved
    quantized"); a value-preserving ``h * x_mask`` in :class:`EncoderProgram` separates them.
 8. *q/dq ops outside XNNPACK* (around ops it refuses with dynamic shapes) need the quantized
    portable kernels: ``executorch.kernels.quantized`` at export (out variants) and
-   ``libexecutorch_kernels_quantized.so`` at run time (:func:`_load_quantized_kernels`), which the
+   ``libexecutorch_kernels_quantized.so`` at run time (:func:`vitsq.backends.executorch._load_quantized_kernels`), which the
    wheel's Python runtime does not load by itself (``load_method`` error 0x14, OperatorMissing).
 9. *Slow lowering*: with dynamic shapes XNNPACK refuses dynamic slices/views, layer norm over
    channels, gathers and comparisons, which cut the graph into ~140 partitions at ~1 s of
@@ -92,7 +92,7 @@ preparing and converting an unannotated graph reproduces eager float exactly, so
 to float is quantization error only. On joe, the 235-sentence evaluation split (``vitsq eval``,
 same noise as FP32 torch): 18.0 MB (FP32 ONNX 63.2 MB), WER -0.0 pt, speaker similarity 0.985
 mean / 0.962 worst; 1.56x the speed of FP32 ONNX Runtime at batch 1 with every backend on 1
-thread (session 2's 2.48x gave the XNNPACK pool both cores: see :func:`set_threadpool_size`). The integer
+thread (session 2's 2.48x gave the XNNPACK pool both cores: see :func:`vitsq.backends.executorch.set_threadpool_size`). The integer
 durations of an INT8 text encoder/duration predictor differ from float for some tokens, so
 log-mel distances to float are not meaningful there; judge by WER and speaker similarity.
 
@@ -119,30 +119,31 @@ from __future__ import annotations
 
 import logging
 import time
-import weakref
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from vitsq.errors import InputError, ModelLoadError, UnsupportedError
-from vitsq.synth import BaseSynthesizer
+from vitsq.backends.executorch import (
+    DECODER_FILE,
+    ENCODER_FILE,
+    EXPORT_VERSION,
+    KIND,
+    MIN_FRAMES,
+    MIN_TOKENS,
+    _load_quantized_kernels,
+)
+from vitsq.errors import InputError, UnsupportedError
 
 if TYPE_CHECKING:
     from vitsq.models.config import VitsConfig
 
 log = logging.getLogger(__name__)
 
-KIND = "executorch"
-ENCODER_FILE = "encoder.pte"
-DECODER_FILE = "decoder.pte"
-EXPORT_VERSION = 1
 DEFAULT_MAX_TOKENS = 400  # symbol ids per sentence (Piper/Vosk sentences with blanks: ~50-300)
 DEFAULT_MAX_FRAMES = 2048  # decoder frames per sentence: 23.8 s at 22.05 kHz / hop 256
-MIN_TOKENS = 2  # torch.export specializes sizes 0 and 1; shorter input is padded and masked
-MIN_FRAMES = 2
 RECIPES = (None, "fp32", "pt2e")
 
 
@@ -475,202 +476,3 @@ def _quantize_pt2e(synth: Any, model: nn.Module, recipe: Any, calibration: Any, 
             "float": ["speaker embedding", "host-side expansion"]
             + [s for s in PT2E_STAGES if s not in recipe.stages]}
     return enc_ep, dec_ep, info
-
-
-# =========================================================================== runtime
-_QUANTIZED_KERNELS_LOADED = False
-
-
-def _load_quantized_kernels() -> None:
-    """Register ExecuTorch's quantized portable kernels with the Python runtime (once).
-
-    INT8 programs keep some ``quantize_per_tensor``/``dequantize_per_tensor`` ops outside the
-    XNNPACK partitions (around ops XNNPACK refuses with dynamic shapes). The ``executorch`` wheel
-    ships their kernels in ``executorch/lib/libexecutorch_kernels_quantized.so`` but its runtime
-    bindings do not load it (``load_method`` then fails with OperatorMissing, 0x14); loading the
-    library globally runs its kernel registration.
-    """
-    global _QUANTIZED_KERNELS_LOADED
-    if _QUANTIZED_KERNELS_LOADED:
-        return
-    import ctypes
-
-    from executorch.extension.pybindings import portable_lib
-
-    lib = Path(portable_lib.__file__).resolve().parents[2] / "lib" / "libexecutorch_kernels_quantized.so"
-    if not lib.is_file():
-        raise ModelLoadError(f"this executorch installation lacks {lib.name}, needed by INT8 programs")
-    ctypes.CDLL(str(lib), mode=ctypes.RTLD_GLOBAL)
-    _QUANTIZED_KERNELS_LOADED = True
-
-
-#: ExecuTorch synthesizers alive in this process (their XNNPACK delegates hold the thread pool).
-_LIVE_SYNTHS: "weakref.WeakSet[ExecuTorchSynthesizer]" = weakref.WeakSet()
-
-
-def threadpool_size() -> int:
-    """Threads in ExecuTorch's process-wide pool, on which XNNPACK runs its kernels."""
-    from executorch.extension.pybindings import portable_lib
-
-    return int(portable_lib._threadpool_get_thread_count())
-
-
-def set_threadpool_size(threads: int) -> int:
-    """Resize ExecuTorch's process-wide thread pool to ``threads`` and return its size.
-
-    The pool starts with one thread per core and ignores ``torch.set_num_threads``, so without
-    this an ExecuTorch variant benchmarked "with 1 thread" ran on every core. It can only be
-    resized while no program that ran on it is alive: with executorch 1.5.1, resizing under a
-    loaded XNNPACK method crashed the process (segfault), so that case raises
-    :class:`~vitsq.errors.UnsupportedError` instead.
-    """
-    from executorch.extension.pybindings import portable_lib
-
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise InputError(f"threads must be an integer >= 1, got {threads!r}")
-    current = threadpool_size()
-    if threads == current:
-        return current
-    if len(_LIVE_SYNTHS):
-        raise UnsupportedError(
-            f"ExecuTorch's thread pool has {current} threads and cannot be resized to {threads} while "
-            f"{len(_LIVE_SYNTHS)} ExecuTorch model(s) are loaded in this process (the runtime crashes): "
-            f"load every ExecuTorch model with the same threads, or release the others first")
-    portable_lib._unsafe_reset_threadpool(threads)
-    log.info("ExecuTorch thread pool resized %d -> %d threads", current, threads)
-    return threadpool_size()
-
-
-def run_programs(encoder: Any, decoder: Any, config: "VitsConfig", ids: Sequence[int], speaker: int, seed: int,
-                 scales: tuple[float, float, float], max_frames: int) -> np.ndarray:
-    """One sentence through program A, the host expansion and program B -> audio [S] float32.
-
-    ``encoder``/``decoder``: loaded ExecuTorch methods. Noise is drawn
-    from ``torch.Generator().manual_seed(seed)`` in :meth:`VITS.infer`'s order.
-    """
-    from vitsq.models.vits import sample_frame_noise, sample_token_noise
-
-    noise_scale, length_scale, noise_w = scales
-    c = config.inter_channels
-    gen = torch.Generator().manual_seed(int(seed))
-    n = len(ids)
-    t = max(n, MIN_TOKENS)
-    x = torch.zeros(1, t, dtype=torch.long)  # [1, t], zero-padded to the program minimum
-    x[0, :n] = torch.tensor(list(ids), dtype=torch.long)
-    lengths = torch.tensor([n], dtype=torch.long)
-    sid = torch.tensor([speaker], dtype=torch.long)
-    dp_noise = sample_token_noise(lengths, t, 2, gen) * noise_w  # [1, 2, t], as VITS.infer
-    m_p, logs_p, w_ceil = encoder.execute(
-        [x, lengths, sid, dp_noise, torch.tensor([length_scale], dtype=torch.float32)])
-    w = w_ceil[0, 0, :n].to(torch.long)  # [n] frames per symbol
-    t_y = int(w.sum())
-    if t_y > max_frames:
-        raise InputError(f"the sentence lasts {t_y} frames, but this ExecuTorch program takes at most "
-                         f"{max_frames}: split the text into shorter sentences, lower length_scale, "
-                         f"or re-export with a larger max_frames")
-    # expansion (VITS.expand with a one-hot alignment == repeating each symbol's column)
-    m_y = torch.repeat_interleave(m_p[0, :, :n], w, dim=1).unsqueeze(0)  # [1, C, t_y]
-    logs_y = torch.repeat_interleave(logs_p[0, :, :n], w, dim=1).unsqueeze(0)
-    frames = max(t_y, 1)  # VITS.expand clamps the length to one (silent) frame
-    if t_y == 0:
-        m_y = logs_y = torch.zeros(1, c, 1)
-    eps = sample_frame_noise(torch.tensor([frames]), frames, c, gen)  # [1, C, frames]
-    z_p = m_y + eps * torch.exp(logs_y) * noise_scale
-    y_mask = torch.ones(1, 1, frames)
-    if frames < MIN_FRAMES:  # pad with masked frames; the decoder sees them as zeros
-        pad = MIN_FRAMES - frames
-        z_p = torch.nn.functional.pad(z_p, [0, pad])
-        y_mask = torch.nn.functional.pad(y_mask, [0, pad])
-    (audio,) = decoder.execute([z_p.contiguous(), y_mask, sid])  # [1, 1, frames' * hop]
-    hop = audio.shape[-1] // z_p.shape[-1]
-    return audio[0, 0, : frames * hop].numpy().astype(np.float32, copy=True)
-
-
-class ExecuTorchSynthesizer(BaseSynthesizer):
-    """Runs ``encoder.pte`` / ``decoder.pte`` through ``executorch.runtime`` (CPU, XNNPACK).
-
-    Same noise as the torch backend for the same seed (see module docstring); a batch runs
-    item by item. Only ``device="cpu"``.
-    """
-
-    backend = "executorch"
-
-    def __init__(self, directory: str | Path, config: "VitsConfig", name: str, frontend: Any, *,
-                 max_tokens: int, max_frames: int, threads: int | None = None, **kwargs: Any) -> None:
-        from executorch.runtime import Runtime
-
-        directory = Path(directory)
-        paths = [directory / ENCODER_FILE, directory / DECODER_FILE]
-        kwargs.setdefault("artifact_paths", paths)
-        super().__init__(name, config, frontend, **kwargs)
-        self.directory = directory
-        self.max_tokens = int(max_tokens)
-        self.max_frames = int(max_frames)
-        runtime = Runtime.get()
-        if threads is not None:  # before loading: the pool cannot change under a loaded program
-            set_threadpool_size(threads)
-        if self.quantization:
-            _load_quantized_kernels()
-        try:
-            self._programs = [runtime.load_program(str(p)) for p in paths]
-            self._encoder, self._decoder = (p.load_method("forward") for p in self._programs)
-        except Exception as exc:  # the runtime raises RuntimeError/ValueError with its own codes
-            raise ModelLoadError(f"executorch.runtime cannot load the programs in {directory}: {exc}") from exc
-        _LIVE_SYNTHS.add(self)
-
-    def _run(self, batch: list[list[int]], speakers: list[int], scales: tuple[float, float, float],
-             seeds: list[int]) -> list[np.ndarray]:
-        too_long = [len(ids) for ids in batch if len(ids) > self.max_tokens]
-        if too_long:
-            raise InputError(f"a sentence has {max(too_long)} symbol ids, but this ExecuTorch program takes at "
-                             f"most {self.max_tokens} per sentence: split the text into shorter sentences, or "
-                             f"re-export with a larger max_tokens")
-        return [run_programs(self._encoder, self._decoder, self.config, ids, spk, seed, scales, self.max_frames)
-                for ids, spk, seed in zip(batch, speakers, seeds)]
-
-    def describe(self) -> dict[str, Any]:
-        d = super().describe()
-        d["max_tokens"] = self.max_tokens
-        d["max_frames"] = self.max_frames
-        d["device"] = "cpu"
-        d["threads"] = threadpool_size()
-        return d
-
-
-def load_executorch_artifact(directory: str | Path, manifest: dict[str, Any], backend: str = "executorch",
-                             device: str = "cpu", **kw: Any) -> ExecuTorchSynthesizer:
-    """Registry loader for ``kind: executorch`` folders (see :data:`vitsq.registry.ARTIFACT_LOADERS`).
-
-    The folder holds only ExecuTorch programs, so it always runs on the ExecuTorch runtime:
-    ``backend="executorch"``, or ``"torch"`` -- the default of ``vitsq.load`` and the CLI, taken
-    as "no preference" (logged) so ``vitsq synth DIR`` works without ``--backend``. ``"onnx"`` is
-    refused. Only ``device="cpu"`` (XNNPACK is a CPU delegate).
-    """
-    from vitsq.manifest import manifest_config, verify_manifest
-    from vitsq.text import make_frontend
-
-    directory = Path(directory)
-    if backend not in ("executorch", "torch"):
-        raise UnsupportedError(f"{directory} is an ExecuTorch artifact: it runs on the executorch backend, "
-                               f"not {backend!r} (load the source model for torch/onnx)")
-    if backend == "torch":
-        log.info("%s holds ExecuTorch programs: running them on the executorch backend", directory)
-    if str(device) != "cpu":
-        raise UnsupportedError(f"ExecuTorch programs with the XNNPACK delegate run on cpu, not {device!r}")
-    verify_manifest(directory, manifest)
-    et = manifest.get("executorch")
-    if not isinstance(et, dict) or "max_tokens" not in et or "max_frames" not in et:
-        raise ModelLoadError(f"{directory}/vitsq.json has no executorch section with max_tokens/max_frames")
-    if et.get("export_version") != EXPORT_VERSION:
-        raise ModelLoadError(f"{directory}: ExecuTorch export version {et.get('export_version')!r} is not "
-                             f"supported (this vitsq reads {EXPORT_VERSION}): re-export the model")
-    config = manifest_config(manifest)
-    name = manifest.get("name") or manifest.get("source", {}).get("name") or directory.name
-    recipe = et.get("recipe", "fp32")
-    return ExecuTorchSynthesizer(
-        directory, config, f"{name}-et-{recipe}", make_frontend(config),
-        max_tokens=et["max_tokens"], max_frames=et["max_frames"], threads=kw.pop("threads", None),
-        label=manifest.get("label", "trained"), quantization=manifest.get("quantization"),
-        extra_info={"source": manifest.get("source", {}).get("source"), "artifact": str(directory),
-                    "executorch_recipe": recipe},
-    )

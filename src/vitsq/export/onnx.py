@@ -281,14 +281,29 @@ def _piper_json(synth: Any, config: "VitsConfig", quantization: dict | None = No
     return raw
 
 
+def check_format_fits(fmt: str, config: "VitsConfig") -> None:
+    """Refuse a runtime format the model cannot become (UnsupportedError naming the ones it can)."""
+    if fmt == "piper" and config.phoneme_type not in ("espeak", "text"):
+        raise UnsupportedError(
+            f"the Piper runtime cannot phonemize this model's front-end ({config.phoneme_type!r}); "
+            "Piper voices use espeak or text phonemes: export it with --format vosk-dir or --format onnx")
+    if fmt == "vosk-dir":
+        if config.phoneme_type != "vosk_ru":
+            raise UnsupportedError(
+                f"the vosk-tts runtime phonemizes Russian text (vosk_ru front-end); this model uses "
+                f"{config.phoneme_type!r}: export it with --format piper or --format onnx")
+        if not config.add_blank:
+            raise UnsupportedError("the vosk-tts runtime always interleaves blanks (g2p_noembed); this model "
+                                   "was trained without them: export it with --format onnx")
+        if config.sample_rate != 22050:
+            raise UnsupportedError(f"the vosk-tts runtime writes 22050 Hz audio; this model is {config.sample_rate} Hz")
+
+
 def export_piper_voice(synth: Any, path: str | Path, *, force: bool = False) -> Path:
     """``voice.onnx`` + ``voice.onnx.json`` loadable by ``piper.PiperVoice.load``."""
     model, synth = _torch_model(synth)
     config = model.config
-    if config.phoneme_type not in ("espeak", "text"):
-        raise UnsupportedError(
-            f"the Piper runtime cannot phonemize this model's front-end ({config.phoneme_type!r}); "
-            "Piper voices use espeak or text phonemes: export it with --format vosk-dir or --format onnx")
+    check_format_fits("piper", config)
     check_export_output("piper", path, force)
     return write_piper_voice(
         path, lambda tmp: _write_onnx(model, synth, tmp, "piper", opset=OPSET, name=getattr(synth, "name", "model")),
@@ -354,7 +369,8 @@ def write_dictionary(synth: Any, out: Path) -> str:
 
 
 def export_vosk_dir(synth: Any, out_dir: str | Path, *, force: bool = False,
-                    onnx_file: str | Path | None = None, quantization: dict | None = None) -> Path:
+                    onnx_file: str | Path | None = None, quantization: dict | None = None,
+                    config: "VitsConfig | None" = None) -> Path:
     """A folder the ``vosk-tts`` runtime loads as is: model.onnx, config.json, dictionary.
 
     ``onnx_file``: an already exported (e.g. quantized) Vosk-flavor ONNX to place instead of
@@ -363,16 +379,8 @@ def export_vosk_dir(synth: Any, out_dir: str | Path, *, force: bool = False,
     from vitsq.manifest import source_info, write_manifest
 
     model, synth = _torch_model(synth) if onnx_file is None else (getattr(synth, "model", None), synth)
-    config = synth.config if synth is not None else model.config
-    if config.phoneme_type != "vosk_ru":
-        raise UnsupportedError(
-            f"the vosk-tts runtime phonemizes Russian text (vosk_ru front-end); this model uses "
-            f"{config.phoneme_type!r}: export it with --format piper or --format onnx")
-    if not config.add_blank:
-        raise UnsupportedError("the vosk-tts runtime always interleaves blanks (g2p_noembed); this model "
-                               "was trained without them: export it with --format onnx")
-    if config.sample_rate != 22050:
-        raise UnsupportedError(f"the vosk-tts runtime writes 22050 Hz audio; this model is {config.sample_rate} Hz")
+    config = config or (synth.config if synth is not None else model.config)
+    check_format_fits("vosk-dir", config)
     out = Path(out_dir)
     with atomic_output(out, kind="dir", force=force, what="vosk-dir output folder") as tmp:
         if onnx_file is None:
@@ -400,6 +408,70 @@ def export(synth: Any, fmt: str, out: str | Path, *, force: bool = False) -> Pat
     raise InputError(f"unknown ONNX format {fmt!r}: valid are {', '.join(FORMATS)}")
 
 
+#: The runtime flavor a format needs its graph in (``None``: any).
+FORMAT_FLAVOR = {"onnx": None, "piper": "piper", "vosk-dir": "vosk"}
+
+
+def export_onnx_artifact(directory: str | Path, fmt: str, out: str | Path, *, force: bool = False,
+                         source_synth: Any = None) -> Path:
+    """Write an ONNX artifact folder (kind ``onnx`` or ``vosk-dir``, e.g. from ``vitsq quantize
+    --recipe ort-static``) as ``fmt``: its ``model.onnx`` (metadata included) reused as is, with
+    the format's side files (Piper ``.onnx.json``; Vosk ``config.json`` + ``dictionary``).
+
+    A format the artifact cannot become (another runtime flavor, another front-end) is an
+    UnsupportedError saying how to get it. ``source_synth``: the model the artifact was made from,
+    when at hand (its source files, e.g. the original Piper voice JSON, are kept).
+    """
+    from vitsq.manifest import manifest_config, read_manifest
+
+    directory = Path(directory)
+    if fmt not in FORMATS:
+        raise InputError(f"unknown ONNX format {fmt!r}: valid are {', '.join(FORMATS)}")
+    manifest = read_manifest(directory)
+    kind = manifest["kind"]
+    if kind not in ("onnx", "vosk-dir"):
+        raise UnsupportedError(f"{directory} is a {kind} artifact; only ONNX artifacts (kind onnx or vosk-dir) "
+                               f"export as --format {fmt}: export the source model instead")
+    config = manifest_config(manifest)
+    check_format_fits(fmt, config)
+    flavor, need = manifest.get("flavor"), FORMAT_FLAVOR[fmt]
+    if need is not None and flavor != need:
+        raise UnsupportedError(f"{directory} holds a {flavor!r}-flavor graph, but --format {fmt} needs the {need!r} "
+                               f"runtime contract: export the source model with --format {fmt} and its --recipe")
+    out = check_export_output(fmt, out, force)
+    model_file = directory / manifest.get("model_file", "model.onnx")
+    quant = manifest.get("quantization")
+    if fmt == "onnx":
+        with atomic_output(out, kind="file", suffixes=(".onnx",), force=force, what="ONNX output") as tmp:
+            shutil.copyfile(model_file, tmp)
+        return out
+    source = manifest.get("source") or {}
+    if fmt == "piper":
+        if source_synth is None:
+            source_synth = _SourceRecord(source.get("name") or directory.name, source.get("source"),
+                                         source.get("weights", "unknown"))
+        return write_piper_voice(out, lambda tmp: shutil.copyfile(model_file, tmp),
+                                 _piper_json(source_synth, config, quant), force=force)
+    if source_synth is None:
+        # a vosk-dir artifact's own dictionary is kept (write_dictionary looks in the source folder)
+        has_dict = "dictionary" in manifest["files"]
+        source_synth = _SourceRecord(source.get("name") or directory.name, str(directory) if has_dict else None,
+                                     source.get("weights", "unknown"))
+    return export_vosk_dir(source_synth, out, force=force, onnx_file=model_file, quantization=quant, config=config)
+
+
+class _SourceRecord:
+    """Name and source path of the model an artifact came from (what the writers of side files read)."""
+
+    def __init__(self, name: str, source: str | None, label: str) -> None:
+        self.name = name
+        self.label = label
+        self._source = source
+
+    def describe(self) -> dict[str, Any]:
+        return {"source": self._source}
+
+
 # =========================================================================== loading
 def _config_from_metadata(path: Path, meta: dict[str, str]) -> "VitsConfig":
     from vitsq.models.config import VitsConfig
@@ -419,7 +491,7 @@ def load_exported_onnx(path: str | Path, backend: str = "onnx", device: str = "c
     """An ONNX written by vitsq (bare file, config in ``metadata_props``) as an OnnxSynthesizer."""
     import onnx
 
-    from vitsq.synth import OnnxSynthesizer
+    from vitsq.backends.onnx import OnnxSynthesizer
     from vitsq.text import make_frontend
 
     path = Path(path)
@@ -442,7 +514,7 @@ def load_onnx_artifact(directory: str | Path, manifest: dict, backend: str = "on
                        **kw: Any):
     """A vitsq artifact folder of kind ``onnx`` or ``vosk-dir`` (``model.onnx`` + ``vitsq.json``)."""
     from vitsq.manifest import manifest_config, verify_manifest
-    from vitsq.synth import OnnxSynthesizer
+    from vitsq.backends.onnx import OnnxSynthesizer
     from vitsq.text import make_frontend
 
     directory = Path(directory)

@@ -304,8 +304,8 @@ def _torch_only(backend: str, what: str) -> None:
 
 def load_preset(backend: str = "torch", device: str = "cpu"):
     """The ``vosk-ru-multi`` preset: full config, seeded random weights, labelled untrained."""
-    from vitsq.registry import UNTRAINED
-    from vitsq.synth import TorchSynthesizer
+    from vitsq.backends.torch import TorchSynthesizer
+    from vitsq.synth import UNTRAINED
     from vitsq.text.russian import RussianFrontend
 
     _torch_only(backend, f"the {PRESET_NAME} preset")
@@ -323,7 +323,7 @@ def load_checkpoint_synthesizer(path: str | Path, backend: str = "torch", device
     ``config_path``: the training ``config.json`` (default: beside the checkpoint);
     ``dictionary``: a Vosk pronunciation dictionary for the front-end (default: rules only).
     """
-    from vitsq.synth import TorchSynthesizer
+    from vitsq.backends.torch import TorchSynthesizer
     from vitsq.text.russian import RussianFrontend
 
     _torch_only(backend, "a Vosk checkpoint")

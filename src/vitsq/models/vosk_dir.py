@@ -113,7 +113,7 @@ def read_vosk_dir_config(folder: str | Path) -> tuple[VitsConfig, dict]:
 
 def load_vosk_dir(path: str | Path, backend: str = "onnx", device: str = "cpu", *, threads: int | None = None):
     """A Vosk model folder behind the Synthesizer interface (ONNX Runtime backend only)."""
-    from vitsq.synth import OnnxSynthesizer
+    from vitsq.backends.onnx import OnnxSynthesizer
     from vitsq.text.russian import RussianFrontend
 
     folder = Path(path)

@@ -14,7 +14,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               description="Quantize a model with a recipe, calibrated on real sentences, and write "
                                           "an artifact folder (weights + vitsq.json) that `vitsq load/synth` reads.")
     p.add_argument("model", help="model spec: joe, vosk-ru-multi, a .onnx voice, G_*.pth, a model folder")
-    p.add_argument("--recipe", required=True, help=f"one of: {', '.join(RECIPES)}")
+    p.add_argument("--recipe", required=True,
+                   help=f"one of: {', '.join(RECIPES)}; each means the measured preset for the model's family "
+                        "(vitsq.quantize.recipes.best_for), changed only by the options given")
     p.add_argument("-o", "--output", required=True, type=Path, help="artifact folder to write")
     p.add_argument("--force", action="store_true",
                    help="replace an existing artifact folder (only one vitsq wrote; replaced whole)")
@@ -23,14 +25,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--per-channel", action="store_true", help="per-channel weights (eager: Conv1d/Linear; "
                                                                 "ConvTranspose stays per-tensor)")
     p.add_argument("--observer", default=None,
-                   help=f"eager activation observer: {', '.join(OBSERVERS)} (default histogram)")
+                   help=f"eager activation observer: {', '.join(OBSERVERS)} (default: the preset's)")
     p.add_argument("--calibrate-method", default=None,
-                   help=f"ort-static calibration: {', '.join(ORT_CALIBRATION_METHODS)} (default minmax)")
+                   help=f"ort-static calibration: {', '.join(ORT_CALIBRATION_METHODS)} (default: the preset's)")
     p.add_argument("--calib", type=int, default=None, help="calibration sentences (default: 16; 32 for percentile/entropy ranges; see docs)")
     p.add_argument("--calib-file", type=Path, help="calibration sentences file (one per line) instead of the shipped split")
-    p.add_argument("--keep-float", default="", help="'preset' (the measured best float layers and options for this "
-                                                     "model, see recipes.best_for), 'none', 'auto' (needs --budget) or "
-                                                     "comma-separated layer/group names or module prefixes")
+    p.add_argument("--keep-float", default="preset",
+                   help="'preset' (default: the recipe preset's float layers), 'none' (every layer INT8), 'auto' "
+                        "(eager; needs --budget) or comma-separated layer/group names or module prefixes")
     p.add_argument("--budget", type=float, help="with --keep-float auto: max log-mel L1 to FP32 (nats), e.g. 0.15")
     p.add_argument("--granularity", default="groups", choices=["groups", "layers"],
                    help="sensitivity unit for --keep-float auto / --sensitivity")
@@ -45,9 +47,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
-    import vitsq
     from vitsq.outputs import check_output
-    from vitsq.quantize.workflow import QuantizeOptions, build_recipe, check_keep_float, quantize_to_dir
+    from vitsq.quantize.workflow import QuantizeOptions, build_recipe, check_keep_float, check_options, quantize_to_dir
+    from vitsq.registry import load
 
     opts = QuantizeOptions(
         recipe=args.recipe, engine=args.engine, per_channel=args.per_channel, observer=args.observer,
@@ -55,15 +57,12 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         keep_float=args.keep_float, budget=args.budget, granularity=args.granularity,
         sensitivity=args.sensitivity, seed=args.seed, noise_scale=args.noise_scale,
         length_scale=args.length_scale, noise_w=args.noise_w)
-    preset = opts.keep_float.strip() == "preset"
     # fail on a bad recipe/option or output path before loading the model
-    build_recipe(opts if not preset else _without_keep_float(opts))
+    check_options(opts)
     check_output(args.output, kind="dir", force=args.force, what="artifact folder")
     kw = {"config_path": Path(args.config)} if args.config else {}
-    synth = vitsq.load(args.model, backend="torch", device="cpu", **kw)
-    if preset:
-        opts = _apply_preset(synth, opts)
-    check_keep_float(synth, build_recipe(opts))  # names checked against the model, before calibrating
+    synth = load(args.model, backend="torch", device="cpu", **kw)
+    check_keep_float(synth, build_recipe(opts, synth))  # names checked against the model, before calibrating
     result = quantize_to_dir(synth, args.output, opts, force=args.force)
     if args.json:
         print(json.dumps(result.summary, indent=2, default=str))
@@ -81,28 +80,3 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     print(f"wrote {args.output}  recipe {s['recipe']}  size {s['size_bytes'] / 1e6:.2f} MB  "
           + (f"INT8 share {s['share_quantized']:.2%}" if s.get("share_quantized") is not None else ""))
     return 0
-
-
-def _without_keep_float(opts):
-    from dataclasses import replace
-
-    return replace(opts, keep_float="")
-
-
-def _apply_preset(synth, opts):
-    """``--keep-float preset``: the measured float layers and options for this model and recipe
-    (:func:`vitsq.quantize.recipes.best_for`); options the user gave explicitly are kept."""
-    from dataclasses import replace
-
-    from vitsq.quantize.recipes import best_for
-
-    best = best_for(synth, opts.recipe)  # UnsupportedError for recipes without a measured preset
-    opts = replace(opts, keep_float=",".join(best.keep_float or ()) or "none",
-                   per_channel=opts.per_channel or bool(getattr(best, "per_channel", False)))
-    if hasattr(best, "calibrate_method") and opts.calibrate_method is None:
-        opts = replace(opts, calibrate_method=best.calibrate_method)
-    if getattr(best, "static_prefixes", None):
-        opts = replace(opts, static_prefixes=best.static_prefixes)
-    if hasattr(best, "act_observer") and opts.observer is None:
-        opts = replace(opts, observer=best.act_observer)
-    return opts

@@ -28,12 +28,15 @@ from __future__ import annotations
 import copy
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterable
 
 import torch
 from torch import nn
 
-from vitsq.errors import InputError
+from vitsq.backends.torch import TorchSynthesizer
+from vitsq.errors import InputError, ModelLoadError, UnsupportedError
+from vitsq.quantize.artifact import EAGER_FILE, EAGER_KIND, QuantizedModel, check_torch_backend, quant_info
 from vitsq.quantize.engines import (
     QUANTIZABLE,
     _quiet,
@@ -366,13 +369,10 @@ def quantize_eager(synth: Any, recipe: EagerRecipe, calibration: Any = None, pro
     ``recipe.keep_float`` (names, prefixes or groups) and ``keep_float_layers`` (exact layer
     names, e.g. from :func:`vitsq.quantize.sensitivity.auto_keep_float`) stay float.
     """
-    from vitsq.quantize.artifact import QuantizedModel
     from vitsq.quantize.calibration import make_calibration
 
     float_model = synth.model
     if str(getattr(synth, "device", "cpu")) != "cpu":
-        from vitsq.errors import UnsupportedError
-
         raise UnsupportedError("eager INT8 runs on the CPU quantized engines only: load the model with device='cpu'")
     recipe = resolve_recipe(recipe)
     keep = resolve_keep_float(float_model, recipe.keep_float) | set(keep_float_layers)
@@ -385,4 +385,100 @@ def quantize_eager(synth: Any, recipe: EagerRecipe, calibration: Any = None, pro
     model = convert_subset(prepared)
     coverage = compute_coverage(float_model, prepared.decisions, prepared.observed)
     log.info("eager INT8 (%s): %s", recipe.engine, coverage.summary())
-    return QuantizedModel.from_eager(synth, model, recipe, calibration, coverage)
+    return _quantized_model(synth, model, recipe, calibration, coverage)
+
+
+def _quantized_model(float_synth: Any, model: Any, recipe: EagerRecipe, calibration: Any,
+                     coverage: Any) -> QuantizedModel:
+    from vitsq.manifest import source_info
+
+    synth = EagerInt8Synthesizer(model, float_synth.name, float_synth.frontend, engine=recipe.engine,
+                                 label=getattr(float_synth, "label", "trained"),
+                                 quantization=quant_info(recipe, calibration, coverage),
+                                 extra_info={"source": float_synth.describe().get("source")})
+
+    def write_files(folder: Path) -> list[str]:
+        torch.save(model.state_dict(), folder / EAGER_FILE)
+        return [EAGER_FILE]
+
+    return QuantizedModel(synth, recipe, calibration, coverage, source_info(float_synth), kind=EAGER_KIND,
+                          write_files=write_files)
+
+
+# ============================================================================ artifacts
+
+
+class EagerInt8Synthesizer(TorchSynthesizer):
+    """A TorchSynthesizer over an eager INT8 module; runs every call on the artifact's engine."""
+
+    def __init__(self, model: Any, name: str, frontend: Any, *, engine: str, **kwargs: Any) -> None:
+        if str(kwargs.get("device", "cpu")) != "cpu":
+            raise UnsupportedError(f"eager INT8 models run on the CPU only (quantized engine {engine}), "
+                                   f"not on {kwargs['device']!r}: use device='cpu'")
+        super().__init__(model, name, frontend, **kwargs)
+        self.engine = engine
+
+    def _run(self, batch, speakers, scales, seeds):
+        from vitsq.quantize.engines import use_engine
+
+        with use_engine(self.engine):
+            return super()._run(batch, speakers, scales, seeds)
+
+    def describe(self) -> dict[str, Any]:
+        d = super().describe()
+        d["engine"] = self.engine
+        return d
+
+
+
+def _frontend(config: Any, kw: dict[str, Any]):
+    from vitsq.text import make_frontend
+
+    return make_frontend(config, dictionary=kw.get("dictionary"))
+
+
+def load_eager_artifact(directory: Path, manifest: dict[str, Any], backend: str = "torch", device: str = "cpu",
+                        engine: str | None = None, **kw: Any) -> EagerInt8Synthesizer:
+    """Load a ``torch-eager`` artifact; ``engine`` (optional) must equal the one it was calibrated on."""
+    from vitsq.manifest import manifest_config, verify_manifest
+    from vitsq.quantize.engines import available_engines
+    from vitsq.quantize.recipes import recipe_from_dict
+
+    directory = Path(directory)
+    check_torch_backend(directory, EAGER_KIND, backend)
+    verify_manifest(directory, manifest)
+    q = manifest.get("quantization") or {}
+    try:
+        recipe = recipe_from_dict({k: q[k] for k in ("recipe", "version", "per_channel", "act_observer",
+                                                      "engine", "keep_float")}
+                                  | ({"reduce_range": q["reduce_range"]} if "reduce_range" in q else {}))
+    except KeyError as exc:
+        raise ModelLoadError(f"{directory}/vitsq.json: quantization lacks {exc}") from exc
+    if not isinstance(recipe, EagerRecipe) or not recipe.engine:
+        raise ModelLoadError(f"{directory}/vitsq.json: not an eager recipe with an engine")
+    if engine is not None and engine != recipe.engine:
+        raise UnsupportedError(f"{directory} was calibrated and packed for quantized engine {recipe.engine!r}; "
+                               f"it cannot run on {engine!r} (re-quantize with --engine {engine})")
+    if recipe.engine not in available_engines():
+        raise UnsupportedError(f"{directory} needs quantized engine {recipe.engine!r}, which this machine lacks "
+                               f"(available: {', '.join(available_engines())}): re-quantize here with one of them")
+    if recipe.reduce_range is False:
+        from vitsq.quantize.engines import full_range_ok
+
+        if not full_range_ok(recipe.engine):
+            raise UnsupportedError(f"{directory} uses 8-bit activations, which saturate in this CPU's "
+                                   f"{recipe.engine} kernels (no VNNI): re-quantize here (7-bit is chosen "
+                                   f"automatically)")
+    config = manifest_config(manifest)
+    model = rebuild_quantized(config, recipe, q.get("quantized_layers", []))
+    state = torch.load(directory / EAGER_FILE, map_location="cpu", weights_only=False)
+    try:
+        with use_engine(recipe.engine):  # packed weights are re-packed for the current engine
+            model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ModelLoadError(f"{directory}/{EAGER_FILE} does not match its manifest: {str(exc)[:300]}") from exc
+    src = manifest.get("source") or {}
+    return EagerInt8Synthesizer(model, src.get("name", directory.name), _frontend(config, kw), engine=recipe.engine,
+                                device=device, label=src.get("weights", "trained"),
+                                artifact_paths=[directory / EAGER_FILE], quantization=q,
+                                extra_info={"source": src.get("source"), "artifact": str(directory)})

@@ -24,11 +24,10 @@ import torch
 from torch import nn
 
 from vitsq.errors import UnsupportedError
+from vitsq.quantize.recipes import ENGINES
 
 log = logging.getLogger(__name__)
 
-#: Engines a recipe may name (those PyTorch knows on some platform).
-ENGINES = ("fbgemm", "x86", "qnnpack", "onednn")
 #: Relative error (||y_q - y|| / ||y||) above which an engine/layer pair counts as broken. INT8
 #: with 7-8 bit activations measures 1-3 % on random data; a broken kernel measures ~100 %+.
 BROKEN_RELATIVE_ERROR = 0.25

@@ -32,9 +32,7 @@ Artifacts are folders with ``model.onnx`` (with our ``metadata_props``, recipe i
 
 from __future__ import annotations
 
-import json
 import logging
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -42,13 +40,12 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from vitsq.errors import InputError, UnsupportedError
+from vitsq.quantize.recipes import OrtDynamicRecipe, OrtStaticRecipe
 
 log = logging.getLogger(__name__)
 
 KIND = "onnx"
 MODEL_FILE = "model.onnx"
-
-from vitsq.quantize.recipes import OrtDynamicRecipe, OrtStaticRecipe  # noqa: E402 - owned by recipes.py
 
 #: Op types quantized statically (weights + activations) inside the static scope when the recipe
 #: does not name them. Chosen by measurement (see MEASURED).
@@ -262,41 +259,44 @@ def quantize_onnx_file(fp32_path: Path, out_path: Path, recipe: Any, calibration
     return facts
 
 
-def quantize_ort(synth: Any, recipe: Any, out_dir: str | Path, calibration: Any = None, *,
-                 force: bool = False, flavor: str | None = None, calib: int | None = None) -> Path:
-    """Export ``synth`` to ONNX, quantize it with ``recipe``, write an artifact folder.
+def quantize_ort(synth: Any, recipe: Any, calibration: Any = None, *, flavor: str | None = None,
+                 calib: int | None = None):
+    """Export ``synth`` to ONNX and quantize it with ``recipe``; returns a
+    :class:`~vitsq.quantize.artifact.QuantizedModel` running the INT8 graph on ONNX Runtime.
 
     ``calibration``: a :class:`~vitsq.quantize.calibration.Calibration` (default: ``calib``
-    sentences of the shipped calibration split, seeded spread of speakers, model scales).
-    The folder holds ``model.onnx`` and ``vitsq.json`` (kind ``onnx``); it is written whole to a
-    temporary sibling and moved into place (``force`` replaces a vitsq artifact there, nothing
-    else). Returns the folder.
+    sentences of the shipped calibration split, seeded spread of speakers, model scales; ort-dynamic
+    is not calibrated). The artifact folder (``model.onnx`` + ``vitsq.json``, kind ``onnx``) is
+    built in a temporary folder owned by the returned object; ``.save(dir)`` writes it.
     """
+    from vitsq.backends.onnx import OnnxSynthesizer
     from vitsq.export.onnx import default_flavor
-    from vitsq.outputs import atomic_output, check_output
+    from vitsq.quantize.artifact import ONNX_KIND, QuantizedModel
 
-    if isinstance(recipe, str):
-        from vitsq.quantize.recipes import recipe_class
-
-        recipe = recipe_class(recipe)()
     if not isinstance(recipe, (OrtStaticRecipe, OrtDynamicRecipe)):
         raise UnsupportedError(f"quantize_ort takes ort-static or ort-dynamic recipes, not {getattr(recipe, 'name', recipe)!r}")
-    out = check_output(out_dir, kind="dir", force=force, what="artifact folder")  # before calibrating
     check_keep_float_scope(synth, recipe)
     flavor = flavor or default_flavor(synth.config)
     if isinstance(recipe, OrtStaticRecipe) and calibration is None:
         from vitsq.quantize.calibration import make_calibration
 
         calibration = make_calibration(synth, n=calib, recipe=recipe)
-    with tempfile.TemporaryDirectory(prefix="vitsq-export-") as scratch, \
-            atomic_output(out, kind="dir", force=force, what="artifact folder") as tmp:
-        _write_ort_artifact(synth, recipe, calibration, flavor, Path(scratch), tmp)
-    log.info("wrote %s", out)
-    return out
+    scratch = tempfile.TemporaryDirectory(prefix="vitsq-ort-")
+    build = Path(scratch.name) / "artifact"
+    build.mkdir()
+    quant = _write_ort_artifact(synth, recipe, calibration, flavor, Path(scratch.name), build)
+    int8 = OnnxSynthesizer(build / MODEL_FILE, synth.config, synth.name, synth.frontend,
+                           label=getattr(synth, "label", "trained"), quantization=quant,
+                           extra_info={"source": synth.describe().get("source"), "flavor": flavor})
+    from vitsq.manifest import source_info
+
+    return QuantizedModel(int8, recipe, calibration, None, source_info(synth), kind=ONNX_KIND,
+                          build_dir=build, _scratch=scratch)
 
 
-def _write_ort_artifact(synth: Any, recipe: Any, calibration: Any, flavor: str, scratch: Path, out: Path) -> None:
-    """FP32 export into ``scratch``, quantized ``model.onnx`` + ``vitsq.json`` into ``out``."""
+def _write_ort_artifact(synth: Any, recipe: Any, calibration: Any, flavor: str, scratch: Path, out: Path) -> dict:
+    """FP32 export into ``scratch``, quantized ``model.onnx`` + ``vitsq.json`` into ``out``;
+    returns the quantization record."""
     import onnx
 
     from vitsq.export.onnx import build_metadata, export_onnx, set_metadata
@@ -318,6 +318,8 @@ def _write_ort_artifact(synth: Any, recipe: Any, calibration: Any, flavor: str, 
     onnx.save(proto, str(out / MODEL_FILE))
     write_manifest(out, KIND, config=config, files=[MODEL_FILE], source=source_info(synth),
                    quantization=quant, flavor=flavor, model_file=MODEL_FILE)
+    (scratch / "fp32.onnx").unlink()
+    return quant
 
 
 def check_keep_float_scope(synth: Any, recipe: Any) -> None:
@@ -338,23 +340,18 @@ def check_keep_float_scope(synth: Any, recipe: Any) -> None:
 
 def export_quantized(synth: Any, fmt: str, out: str | Path, recipe: Any, *, force: bool = False,
                      calib: int | None = None, calibrate_method: str | None = None) -> Path:
-    """``vitsq export --format onnx|piper|vosk-dir --recipe ort-static|ort-dynamic``."""
+    """``vitsq export --format onnx|piper|vosk-dir --recipe ort-static|ort-dynamic``: quantize
+    ``synth`` (a recipe name is the measured preset, :func:`~vitsq.quantize.recipes.best_for`)
+    and write the format (:func:`vitsq.export.onnx.export_onnx_artifact`)."""
     from vitsq.export import onnx as ox
-    from vitsq.outputs import atomic_output
-    from vitsq.quantize.recipes import best_for, recipe_class
+    from vitsq.quantize.recipes import best_for
 
     if fmt not in ox.FORMATS:
         raise InputError(f"unknown format {fmt!r} for an ONNX Runtime recipe: valid are {', '.join(ox.FORMATS)}")
     out = ox.check_export_output(fmt, out, force)  # before calibrating and exporting
-    if fmt == "piper" and synth.config.phoneme_type not in ("espeak", "text"):
-        raise UnsupportedError(f"the Piper runtime cannot phonemize this model's front-end ({synth.config.phoneme_type!r}); "
-                               "export it with --format vosk-dir or --format onnx")
-    if fmt == "vosk-dir" and synth.config.phoneme_type != "vosk_ru":
-        raise UnsupportedError(f"the vosk-tts runtime phonemizes Russian text (vosk_ru front-end); this model uses "
-                               f"{synth.config.phoneme_type!r}: export it with --format piper or --format onnx")
+    ox.check_format_fits(fmt, synth.config)
     if isinstance(recipe, str):
-        # by name: the measured preset for this model (as `--recipe pt2e` for ExecuTorch)
-        recipe = best_for(synth, recipe) if recipe == "ort-static" else recipe_class(recipe)()
+        recipe = best_for(synth, recipe)
     if calibrate_method:
         if not isinstance(recipe, OrtStaticRecipe):
             raise InputError(f"--calibrate-method applies to the ort-static recipe only, not {recipe.name!r}")
@@ -362,17 +359,8 @@ def export_quantized(synth: Any, fmt: str, out: str | Path, recipe: Any, *, forc
     if calib is not None and not isinstance(recipe, OrtStaticRecipe):
         raise InputError(f"--calib applies to the ort-static recipe only (it calibrates activations), not {recipe.name!r}")
     flavor = {"piper": "piper", "vosk-dir": "vosk"}.get(fmt)
-    with tempfile.TemporaryDirectory(prefix="vitsq-q-") as scratch:
-        art = quantize_ort(synth, recipe, Path(scratch) / "art", flavor=flavor, calib=calib)
-        quant = json.loads((art / "vitsq.json").read_text(encoding="utf-8"))["quantization"]
-        if fmt == "onnx":
-            with atomic_output(out, kind="file", suffixes=(".onnx",), force=force, what="ONNX output") as tmp:
-                shutil.copyfile(art / MODEL_FILE, tmp)
-            return out
-        if fmt == "piper":
-            return ox.write_piper_voice(out, lambda tmp: shutil.copyfile(art / MODEL_FILE, tmp),
-                                        ox._piper_json(synth, synth.config, quant), force=force)
-        return ox.export_vosk_dir(synth, out, force=force, onnx_file=art / MODEL_FILE, quantization=quant)
+    q = quantize_ort(synth, recipe, flavor=flavor, calib=calib)
+    return ox.export_onnx_artifact(q.build_dir, fmt, out, force=force, source_synth=synth)
 
 
 def op_type_census(path: str | Path, prefixes: Iterable[str] = ("/enc_p/", "/dp/", "/flow/", "/dec/")) -> dict:

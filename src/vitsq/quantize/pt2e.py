@@ -41,8 +41,9 @@ from torch import nn
 
 from vitsq.errors import ModelLoadError, UnsupportedError
 from vitsq.models.vits import VITS
+from vitsq.backends.torch import TorchSynthesizer
+from vitsq.quantize.artifact import PT2E_KIND, QuantizedModel, check_torch_backend, quant_info
 from vitsq.quantize.recipes import PT2E_STAGES, PT2ERecipe
-from vitsq.synth import TorchSynthesizer
 
 log = logging.getLogger(__name__)
 
@@ -441,7 +442,6 @@ def _synth(model: StagedVITS, name: str, frontend: Any, **kw: Any) -> StagedSynt
 def quantize_pt2e(synth: Any, recipe: PT2ERecipe, calibration: Any = None, progress: bool = True):
     """PT2E/XNNPACK INT8 of the static-shape stages; returns a QuantizedModel (torch-pt2e)."""
     from vitsq.manifest import source_info
-    from vitsq.quantize.artifact import PT2E_KIND, QuantizedModel, _quant_info
     from vitsq.quantize.calibration import make_calibration
 
     if calibration is None:
@@ -451,9 +451,10 @@ def quantize_pt2e(synth: Any, recipe: PT2ERecipe, calibration: Any = None, progr
     staged = StagedVITS(synth.model, {s: ep.module() for s, ep in programs.items()})
     staged.programs = programs  # kept for saving
     q = _synth(staged, synth.name, synth.frontend, label=getattr(synth, "label", "trained"),
-               quantization=_quant_info(recipe, calibration, None),
+               quantization=quant_info(recipe, calibration, None),
                extra_info={"source": synth.describe().get("source")})
-    return QuantizedModel(q, recipe, calibration, None, source_info(synth), kind=PT2E_KIND)
+    return QuantizedModel(q, recipe, calibration, None, source_info(synth), kind=PT2E_KIND,
+                          write_files=lambda folder: save_stages(staged, folder))
 
 
 # ============================================================================ save / load
@@ -513,3 +514,11 @@ def load_pt2e(directory: Path, manifest: dict[str, Any], device: str = "cpu", **
                   label=src.get("weights", "trained"), quantization=q,
                   artifact_paths=[directory / f for f in manifest["files"]],
                   extra_info={"source": src.get("source"), "artifact": str(directory)})
+
+
+def load_pt2e_artifact(directory: Path, manifest: dict[str, Any], backend: str = "torch", device: str = "cpu",
+                       **kw: Any):
+    """Load a ``torch-pt2e`` artifact (float model parts + exported INT8 stages)."""
+    directory = Path(directory)
+    check_torch_backend(directory, PT2E_KIND, backend)
+    return load_pt2e(directory, manifest, device=device, **kw)

@@ -1,4 +1,4 @@
-"""Versioned quantization recipes and the ``quantize`` entry point that dispatches on them.
+"""Versioned quantization recipes and the measured presets (:func:`best_for`): plain data.
 
 A recipe is a frozen dataclass: it is saved (``to_dict``) into every artifact's ``vitsq.json``
 and read back (``recipe_from_dict``) so that an artifact says exactly how it was made. Bump a
@@ -10,18 +10,21 @@ recipe's ``VERSION`` whenever what it produces changes; old versions are refused
   consumed by the ExecuTorch export.
 * :class:`OrtStaticRecipe` / :class:`OrtDynamicRecipe` -- ONNX Runtime QDQ static / dynamic
   quantization of the exported ONNX (implemented in :mod:`vitsq.quantize.ort`).
+
+This module imports no implementation; :func:`vitsq.quantize.dispatch.quantize` (``vitsq.quantize``)
+runs a recipe.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar
 
 from vitsq.errors import InputError, UnsupportedError
 
+#: torch.ao quantized CPU engines (:mod:`vitsq.quantize.engines` probes which work here).
+ENGINES = ("fbgemm", "x86", "qnnpack", "onednn")
 OBSERVERS = ("histogram", "minmax", "moving_average")
 ORT_CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 PT2E_STAGES = ("encoder", "duration", "flow", "decoder")
@@ -98,8 +101,6 @@ class EagerRecipe(_Recipe):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        from vitsq.quantize.engines import ENGINES
-
         _check_choice("activation observer", self.act_observer, OBSERVERS)
         if self.engine is not None:
             _check_choice("quantized engine", self.engine, ENGINES)
@@ -225,65 +226,6 @@ def recipe_class(name: str) -> type:
     return RECIPES[name]
 
 
-def quantize(synth_or_model: Any, recipe: Any, calibration: Any = None, out_dir: str | Path | None = None,
-             **kwargs: Any):
-    """Quantize a model with ``recipe`` (dispatch on its type).
-
-    ``synth_or_model``: a :class:`~vitsq.synth.TorchSynthesizer` (or a bare VITS/VITS2 module).
-    ``calibration``: a :class:`~vitsq.quantize.calibration.Calibration` (default: the shipped
-    calibration split of the model's language, :data:`~vitsq.quantize.calibration.DEFAULT_CALIB`
-    sentences, the model's default inference settings, seed 0).
-
-    Eager and PT2E return a :class:`~vitsq.quantize.artifact.QuantizedModel` (``.synth``,
-    ``.coverage``, ``.save(dir)``); the ONNX Runtime recipes write ``out_dir`` and return what
-    :func:`vitsq.quantize.ort.quantize_ort` returns.
-    """
-    synth = as_synthesizer(synth_or_model)
-    if isinstance(recipe, str):
-        recipe = recipe_class(recipe)()
-    if isinstance(recipe, EagerRecipe):
-        from vitsq.quantize.eager import quantize_eager
-
-        return quantize_eager(synth, recipe, calibration, **kwargs)
-    if isinstance(recipe, PT2ERecipe):
-        from vitsq.quantize.pt2e import quantize_pt2e
-
-        return quantize_pt2e(synth, recipe, calibration, **kwargs)
-    if isinstance(recipe, (OrtStaticRecipe, OrtDynamicRecipe)):
-        try:
-            ort_mod = importlib.import_module("vitsq.quantize.ort")
-        except ModuleNotFoundError as exc:
-            if exc.name != "vitsq.quantize.ort":
-                raise
-            raise UnsupportedError(f"recipe {recipe.name!r} needs vitsq.quantize.ort, which this vitsq does not "
-                                   f"have yet; available recipes: eager, pt2e") from exc
-        if out_dir is None:
-            raise InputError(f"recipe {recipe.name!r} writes an ONNX artifact: give out_dir")
-        return ort_mod.quantize_ort(synth, recipe, Path(out_dir), calibration, **kwargs)
-    raise UnsupportedError(f"unknown recipe object {type(recipe).__name__}: use one of "
-                           f"{', '.join(c.__name__ for c in RECIPES.values())}")
-
-
-def as_synthesizer(obj: Any):
-    """A TorchSynthesizer for ``obj`` (returned unchanged if it already is one)."""
-    from torch import nn
-
-    from vitsq.synth import TorchSynthesizer
-
-    if isinstance(obj, TorchSynthesizer):
-        return obj
-    if isinstance(obj, nn.Module) and hasattr(obj, "config") and hasattr(obj, "infer"):
-        from vitsq.text import make_frontend
-
-        try:
-            frontend = make_frontend(obj.config)
-        except Exception:  # noqa: BLE001 - a model without a usable front-end still quantizes from ids
-            frontend = None
-        return TorchSynthesizer(obj, "model", frontend)
-    raise UnsupportedError(f"quantize takes a torch-backend synthesizer or a VITS/VITS2 module, got "
-                           f"{type(obj).__name__} (load the model with backend='torch')")
-
-
 # ============================================================================ presets
 #: Eager layer groups that stay float in the preset (:func:`best_for`). Measured on joe
 #: (per-channel, 8-bit activations, 8 calibration / 6 held-out sentences, distance to FP32 with
@@ -345,7 +287,9 @@ PT2E_KEEP_FLOAT: tuple[str, ...] = tuple(g for g in EAGER_KEEP_FLOAT if g.starts
 
 
 def best_for(model: Any = None, recipe: str = "eager"):
-    """The measured best recipe of kind ``recipe`` (``eager``, ``ort-static`` or ``pt2e``) for ``model``.
+    """The measured best recipe of kind ``recipe`` (``eager``, ``ort-static``, ``pt2e``,
+    ``ort-dynamic``) for ``model``: what a recipe *name* means everywhere (``vitsq.quantize(model,
+    "ort-static")``, ``vitsq quantize --recipe``, ``vitsq export --recipe``, the demo).
 
     ``model`` (a synthesizer, module or config; optional) picks architecture-specific float
     layers: the HiFi-GAN VITS decoder's last stage and ``conv_post`` for Piper/VITS voices; for
@@ -372,4 +316,7 @@ def best_for(model: Any = None, recipe: str = "eager"):
         stages = PT2E_STAGES if arch == "vits" else tuple(st for st in PT2E_STAGES if st != "duration")
         return PT2ERecipe(per_channel=True, stages=stages, keep_float=PT2E_KEEP_FLOAT if arch == "vits" else (),
                           quantize_adds=False)
-    raise UnsupportedError(f"no measured preset for recipe {recipe!r}: presets exist for eager, ort-static, pt2e")
+    if recipe == "ort-dynamic":
+        # no layer choice to make (every Conv/MatMul weight INT8, activations ranged at run time)
+        return OrtDynamicRecipe()
+    raise UnsupportedError(f"unknown quantization recipe {recipe!r}: valid recipes are {', '.join(RECIPES)}")

@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from vitsq.errors import InputError, UnsupportedError
+from vitsq.quantize.dispatch import quantize
 from vitsq.quantize.recipes import (
     EagerRecipe,
     OrtDynamicRecipe,
     OrtStaticRecipe,
     PT2ERecipe,
-    quantize,
+    best_for,
     recipe_class,
 )
 
@@ -36,7 +37,7 @@ class QuantizeOptions:
     static_prefixes: tuple[str, ...] | None = None  # ort-static: where activations are INT8 (None = decoder)
     calib: int | None = None
     calib_file: Path | None = None
-    keep_float: str = ""  # "auto" or comma-separated names
+    keep_float: str = ""  # ""/"preset" (the preset's), "none", "auto", or comma-separated names
     budget: float | None = None
     granularity: str = "groups"
     sensitivity: bool = False
@@ -49,7 +50,7 @@ class QuantizeOptions:
 @dataclass
 class QuantizeResult:
     out_dir: Path
-    quantized: Any  # QuantizedModel (torch recipes) or what quantize_ort returns
+    quantized: Any  # QuantizedModel
     coverage: Any = None
     sensitivity: Any = None  # SensitivityReport
     plan: Any = None  # MixedPrecisionPlan
@@ -68,18 +69,11 @@ def _names(spec: str) -> tuple[str, ...]:
     return names
 
 
-def build_recipe(opts: QuantizeOptions):
-    """Recipe object for the options; options that the recipe does not take are an error.
-
-    ``keep_float``: ``"auto"`` (eager, with a budget), ``"none"`` (nothing float), or names;
-    ``"preset"`` is resolved by the caller (it needs the model: :func:`vitsq.quantize.recipes.best_for`).
-    """
+def check_options(opts: QuantizeOptions) -> None:
+    """Refuse options the recipe does not take, without the model (before it loads)."""
     cls = recipe_class(opts.recipe)
     names = _names(opts.keep_float)
-    if names == ("preset",):
-        raise InputError("--keep-float preset is resolved from the model: use vitsq.quantize.recipes.best_for")
     auto = names == ("auto",)
-    manual = () if auto or names == ("none",) else names
     if cls is not EagerRecipe:
         for flag, given in (("--engine", opts.engine), ("--observer", opts.observer),
                             ("--keep-float auto", auto), ("--sensitivity", opts.sensitivity)):
@@ -92,21 +86,45 @@ def build_recipe(opts: QuantizeOptions):
             if given:
                 raise UnsupportedError(f"{flag} sets calibration; ort-dynamic is not calibrated (activation ranges "
                                        f"are measured at run time)")
+        if names and names not in (("preset",), ("none",)):
+            raise UnsupportedError("--keep-float applies to the eager, pt2e and ort-static recipes; ort-dynamic "
+                                   "quantizes the weights of every Conv/MatMul (op types, not layers)")
     if opts.calibrate_method is not None and cls is not OrtStaticRecipe:
         raise UnsupportedError(f"--calibrate-method applies to the ort-static recipe only, not {opts.recipe!r}")
-    if cls is EagerRecipe:
-        return EagerRecipe(per_channel=opts.per_channel, act_observer=opts.observer or "histogram",
-                           engine=opts.engine, keep_float=manual)
-    if cls is PT2ERecipe:
-        # no names: the measured preset for the model's architecture (keep_float=None); "none": nothing float
-        return PT2ERecipe(keep_float=() if names == ("none",) else (manual or None))
-    if cls is OrtStaticRecipe:
-        return OrtStaticRecipe(per_channel=True, calibrate_method=opts.calibrate_method or "minmax", keep_float=manual,
-                               static_prefixes=opts.static_prefixes)
-    if manual:
-        raise UnsupportedError("--keep-float applies to the eager, pt2e and ort-static recipes; ort-dynamic "
-                               "quantizes the weights of every Conv/MatMul (op types, not layers)")
-    return OrtDynamicRecipe(per_channel=opts.per_channel)
+    if auto and opts.budget is None:
+        raise InputError("--keep-float auto needs --budget (max log-mel L1 to FP32 in nats, e.g. 0.15)")
+    if opts.budget is not None and not auto:
+        raise InputError("--budget only applies with --keep-float auto")
+
+
+def build_recipe(opts: QuantizeOptions, model: Any):
+    """The recipe the options mean for ``model``: the measured preset of ``opts.recipe`` for its
+    family (:func:`~vitsq.quantize.recipes.best_for`), changed only by what the options say.
+
+    ``keep_float``: ``""``/``"preset"`` keeps the preset's float layers; ``"none"``: every layer
+    INT8; ``"auto"``: nothing preset (eager; the sensitivity search adds layers); names: exactly those.
+    Other options (engine, observer, calibration method, static prefixes, per-channel) replace the
+    preset's value when given.
+    """
+    check_options(opts)
+    recipe = best_for(model, opts.recipe)
+    names = _names(opts.keep_float)
+    if names in (("none",), ("auto",)):
+        recipe = recipe.replace(keep_float=())
+    elif names and names != ("preset",):
+        recipe = recipe.replace(keep_float=names)
+    changes: dict[str, Any] = {}
+    if opts.per_channel:
+        changes["per_channel"] = True
+    if opts.engine is not None:
+        changes["engine"] = opts.engine
+    if opts.observer is not None:
+        changes["act_observer"] = opts.observer
+    if opts.calibrate_method is not None:
+        changes["calibrate_method"] = opts.calibrate_method
+    if opts.static_prefixes is not None:
+        changes["static_prefixes"] = opts.static_prefixes
+    return recipe.replace(**changes) if changes else recipe
 
 
 def check_keep_float(synth: Any, recipe: Any) -> None:
@@ -136,12 +154,8 @@ def quantize_to_dir(synth: Any, out_dir: str | Path, opts: QuantizeOptions, *, f
     from vitsq.quantize.calibration import make_calibration
 
     out_dir = check_output(out_dir, kind="dir", force=force, what="artifact folder")
-    recipe = build_recipe(opts)
+    recipe = build_recipe(opts, synth)
     auto = opts.keep_float.strip() == "auto"
-    if auto and opts.budget is None:
-        raise InputError("--keep-float auto needs --budget (max log-mel L1 to FP32 in nats, e.g. 0.15)")
-    if opts.budget is not None and not auto:
-        raise InputError("--budget only applies with --keep-float auto")
     check_keep_float(synth, recipe)
     sentences = read_sentence_file(opts.calib_file) if opts.calib_file else None
     n = opts.calib if opts.calib is not None or sentences is None else len(sentences)
@@ -149,11 +163,9 @@ def quantize_to_dir(synth: Any, out_dir: str | Path, opts: QuantizeOptions, *, f
         synth, n=n, sentences=sentences, seed=opts.seed or 0, noise_scale=opts.noise_scale,
         length_scale=opts.length_scale, noise_w=opts.noise_w, recipe=recipe)
     if not isinstance(recipe, EagerRecipe):
-        extra = {"force": force} if isinstance(recipe, (OrtStaticRecipe, OrtDynamicRecipe)) else {}
-        q = quantize(synth, recipe, calibration, out_dir=out_dir, **extra)
-        if hasattr(q, "save"):
-            q.save(out_dir, force=force)
-        return QuantizeResult(out_dir, q, getattr(q, "coverage", None), summary=_summary(q, recipe, out_dir))
+        q = quantize(synth, recipe, calibration)
+        q.save(out_dir, force=force)
+        return QuantizeResult(out_dir, q, q.coverage, summary=_summary(q, recipe, out_dir))
     report = plan = None
     extra_float: tuple[str, ...] = ()
     if auto:
@@ -176,10 +188,8 @@ def quantize_to_dir(synth: Any, out_dir: str | Path, opts: QuantizeOptions, *, f
 
 
 def _summary(q: Any, recipe: Any, out_dir: Path) -> dict:
-    cov = getattr(q, "coverage", None)
-    synth = getattr(q, "synth", None)
-    size = synth.size_bytes() if synth is not None else sum(
-        p.stat().st_size for p in out_dir.iterdir() if p.is_file() and p.name != "vitsq.json")
+    cov = q.coverage
+    size = sum(p.stat().st_size for p in out_dir.iterdir() if p.is_file() and p.name != "vitsq.json")
     return {"out_dir": str(out_dir), "recipe": recipe.name, "recipe_dict": recipe.to_dict(), "size_bytes": size,
             "share_quantized": cov.share_quantized if cov is not None else None,
             "coverage": cov.summary() if cov is not None else None}

@@ -1,0 +1,125 @@
+"""``vitsq.export(model_or_artifact, format, out, ...)``: what ``vitsq export`` runs.
+
+Formats: ``onnx`` (a bare graph with its config in the metadata), ``piper`` (``voice.onnx`` +
+``voice.onnx.json`` for the Piper runtime), ``vosk-dir`` (a folder the ``vosk-tts`` runtime loads),
+``executorch`` (``.pte`` programs). A model is exported from its FP32 torch weights, optionally
+quantized on the way (``recipe``: a name = the measured preset, :func:`vitsq.quantize.recipes.best_for`);
+an ONNX artifact (``vitsq quantize --recipe ort-static|ort-dynamic``) is exported by reusing its graph.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from vitsq.errors import InputError, UnsupportedError
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("onnx", "vosk-dir", "piper", "executorch")
+ONNX_RECIPES = ("fp32", "ort-static", "ort-dynamic")
+EXECUTORCH_RECIPES = ("fp32", "pt2e")
+ONNX_KINDS = ("onnx", "vosk-dir")
+
+
+def check_export_args(fmt: str, out: str | Path, *, recipe: Any = None, force: bool = False,
+                      calib: int | None = None, calibrate_method: str | None = None) -> Path:
+    """Everything about an export that can be refused without the model: format, recipe and the
+    options it takes, and the output path (:mod:`vitsq.outputs`). Returns the output path."""
+    from vitsq.export.onnx import check_export_output
+    from vitsq.outputs import check_output
+
+    if fmt not in FORMATS:
+        raise InputError(f"unknown export format {fmt!r}: valid formats are {', '.join(FORMATS)}")
+    name = recipe if recipe is None or isinstance(recipe, str) else getattr(recipe, "name", recipe)
+    if fmt == "executorch":
+        if calibrate_method is not None:
+            raise InputError("--calibrate-method applies to the ort-static recipe, not to ExecuTorch (pt2e uses "
+                             "min/max observers)")
+        if name not in (None, *EXECUTORCH_RECIPES):
+            raise UnsupportedError(f"ExecuTorch export recipe {name!r} is not supported: valid are fp32 (float) "
+                                   "and pt2e (INT8)")
+        if calib is not None and (name or "fp32") == "fp32":
+            raise InputError("--calib applies to --recipe pt2e: float (fp32) programs are not calibrated")
+        return check_output(out, kind="dir", force=force, what="ExecuTorch output folder")
+    name = name or "fp32"
+    if name not in ONNX_RECIPES:
+        raise InputError(f"recipe {name!r} does not apply to --format {fmt}: valid are {', '.join(ONNX_RECIPES)}")
+    if name != "ort-static":
+        for flag, value in (("--calibrate-method", calibrate_method), ("--calib", calib)):
+            if value is not None:
+                raise InputError(f"{flag} applies to --recipe ort-static only (it calibrates activation ranges); "
+                                 f"the {name} export takes no calibration")
+    return check_export_output(fmt, out, force)
+
+
+def _artifact_kind(spec: Any) -> tuple[Path, str] | None:
+    """(folder, kind) when ``spec`` names a vitsq artifact folder, else None."""
+    if not isinstance(spec, (str, Path)):
+        return None
+    path = Path(spec).expanduser()
+    if not (path / "vitsq.json").is_file():
+        return None
+    from vitsq.manifest import read_manifest
+
+    return path, read_manifest(path)["kind"]
+
+
+def export(model_or_artifact: Any, format: str, out: str | Path, recipe: Any = None, force: bool = False, *,
+           config_path: str | Path | None = None, calib: int | None = None,
+           calibrate_method: str | None = None) -> Path:
+    """Export a model or an ONNX artifact as ``format`` into ``out``; returns the path written.
+
+    ``model_or_artifact``: a model spec (name or path, loaded on the torch backend; ``config_path``
+    as for :func:`vitsq.load`), a torch-backend synthesizer, an ONNX artifact folder, or a
+    :class:`~vitsq.quantize.artifact.QuantizedModel` of an ONNX Runtime recipe. ``recipe``: ONNX
+    formats ``fp32`` (default), ``ort-static``, ``ort-dynamic``; ExecuTorch ``fp32`` or ``pt2e``
+    (names mean the measured presets; a recipe object is used as given). ``calib``: calibration
+    sentences (ort-static, pt2e); ``calibrate_method``: ort-static activation ranges. The output is
+    written atomically; an existing one is replaced only with ``force`` (and only a vitsq output).
+    An artifact exported to a format it cannot become is an UnsupportedError.
+    """
+    out = check_export_args(format, out, recipe=recipe, force=force, calib=calib,
+                            calibrate_method=calibrate_method)
+    build_dir = getattr(model_or_artifact, "build_dir", None)
+    art = _artifact_kind(model_or_artifact) if build_dir is None else (Path(build_dir), "onnx")
+    if art is not None:
+        return _export_artifact(*art, format, out, recipe, force, config_path)
+    synth = model_or_artifact
+    if isinstance(synth, (str, Path)):
+        from vitsq.registry import load
+
+        synth = load(synth, backend="torch", config_path=config_path)
+    elif config_path is not None:
+        raise InputError("config_path applies to a model given by path; this model is already loaded")
+    if format == "executorch":
+        from vitsq.export.executorch import export_executorch
+
+        kwargs: dict[str, Any] = {"force": force, "recipe": recipe}
+        if calib is not None:
+            kwargs["calibration_sentences"] = calib
+        return export_executorch(synth, out, **kwargs)
+    if (recipe or "fp32") == "fp32":
+        from vitsq.export.onnx import export as export_fp32
+
+        return export_fp32(synth, format, out, force=force)
+    from vitsq.quantize.ort import export_quantized
+
+    return export_quantized(synth, format, out, recipe, force=force, calib=calib, calibrate_method=calibrate_method)
+
+
+def _export_artifact(directory: Path, kind: str, fmt: str, out: Path, recipe: Any, force: bool,
+                     config_path: Any) -> Path:
+    if config_path is not None:
+        raise InputError(f"{directory} is a vitsq artifact and carries its own config: drop --config")
+    if kind not in ONNX_KINDS or fmt == "executorch":
+        raise UnsupportedError(f"{directory} is a {kind} artifact, which cannot be exported as --format {fmt}: "
+                               f"ONNX artifacts (kinds {', '.join(ONNX_KINDS)}) become onnx, piper or vosk-dir; "
+                               f"for other formats export the source model (e.g. vitsq export MODEL --format {fmt})")
+    if recipe not in (None, "fp32"):
+        raise UnsupportedError(f"{directory} is already quantized ({kind} artifact): drop --recipe, or export the "
+                               f"source model with --recipe {getattr(recipe, 'name', recipe)}")
+    from vitsq.export.onnx import export_onnx_artifact
+
+    return export_onnx_artifact(directory, fmt, out, force=force)
