@@ -127,10 +127,10 @@ class _Step:
 
 def _load(model: str, tkw: dict[str, Any]) -> tuple[Any, Any]:
     """FP32 on torch and on ONNX Runtime (its own thread pool gets the benchmark's thread count)."""
-    import vitsq
+    from vitsq.registry import load
 
-    fp32 = vitsq.load(model, backend="torch")
-    onnx = vitsq.load(model, backend="onnx", **tkw)
+    fp32 = load(model, backend="torch")
+    onnx = load(model, backend="onnx", **tkw)
     try:
         weights = fp32.describe().get("weights") or "unknown"
     except Exception as e:  # noqa: BLE001 - a description that fails says nothing: unknown, not trained
@@ -145,14 +145,14 @@ def _load(model: str, tkw: dict[str, Any]) -> tuple[Any, Any]:
 def _quantized(fp32: Any, recipe_obj: Any, int8_backend: str, art: Path, requantize: bool,
                tkw: dict[str, Any]) -> Any:
     """The INT8 artifact at ``art``: reused when it holds this recipe, else quantized again."""
-    import vitsq
+    from vitsq.registry import load
 
     if (art / "vitsq.json").is_file() and not requantize:
         if not _same_recipe(_artifact_recipe(art), recipe_obj.to_dict()):
             log.info("%s was made with another recipe: quantizing again", art)
         else:
             try:
-                int8 = vitsq.load(art, backend=int8_backend, **tkw)
+                int8 = load(art, backend=int8_backend, **tkw)
                 log.info("reusing %s", art)
                 return int8
             except VitsqError as e:
@@ -162,7 +162,7 @@ def _quantized(fp32: Any, recipe_obj: Any, int8_backend: str, art: Path, requant
     # the demo owns this artifact: a stale one (another recipe) is replaced whole, atomically;
     # a folder there that vitsq did not write is refused, never deleted
     quantize(fp32, recipe_obj).save(art, force=True)
-    return vitsq.load(art, backend=int8_backend, **tkw)
+    return load(art, backend=int8_backend, **tkw)
 
 
 def _evaluate(fp32: Any, onnx: Any, int8: Any, int8_backend: str, out: Path, num_sentences: int,

@@ -57,9 +57,9 @@ class Variant:
 
     def load(self, **kwargs: Any) -> Any:
         """``vitsq.load(spec, backend=...)`` with ``kwargs`` (device, threads, ...)."""
-        import vitsq
+        from vitsq.registry import load
 
-        return vitsq.load(self.spec, **self.load_kwargs(), **kwargs)
+        return load(self.spec, **self.load_kwargs(), **kwargs)
 
     def __str__(self) -> str:
         body = self.spec if self.backend == AUTO else f"{self.spec}@{self.backend}"

@@ -244,10 +244,6 @@ def _versions() -> dict[str, Any]:
             out[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
             out[dist] = None
-    if out["vitsq"] is None:
-        import vitsq
-
-        out["vitsq"] = getattr(vitsq, "__version__", None)
     return out
 
 
