@@ -541,15 +541,16 @@ def _describe_into(info: dict[str, Any], synth: Any, label: str) -> str:
 
 
 def _batching_note(synth: Any, batching: str) -> str:
-    """How the variant runs a batch; an ONNX graph without output_lengths cannot recover padded
-    items' lengths, so its backend runs a batch one item at a time: say so next to its numbers."""
+    """How the variant runs a batch (ExecuTorch and ONNX Runtime run a batch of different
+    lengths one item at a time): said next to its numbers."""
     if batching == "items" and hasattr(synth, "batching"):
         synth.batching = "items"
     outs = getattr(synth, "output_names", None)
     if getattr(synth, "backend", None) == "executorch":
         return "items one at a time (ExecuTorch programs take batch 1)"
-    if outs is not None and "output_lengths" not in outs:
-        return "items one at a time (ONNX graph without output_lengths)"
+    if outs is not None:
+        # the ONNX backend pads only items of equal length (its exported decoder is unmasked)
+        return "items one at a time (ONNX Runtime: items of different lengths are never padded)"
     if getattr(synth, "batching", "padded") == "items":
         return "items one at a time (--batching items)"
     return "padded batch"
