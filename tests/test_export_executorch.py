@@ -67,15 +67,19 @@ def test_fp32_matches_torch_for_many_lengths(joe_torch, joe_et):
 
 
 def test_fp32_near_max_frames(joe_torch, joe_et):
-    """A slow sentence whose frame count lands just under max_frames runs and matches."""
-    ids = _ids(joe_torch, "Slowly now.")
+    """A long, slow sentence whose frame count lands just under max_frames runs and matches
+    (long enough that the length_scale needed stays within limits.MAX_LENGTH_SCALE)."""
+    from vitsq.limits import MAX_LENGTH_SCALE
+
+    ids = _ids(joe_torch, "The quiet river wound slowly past the old mill and under the bridge.")
+    assert len(ids) <= MAX_TOKENS
     scale, frames = 1.0, 0
     for _ in range(6):  # ceil() per symbol makes frames non-linear in the scale: home in on the target
         frames = len(joe_et.synthesize_ids(ids, noise_scale=0, noise_w=0, length_scale=scale).samples) // 256
         if MAX_FRAMES - 48 <= frames <= MAX_FRAMES:
             break
         scale *= (MAX_FRAMES - 24) / frames
-    assert MAX_FRAMES - 48 <= frames <= MAX_FRAMES
+    assert MAX_FRAMES - 48 <= frames <= MAX_FRAMES and scale <= MAX_LENGTH_SCALE
     ref = joe_torch.synthesize_ids(ids, noise_scale=0, noise_w=0, length_scale=scale)
     got = joe_et.synthesize_ids(ids, noise_scale=0, noise_w=0, length_scale=scale)
     assert len(got.samples) == len(ref.samples)
@@ -96,9 +100,11 @@ def test_same_seed_same_noise_as_torch(joe_torch, joe_et):
 def test_too_long_input_is_refused_clearly(joe_torch, joe_et):
     with pytest.raises(InputError, match=f"{MAX_TOKENS + 1} symbol ids.*at most {MAX_TOKENS}"):
         joe_et.synthesize_ids([5] * (MAX_TOKENS + 1))
-    ids = _ids(joe_torch, "Far too slow.")
+    from vitsq.limits import MAX_LENGTH_SCALE
+
+    ids = _ids(joe_torch, "The quiet river wound slowly past the old mill and under the bridge.")
     with pytest.raises(InputError, match=f"frames.*at most {MAX_FRAMES}"):
-        joe_et.synthesize_ids(ids, noise_scale=0, noise_w=0, length_scale=60.0)
+        joe_et.synthesize_ids(ids, noise_scale=0, noise_w=0, length_scale=MAX_LENGTH_SCALE)
 
 
 def test_artifact_manifest_loading_and_cli(joe_et_dir, joe_et, tmp_path, capsys):
