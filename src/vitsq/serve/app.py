@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Sequence
 
-from vitsq import limits
+import vitsq.limits as limits
 from vitsq.errors import InputError, VitsqError
 
 log = logging.getLogger(__name__)
