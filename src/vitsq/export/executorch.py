@@ -1,4 +1,4 @@
-"""ExecuTorch export (``.pte`` programs lowered to the XNNPACK delegate) and its Synthesizer.
+"""ExecuTorch export: ``.pte`` programs lowered to the XNNPACK delegate (run by :mod:`vitsq.backends.executorch`).
 
 VITS turns ``T_x`` symbols into ``T_y = sum(ceil(durations))`` frames: the output length is
 data-dependent, which an ExecuTorch program cannot have (every tensor's size must be computable
@@ -34,85 +34,20 @@ are zero-padded and masked: exact for program A (every op there is masked); for 
 1-frame output (a single symbol lasting one frame) gets a masked second frame, which changes the
 edge of that 12 ms of audio slightly.
 
-What blocked the export, and how each was resolved
----------------------------------------------------
-1. *Data-dependent output length* (``sum(ceil(w))`` sizes the alignment, the flow and the
-   decoder): the graph is split at the durations (above); the expansion runs on the host.
-2. *Guard on a symbolic reshape* in relative-position attention: ``_rel_to_abs`` padded the flat
-   buffer by ``T-1`` and reshaped to ``[T+1, 2T-1]``; ``torch.export`` could not prove
-   ``(2T^2 + T - 1) % (T + 1) == 0`` for all ``T`` and refused the dynamic token axis
-   ("Constraints violated (tokens)"). Fixed in :mod:`vitsq.models.modules` by slicing the first
-   ``T*(2T-1)`` elements instead (the padding was never kept): identical values.
-3. *``torch.sym_max`` in the graph*: ``_relative_embeddings`` computed ``max(T - (w+1), 0)`` on a
-   symbolic ``T``, which traces to ``torch.sym_max``; the ExecuTorch edge verifier rejects it
-   (``AssertionError`` in ``check_valid_edge_op``: not an edge operator or ExecuTorch sym op).
-   Fixed by always padding by ``T - 1`` and slicing from the constant offset ``w``: same values,
-   no ``max``/branch on ``T``.
-4. *"Shapes must be known in advance"*: ExecuTorch plans memory at export; each dynamic axis gets
-   an explicit upper bound (``max_tokens``, ``max_frames``) via ``torch.export.Dim``, and the
-   runtime resizes within it.
-5. *Speaker embedding and scales as Python numbers* would be baked into the graph as constants:
-   they are tensor inputs (``sid``, ``length_scale``); ``noise_scale`` is applied on the host.
-6. *Non-persistent buffers* (VITS2 iSTFT basis, PQMF filters): XNNPACK preprocessing rejected
-   them ("Non-persistent buffer model.dec.istft.basis is in the state dict"); they are exported
-   as persistent program constants (:func:`_export`), the model itself is unchanged.
-7. *INT8 encoder feeding the float duration predictor*: XNNPACK took ``dp.pre`` (dequantized
-   input, float weight) for a quantized conv and failed ("Weight and Input should both be
-   quantized"); a value-preserving ``h * x_mask`` in :class:`EncoderProgram` separates them.
-8. *q/dq ops outside XNNPACK* (around ops it refuses with dynamic shapes) need the quantized
-   portable kernels: ``executorch.kernels.quantized`` at export (out variants) and
-   ``libexecutorch_kernels_quantized.so`` at run time (:func:`vitsq.backends.executorch._load_quantized_kernels`), which the
-   wheel's Python runtime does not load by itself (``load_method`` error 0x14, OperatorMissing).
-9. *Slow lowering*: with dynamic shapes XNNPACK refuses dynamic slices/views, layer norm over
-   channels, gathers and comparisons, which cut the graph into ~140 partitions at ~1 s of
-   ahead-of-time work each; only partitions holding a convolution or matmul are delegated
-   (:func:`_partitioner`), the elementwise crumbs run as portable kernels.
-
-Ops left to ExecuTorch's portable kernels (the manifest lists them per program under
-``executorch.programs.*.portable_ops``): in program A the embedding, layer norm, the spline
-flow's gather/cumsum/where/comparisons, and the dynamic slices/views of relative attention; in
-program B (Piper HiFi-GAN) only the flow's channel flips, splits and slices -- every conv,
-transposed conv, activation and the decoder run in XNNPACK; for the VITS2 MB-iSTFT decoder also
-``exp``/``sin``/``cos`` of the sub-band spectra, the reflect pad (``index``/``abs``), and the
-flow transformer's layer norm/softmax. The iSTFT and PQMF themselves are (transposed) convs and
-run in XNNPACK.
-
 INT8 (``recipe="pt2e"``): the stages the recipe names (text encoder, duration predictor, flow,
 decoder) are quantized by :func:`vitsq.quantize.pt2e.quantize_stages` (XNNPACK quantizer:
 per-channel symmetric weights, per-tensor activations, calibrated on the calibration split),
 composed with the float speaker embedding and any float stage
 (:class:`~vitsq.quantize.pt2e.StagedVITS`) into the same two program wrappers, exported again
-with this export's bounds, and lowered to XNNPACK's INT8 kernels (q/dq left outside XNNPACK run
-as portable kernels). ``"pt2e"`` by name is the measured preset
-(:func:`vitsq.quantize.recipes.best_for`): for VITS every stage INT8 except the decoder's last
-upsampling stage, ``conv_post`` and the duration predictor's spline flows, with the residual
-sums float (``quantize_adds=False``); those nodes are left unannotated
-(:func:`vitsq.quantize.pt2e.unannotate`). The manifest records the resolved recipe. Exporting,
-preparing and converting an unannotated graph reproduces eager float exactly, so the distance
-to float is quantization error only. On joe, the 235-sentence evaluation split (``vitsq eval``,
-same noise as FP32 torch): 18.0 MB (FP32 ONNX 63.2 MB), WER -0.0 pt, speaker similarity 0.985
-mean / 0.962 worst; 1.56x the speed of FP32 ONNX Runtime at batch 1 with every backend on 1
-thread (session 2's 2.48x gave the XNNPACK pool both cores: see :func:`vitsq.backends.executorch.set_threadpool_size`). The integer
-durations of an INT8 text encoder/duration predictor differ from float for some tokens, so
-log-mel distances to float are not meaningful there; judge by WER and speaker similarity.
+with this export's bounds, and lowered to XNNPACK's INT8 kernels. ``"pt2e"`` by name is the
+measured preset (:func:`vitsq.quantize.recipes.best_for`); the manifest records the resolved
+recipe. The integer durations of an INT8 text encoder/duration predictor can differ from float,
+so judge INT8 programs by WER and speaker similarity, not by waveform distance.
 
-Three more blockers, found with INT8 partly-float programs:
-
-10. *A dequantized tensor shared by an XNNPACK partition and a portable op*: the flow's WaveNet
-    started its skip sum with ``zeros_like(x)``; in the INT8 flow ``x``'s dequantize fed both a
-    delegated conv and the portable ``full_like``, and the program failed at run time
-    ("Propagating input shapes failed", error 0x1; with fewer partitions a portable ``add``
-    broadcast error, 0x12). The sum now starts from the first layer's skip (same values).
-11. *Every stage's INT8 weights in both programs*: the converted stage graphs hold their INT8
-    weights as constants, which export keeps even when the program does not use them; each
-    program now gets a StagedVITS with only its own stages (the Vosk config's encoder.pte went
-    from 35.7 MB to ~11 MB).
-12. *Dynamic bounds narrowed by a guard*: with MKL-DNN enabled, ``to_edge`` and the later passes
-    re-trace convs on fake tensors, and ATen's conv backend heuristic asks whether
-    ``input.numel() > 20480``, which adds a guard on the symbolic length; the Vosk INT8 encoder
-    came out planned for 80 tokens instead of 400 (run-time error 0x10 on longer input).
-    :func:`_lower` runs with MKL-DNN off and :func:`_check_serialized_bounds` refuses a program
-    whose planned input sizes are below the bounds asked for.
+What blocked the export and how each blocker was resolved (symbolic reshape guards,
+``sym_max``, non-persistent buffers, missing quantized kernels, slow partitioning, a dequantized
+tensor shared with a portable op, unused INT8 weights in both programs, dynamic bounds narrowed
+by a convolution heuristic): docs/executorch.md.
 """
 
 from __future__ import annotations

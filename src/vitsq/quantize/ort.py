@@ -3,7 +3,7 @@
 Both start from our FP32 export (:func:`vitsq.export.onnx.export_onnx`), so the quantized graph
 keeps the Piper/Vosk runtime contract and loads in ``piper-tts`` / ``vosk-tts`` unchanged.
 
-``ort-static`` is a hybrid, decided by measuring on the joe voice (numbers in :data:`MEASURED`):
+``ort-static`` is a hybrid, decided by measuring on the joe voice (docs/quantization.md):
 
 * Nodes under :attr:`OrtStaticRecipe.static_prefixes` (default the waveform decoder ``/dec/``,
   where most of the compute is; the VITS preset adds the flow and the text encoder) are quantized
@@ -13,15 +13,12 @@ keeps the Piper/Vosk runtime contract and loads in ``piper-tts`` / ``vosk-tts`` 
   into ``QLinearConv`` / ``QLinearAdd`` / ``QLinearLeakyRelu`` -- this is what makes it faster.
 * ``ConvTranspose`` has no INT8 kernel in the CPU provider. With ``polyphase_upsampling`` (on by
   default) the decoder's upsampling layers are exported as ordinary convolutions computing the
-  same function (:mod:`vitsq.models.polyphase`), which then run as ``QLinearConv``: on the Vosk
-  config (random weights, 1 thread) x2.34 -> x2.64 the speed of FP32 PyTorch.
+  same function (:mod:`vitsq.models.polyphase`), which then run as ``QLinearConv``.
 * Every other Conv/ConvTranspose weight (duration predictor, and whatever is outside the static
   scope) is stored weight-only INT8, per output channel, symmetric, behind a
   ``DequantizeLinear``: the file shrinks like a fully quantized one, activations stay float.
-  An early measurement here (SNR 13.5 -> 1.0 dB with the flow's activations INT8) kept the flow
-  float; SNR was the wrong measure (a changed duration misaligns the whole clip). Speaker
-  similarity to FP32 with zero noise moved 0.948 -> 0.945 with the flow static, at x2.03 ->
-  x2.43 the speed (see :data:`vitsq.quantize.recipes.ORT_STATIC_PREFIXES_VITS`).
+  Judge these variants by speaker similarity and WER, not SNR: a changed integer duration
+  misaligns the whole clip.
 
 ``ort-dynamic`` is ``quantize_dynamic`` (INT8 weights, activations quantized on the fly), what
 sherpa-onnx ships for Piper voices: the baseline.
@@ -48,37 +45,13 @@ KIND = "onnx"
 MODEL_FILE = "model.onnx"
 
 #: Op types quantized statically (weights + activations) inside the static scope when the recipe
-#: does not name them. Chosen by measurement (see MEASURED).
+#: does not name them: quantized together so ONNX Runtime fuses them into QLinear ops
+#: (Conv alone loses its gain to layout transposes and Q/DQ pairs; docs/quantization.md).
 DEFAULT_STATIC_OP_TYPES: tuple[str, ...] = ("Conv", "LeakyRelu", "Add")
 #: Where static (activation) quantization applies when the recipe does not say.
 DEFAULT_STATIC_PREFIXES: tuple[str, ...] = ("/dec/",)
 #: Op types whose float weights get weight-only INT8 outside the static scope.
 WEIGHT_ONLY_OP_TYPES = {"Conv": 0, "ConvTranspose": 1}  # op -> weight axis of the output channel
-
-#: What was measured on joe (2-core CPU shared with other jobs: RTF ratios from one run, FP32
-#: re-timed next to each variant; SNR / log-mel L1 vs FP32 ORT with zero noise on 4 evaluation
-#: sentences). Filled from the runs recorded in the commit that set the defaults.
-MEASURED: dict[str, str] = {
-    "fp32 profile": "ORT FP32 time by block: dec 69 % (Conv 46 %, ConvTranspose 9 %), flow 16 %, enc_p 12 %, dp 2 %",
-    "parameters": "Conv weights: flow 7.09 M, enc_p 6.28 M, dec 0.99 M (+0.67 M ConvTranspose), dp 0.55 M",
-    "ort-dynamic": "3.34x smaller, 0.23x the speed of FP32 (ConvInteger is slow on this CPU), durations changed",
-    "static, all ops, whole graph": "3.5x smaller, ~2x faster, but SNR -3 dB / log-mel L1 1.9, durations changed: broken",
-    "static flow+dec": "flow activations in INT8: SNR 13.5 -> 1.0 dB vs dec only",
-    "static dec Conv only": "1.17x faster: QLinearConv is ~4x faster than Conv, but ORT's NHWC layout "
-                            "transposes and Q/DQ around float LeakyRelu/Add eat the gain (Transpose 14 % of time)",
-    "static dec Conv+LeakyRelu+Add (default)": "1.5-1.6x faster; SNR 10.6-11.0 dB with the encoder float "
-                                               "(minmax/percentile), weight-only rest 3.7x smaller",
-    "static dec + ConvTranspose": "no faster (no INT8 ConvTranspose kernel on the CPU provider): excluded",
-    "weight-only enc_p/dp": "changes integer durations on 3 of 4 sentences (ceil flips), so SNR vs FP32 is "
-                            "not meaningful there; judge with ASR/speaker similarity",
-    # session 3 (1 thread, every backend on it; speaker similarity vs FP32 torch, zero noise)
-    "polyphase upsampling": "ConvTranspose as Conv: upsampling runs as QLinearConv; Vosk config x2.34 -> x2.64 "
-                            "vs FP32 PyTorch (decoder static); joe whole decoder x1.80 -> x2.12 vs FP32 ORT",
-    "static flow (revisited)": "the SNR above was misleading (durations/alignment); speaker similarity "
-                               "0.948 -> 0.945 with the flow static, x2.03 -> x2.43",
-    "v2 preset": "see vitsq.quantize.recipes.ORT_STATIC_PREFIXES_VITS / ort_keep_float: x2.16 vs FP32 ORT, "
-                 "235 sentences zero noise dWER +0.3 pt, speaker similarity 0.962",
-}
 
 
 # =========================================================================== calibration reader

@@ -227,24 +227,13 @@ def recipe_class(name: str) -> type:
 
 
 # ============================================================================ presets
-#: Eager layer groups that stay float in the preset (:func:`best_for`). Measured on joe
-#: (per-channel, 8-bit activations, 8 calibration / 6 held-out sentences, distance to FP32 with
-#: the same noise when *only* that group is INT8): dec.conv_post log-mel L1 0.68 / MCD 49 dB (pre-rescale; ~7.7 dB on the current scale) and
-#: dec.stage2 0.74 / 28 dB (an INT8 noise floor in silence: per-tensor 8-bit activations at
-#: waveform level cannot represent quiet frames), dp 0.48 (changes integer durations); every
-#: other decoder/flow group <= 0.27. Together they are ~4 % of the weights.
+#: Eager layer groups that stay float in the preset (:func:`best_for`): the last decoder stage and
+#: ``conv_post`` (8-bit activations at waveform level put a noise floor under quiet frames) and the
+#: duration predictor (INT8 there shifts integer durations). Why: docs/quantization.md.
 EAGER_KEEP_FLOAT: tuple[str, ...] = ("dp", "dec.stage2", "dec.conv_post")
-#: How the ort-static preset for VITS (Piper) voices was chosen -- joe, 1 thread, polyphase
-#: upsampling, 16 calibration sentences; speaker similarity (resemblyzer) to FP32 PyTorch with zero
-#: noise on 10 evaluation sentences, speed vs the original FP32 .onnx in ONNX Runtime, one run each:
-#: whole decoder INT8, minmax 0.892 (x2.12); + percentile 0.929 (x2.10); + final sum/activation/
-#: conv_post float 0.948 (x2.03); + flow static 0.945 (x2.43); + last-stage residual sums float
-#: 0.954 (x2.28); + last resblock float 0.967 (x1.91); + text encoder static 0.962 (x2.11, this).
-#: This preset on the 235-sentence evaluation split (zero noise, 32 calibration sentences):
-#: ΔWER +0.3 pt, speaker similarity 0.962 mean / 0.917 worst (benchmarks/
-#: joe_eval_full_zero_noise_s3.json); the variant without the last resblock float: +0.7 pt, 0.952.
-#: Per-tensor 8-bit activations on the last stage's residual stream put a noise floor under quiet
-#: frames; everything before it tolerates INT8 (Conv, LeakyRelu and Add in QLinear form).
+#: Where the VITS ort-static preset runs static INT8 (decoder, flow, text encoder; the rest is
+#: weight-only INT8). Chosen one step at a time on joe by speaker similarity and speed; the preset's
+#: current numbers are in benchmarks/joe_eval_zero_noise.json and benchmarks/joe_cpu_1thread.json.
 ORT_STATIC_PREFIXES_VITS: tuple[str, ...] = ("/dec/", "/flow/", "/enc_p/")
 #: ... and for the VITS2 (Vosk) preset: the text encoder is a small share of its time.
 ORT_STATIC_PREFIXES_VITS2: tuple[str, ...] = ("/dec/", "/flow/")
@@ -276,13 +265,8 @@ def ort_keep_float(config: Any) -> tuple[str, ...]:
 
 
 #: PT2E groups left float in VITS by default (:class:`PT2ERecipe` ``keep_float=None``): the
-#: decoder's part of :data:`EAGER_KEEP_FLOAT`, plus ``dp.flows`` (below). On joe (decoder only, log-mel L1 to FP32, same
-#: noise): all INT8 1.45; these float with the decoder's sums after them 0.48; and no INT8
-#: adds/div anywhere 0.30 (eager: 0.305). The duration predictor is INT8 except its flows
-#: (``dp.flows``, the spline flows that turn noise into log-durations). As ExecuTorch programs,
-#: whole 235-sentence evaluation split, same noise as FP32 torch: dp wholly INT8 17.1 MB, WER
-#: +0.6 pt, speaker similarity 0.983 / worst 0.950; dp wholly float 18.5 MB, +0.1 pt, 0.986 /
-#: 0.928; this preset 18.0 MB (3.52x smaller than the FP32 ONNX), -0.0 pt, 0.985 / 0.962.
+#: decoder's part of :data:`EAGER_KEEP_FLOAT`, plus ``dp.flows`` (the spline flows that turn noise
+#: into log-durations: INT8 there moved durations more than the rest of the duration predictor).
 PT2E_KEEP_FLOAT: tuple[str, ...] = tuple(g for g in EAGER_KEEP_FLOAT if g.startswith("dec.")) + ("dp.flows",)
 
 
@@ -294,8 +278,7 @@ def best_for(model: Any = None, recipe: str = "eager"):
     ``model`` (a synthesizer, module or config; optional) picks architecture-specific float
     layers: the HiFi-GAN VITS decoder's last stage and ``conv_post`` for Piper/VITS voices; for
     the multi-band iSTFT VITS2 decoder only the duration predictor is kept float, since its
-    last-stage equivalents were not measured on trained weights. Numbers behind the choice:
-    ``benchmarks/joe_int8_recipes.md``. Library users and ``./dev demo`` should take recipes from here.
+    last-stage equivalents were not measured on trained weights. Why: docs/quantization.md.
     """
     config = getattr(model, "config", model)
     arch = getattr(config, "arch", "vits")
@@ -306,10 +289,9 @@ def best_for(model: Any = None, recipe: str = "eager"):
         if arch == "vits":
             return OrtStaticRecipe(per_channel=True, calibrate_method="percentile", keep_float=ort_keep_float(config),
                                    static_prefixes=ORT_STATIC_PREFIXES_VITS, polyphase_upsampling=True)
-        # VITS2: only random weights here, so only speed was measured (1 thread, one sentence:
-        # decoder static x2.6-2.9 the speed of FP32 PyTorch, + flow x3.5, + text encoder no gain).
-        # The flow is static as on joe, where it cost 0.003 speaker similarity (and as the VITS2
-        # pt2e preset does); run `vitsq eval` on a trained checkpoint before shipping it.
+        # VITS2: chosen for speed on random weights (static flow helps, a static text encoder
+        # does not), with the flow static as on joe; quality unmeasured without a trained
+        # checkpoint: run `vitsq eval` on one before shipping it.
         return OrtStaticRecipe(per_channel=True, calibrate_method="minmax", keep_float=(),
                                static_prefixes=ORT_STATIC_PREFIXES_VITS2, polyphase_upsampling=True)
     if recipe == "pt2e":
