@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
@@ -184,11 +185,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def live_server(entries):
+@contextlib.contextmanager
+def _running(app):
+    """Serve ``app`` with uvicorn on a free loopback port in a thread; yield the port."""
     import uvicorn
 
-    app = create_app(entries, max_chars=200, workers=2)
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     t = threading.Thread(target=server.run, daemon=True)
@@ -197,9 +198,17 @@ def live_server(entries):
     while not server.started and time.time() < deadline:
         time.sleep(0.05)
     assert server.started, "uvicorn did not start"
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    t.join(timeout=10)
+    try:
+        yield port
+    finally:
+        server.should_exit = True
+        t.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def live_server(entries):
+    with _running(create_app(entries, max_chars=200, workers=2)) as port:
+        yield f"http://127.0.0.1:{port}"
 
 
 @pytest.fixture(scope="module")
@@ -311,20 +320,8 @@ def counting(joe_torch):
 @pytest.fixture(scope="module")
 def bounded(counting):
     """An app with the 20000-character cap, so the frame budget (not the text cap) is what refuses."""
-    import uvicorn
-
-    app = create_app(load_models([("joe · counted", counting)]), max_chars=20_000, workers=1)
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    t = threading.Thread(target=server.run, daemon=True)
-    t.start()
-    deadline = time.time() + 30
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
-    assert server.started, "uvicorn did not start"
-    yield port
-    server.should_exit = True
-    t.join(timeout=10)
+    with _running(create_app(load_models([("joe · counted", counting)]), max_chars=20_000, workers=1)) as port:
+        yield port
 
 
 def _raw_request(port, head: bytes, chunks=(), timeout=20.0) -> tuple[int, dict, int]:
