@@ -188,7 +188,7 @@ def test_export_refuses_bad_requests(joe_torch, joe_onnx, tmp_path):
 
 
 # --------------------------------------------------------------------------- joe INT8 (pt2e preset)
-def test_int8_preset_is_small_and_within_quality_budget(joe_torch, joe_et_dir, tmp_path_factory):
+def test_int8_preset_is_small_and_within_quality_budget(joe_torch, joe_et_dir, tmp_path_factory, quality_vs_fp32):
     """The pt2e preset as `.pte` (every stage INT8 but the decoder's last stage and conv_post)
     against FP32 torch with the same seeds on held-out sentences: speaker similarity (resemblyzer)
     and Whisper transcripts stay within the quality budget, and the programs are < 0.3 x FP32.
@@ -196,8 +196,6 @@ def test_int8_preset_is_small_and_within_quality_budget(joe_torch, joe_et_dir, t
     The INT8 text encoder / duration predictor can change a token's integer duration, so the
     audio is not sample-aligned with FP32: quality is judged as the evaluation does (ASR, speaker).
     """
-    from vitsq.evaluate.asr import WhisperASR
-    from vitsq.evaluate.metrics import SpeakerEncoder, cosine_similarity, score_transcripts
     from vitsq.evaluate.sentences import load_split
     from vitsq.quantize.recipes import PT2E_KEEP_FLOAT, PT2E_STAGES
 
@@ -216,17 +214,12 @@ def test_int8_preset_is_small_and_within_quality_budget(joe_torch, joe_et_dir, t
     texts = fits[:5]
     ref = [joe_torch.synthesize(t, seed=i) for i, t in enumerate(texts)]
     got = [et.synthesize(t, seed=i) for i, t in enumerate(texts)]
-    enc = SpeakerEncoder()
-    sims = [cosine_similarity(enc.embed(a.samples, a.sample_rate), enc.embed(b.samples, b.sample_rate))
-            for a, b in zip(ref, got)]
+    sims, wer = quality_vs_fp32(texts, ref, got)
     assert min(sims) > 0.93 and np.mean(sims) >= 0.95, sims  # measured 0.985 mean on the 235-sentence split
     for a, b in zip(ref, got):
         assert abs(len(b.samples) - len(a.samples)) < 0.1 * len(a.samples)
     assert any(len(a.samples) != len(b.samples) or rel_err(b.samples, a.samples) > 1e-3
                for a, b in zip(ref, got))  # really quantized, not the float programs
-    asr = WhisperASR()
-    wer = {name: score_transcripts(texts, [asr.transcribe(x.samples, x.sample_rate, "en") for x in audio], "en").wer
-           for name, audio in (("fp32", ref), ("int8", got))}
     assert wer["int8"] <= wer["fp32"] + 0.05, wer  # <= 2 words more in these ~45
 
 
