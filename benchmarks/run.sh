@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Regenerate every published benchmark and evaluation table in benchmarks/ from scratch:
+# builds the INT8 artifacts it measures (under out/bench/, not committed), times them against the
+# FP32 originals in interleaved runs, evaluates quality on the held-out split, and writes the
+# combined tables the README quotes. About an hour on a 2-core CPU.
+#   benchmarks/run.sh            # CPU suite
+#   benchmarks/gpu.sh            # the GPU suite, on a machine with CUDA
+set -euo pipefail
+cd "$(dirname "$0")/.."
+V="${VITSQ:-.venv/bin/vitsq}"
+A=out/bench
+B=benchmarks
+THREADS="${THREADS:-1}"
+
+# 1. artifacts: the measured presets (a recipe name means its preset)
+$V quantize joe --recipe ort-static -o $A/joe-ort-int8 --force
+$V export joe --format executorch --recipe pt2e -o $A/joe-pte-int8 --force
+$V quantize vosk-ru-multi --recipe ort-static -o $A/vosk-ort-int8 --force
+$V export vosk-ru-multi --format executorch --recipe pt2e -o $A/vosk-pte-int8 --force
+
+# 2. speed: every timed round runs each variant once, in rotating order
+$V bench fp32-ort=joe@onnx fp32-torch=joe@torch ort-int8=$A/joe-ort-int8 pte-int8=$A/joe-pte-int8 \
+  --batch 1,2,4 --threads "$THREADS" --iters 8 --warmup 2 --out $B/joe_cpu_${THREADS}thread.json --force
+$V bench fp32-torch=vosk-ru-multi@torch ort-int8=$A/vosk-ort-int8 pte-int8=$A/vosk-pte-int8 \
+  --batch 1,2,4,8 --threads "$THREADS" --iters 6 --warmup 2 --out $B/vosk_random_cpu_${THREADS}thread.json --force
+
+# 3. quality: the 235 held-out sentences, zero noise (the only noise ONNX Runtime shares)
+$V eval joe ort-int8=$A/joe-ort-int8 pte-int8=$A/joe-pte-int8 --noise-scale 0 --noise-w 0 \
+  --out $B/joe_eval_zero_noise.json --force
+
+# 4. the combined table (size, speed, WER, ΔWER, speaker similarity) the README quotes
+$V report $B/joe_eval_zero_noise.json $B/joe_cpu_${THREADS}thread.json -o $B/joe_report --force
