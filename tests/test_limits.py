@@ -85,14 +85,17 @@ def test_english_nul_refused_and_long_sentence_bounded(joe_torch):
     assert len(utts) > 3 and all(len(u) <= limits.MAX_TOKENS_PER_UTTERANCE for u in utts)
 
 
+# VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss across fork + exec, so a child of
+# a large pytest process would report the parent's memory as its own.
 _PEAK_RSS = textwrap.dedent("""
-    import json, resource, sys
+    import json, re, sys
     import vitsq
     spec, text, kw = json.loads(sys.argv[1])
     m = vitsq.load(**spec)
     utts = m.text_to_ids(text)
     audio = m.synthesize(text, **kw)
-    print(json.dumps({"peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    hwm = re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read())
+    print(json.dumps({"peak_mb": int(hwm.group(1)) / 1024,
                       "samples": len(audio.samples), "ids": sum(map(len, utts)), "utterances": len(utts),
                       "hop": m.config.hop_length}))
 """)
