@@ -474,7 +474,7 @@ def test_port_in_use_exits_2_with_one_line():
 def test_models_are_loaded_through_the_one_variant_grammar(monkeypatch, joe_torch, joe_onnx):
     """`[LABEL=]SPEC[@BACKEND]` as bench and eval read it: no @BACKEND runs the model on its own
     backend (vitsq.load gets none), LABEL= names the card, a path never reaches the label."""
-    import vitsq
+    import vitsq.registry
 
     calls = []
 
@@ -482,7 +482,7 @@ def test_models_are_loaded_through_the_one_variant_grammar(monkeypatch, joe_torc
         calls.append((spec, kw))
         return joe_onnx if kw.get("backend") == "onnx" else joe_torch
 
-    monkeypatch.setattr(vitsq, "load", fake_load)
+    monkeypatch.setattr(vitsq.registry, "load", fake_load)  # what vitsq.load is
     entries = load_models(["joe", "fast=joe@onnx", "/models/voices/joe.onnx@onnx"])
     assert calls == [("joe", {}), ("joe", {"backend": "onnx"}), ("/models/voices/joe.onnx", {"backend": "onnx"})]
     assert [(e.id, e.label) for e in entries] == [("joe-torch", "joe · torch"), ("fast", "fast"),
