@@ -19,7 +19,8 @@ import vitsq
 from conftest import SHARED
 from vitsq import limits
 from vitsq.errors import InputError, ModelLoadError, OutputError, UnsupportedError
-from vitsq.synth import MAX_NOISE_SCALE, SynthesisConfig, validate_text
+from vitsq.limits import MAX_NOISE_SCALE
+from vitsq.synth import SynthesisConfig, validate_text
 
 TINY = SHARED / "fixtures" / "vosk_vits2"
 RU = "Привет, мир."

@@ -45,3 +45,6 @@ SERVE_MAX_UTTERANCE_FRAMES = 16_000
 #: (~200 KB x 3 frames per id ~ 1.2 GB at length_scale 1). ``synthesize_ids_batch`` (the
 #: benchmark's padded batches, bounded by ``MAX_BENCH_BATCH``) is not split.
 MAX_BATCH_IDS = 2_000
+
+#: largest noise_scale / noise_w accepted (noise costs no time; larger values only make noise)
+MAX_NOISE_SCALE = 100.0

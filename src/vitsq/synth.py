@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol, Sequence, runtime_checkable
 import numpy as np
 
 from vitsq.errors import InputError, UnsupportedError
-from vitsq.limits import MAX_BATCH_IDS, MAX_LENGTH_SCALE, MAX_TEXT_CHARS
+from vitsq.limits import MAX_BATCH_IDS, MAX_LENGTH_SCALE, MAX_NOISE_SCALE, MAX_TEXT_CHARS
 from vitsq.text.validate import check_text_chars
 
 if TYPE_CHECKING:
@@ -34,9 +34,6 @@ BACKENDS = ("torch", "onnx", "executorch")
 AUTO = "auto"
 BACKEND_CHOICES = (AUTO, *BACKENDS)
 
-#: Largest ``noise_scale`` / ``noise_w`` accepted. Noise costs no time, so this is a sanity range
-#: (typical values are below 1.5), not a bound on work like those in :mod:`vitsq.limits`.
-MAX_NOISE_SCALE = 100.0
 #: Seeds are unsigned 64-bit integers (what ``torch.Generator.manual_seed`` takes).
 MAX_SEED = 2**64 - 1
 #: The weights label of models with seeded random weights (good for speed and size only).
