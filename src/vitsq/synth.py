@@ -15,7 +15,7 @@ import numbers
 import time
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Any, Iterator, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -25,6 +25,7 @@ from vitsq.text.validate import check_text_chars
 
 if TYPE_CHECKING:
     from vitsq.models.config import VitsConfig
+    from vitsq.streaming import AudioChunk, ChunkSchedule
 
 log = logging.getLogger(__name__)
 
@@ -288,6 +289,10 @@ class Synthesizer(Protocol):
     def synthesize_ids(self, ids: Sequence[int], config: SynthesisConfig | None = None, **knobs: Any) -> Audio:
         """Symbol ids of one sentence -> Audio, bypassing the front-end."""
 
+    def stream(self, text: str, config: SynthesisConfig | None = None, *,
+               schedule: "ChunkSchedule | Sequence[int] | int | None" = None, **knobs: Any) -> Iterator["AudioChunk"]:
+        """Text -> audio chunks as they are ready; concatenated, they equal ``synthesize``."""
+
     def size_bytes(self) -> int:
         """Bytes of the inference artifact (file(s) on disk or serialized weights)."""
 
@@ -336,9 +341,19 @@ class BaseSynthesizer:
     # ------------------------------------------------------------------ front-end
     def text_to_ids(self, text: str) -> list[list[int]]:
         """Front-end: one list of symbol ids per sentence."""
+        return [ids for piece in self._pieces(text) for ids in self._piece_ids(piece)]
+
+    def _pieces(self, text: str) -> list[str]:
+        """The text's sentences as the front-end is given them, one at a time (see
+        :func:`vitsq.text.split.sentence_pieces`): ``synthesize`` and ``stream`` cut alike."""
+        from vitsq.text.split import sentence_pieces
+
         if self.frontend is None:
             raise InputError(f"model {self.name} has no text front-end: use synthesize_ids")
-        return self.frontend.text_to_ids(validate_text(text))
+        return sentence_pieces(validate_text(text))
+
+    def _piece_ids(self, piece: str) -> list[list[int]]:
+        return self.frontend.text_to_ids(piece)
 
     def _check_ids(self, ids: Sequence[int]) -> list[int]:
         if isinstance(ids, (str, bytes)) or not isinstance(ids, (Sequence, np.ndarray)):
@@ -400,7 +415,18 @@ class BaseSynthesizer:
         ``config``: a :class:`SynthesisConfig` (None: model defaults); ``knobs`` (``speaker``,
         ``noise_scale``, ``length_scale``, ``noise_w``, ``seed``) override its fields.
         """
-        return self.synthesize_batch([text], config, **knobs)[0]
+        cfg = self.resolve(config, **knobs)
+        with Timer() as fe:
+            sentences = self.text_to_ids(text)
+        # one sentence at a time: each equals its streamed synthesis (a padded batch's text
+        # encoder rounds differently), and memory stays that of one sentence
+        with Timer() as mt:
+            outs = [self._run([ids], [cfg.speaker], self._scales(cfg), [_sentence_seed(cfg.seed, k)])[0]
+                    for k, ids in enumerate(sentences)]
+        return Audio(samples=np.concatenate(outs).astype(np.float32, copy=False), sample_rate=self.sample_rate,
+                     frontend_seconds=fe.seconds, model_seconds=mt.seconds,
+                     num_tokens=sum(len(s) for s in sentences),
+                     extra={"sentences": len(sentences), "batch_model_seconds": mt.seconds, "batch_size": 1})
 
     def synthesize_batch(self, texts: Sequence[str], config: SynthesisConfig | None = None, *,
                          speakers: Sequence[int] | None = None, **knobs: Any) -> list[Audio]:
@@ -447,6 +473,50 @@ class BaseSynthesizer:
             out = self._run([ids], [cfg.speaker], self._scales(cfg), [cfg.seed])[0]
         return Audio(samples=out.astype(np.float32, copy=False), sample_rate=self.sample_rate,
                      model_seconds=mt.seconds, num_tokens=len(ids))
+
+    def stream(self, text: str, config: SynthesisConfig | None = None, *,
+               schedule: "ChunkSchedule | Sequence[int] | int | None" = None, **knobs: Any) -> Iterator["AudioChunk"]:
+        """Text -> :class:`~vitsq.streaming.AudioChunk` s as soon as each is ready.
+
+        Concatenated, the chunks equal ``synthesize(text, config)`` (same knobs and seed).
+        Sentences are phonemized one at a time, so the first sentence's audio waits for no
+        other. Backends that decode chunk by chunk (:attr:`streaming` ``"frames"``) cut each
+        sentence by ``schedule`` (a :class:`~vitsq.streaming.ChunkSchedule`, a list of frame
+        counts, or one count; default: 8 frames, doubling to 128); the others yield one chunk
+        per sentence. Settings are checked before the first chunk; closing the iterator stops
+        the work.
+        """
+        from vitsq.streaming import ChunkSchedule
+
+        start = time.perf_counter()
+        cfg = self.resolve(config, **knobs)
+        plan = ChunkSchedule.build(schedule)
+        pieces = self._pieces(text)
+        return self._chunks(pieces, cfg, plan, start)
+
+    def _chunks(self, pieces: list[str], cfg: SynthesisConfig, plan: "ChunkSchedule",
+                start: float) -> Iterator["AudioChunk"]:
+        from vitsq.streaming import AudioChunk
+
+        index = offset = sentence = 0
+        for piece in pieces:
+            for ids in self._piece_ids(piece):
+                for samples, end in self._stream_ids(ids, cfg.speaker, self._scales(cfg),
+                                                     _sentence_seed(cfg.seed, sentence), plan):
+                    samples = np.asarray(samples, dtype=np.float32)
+                    yield AudioChunk(samples=samples, sample_rate=self.sample_rate, index=index, sentence=sentence,
+                                     offset=offset, ready_seconds=time.perf_counter() - start, sentence_end=end)
+                    index += 1
+                    offset += len(samples)
+                sentence += 1
+
+    #: ``"frames"``: :meth:`stream` decodes chunk by chunk; ``"sentences"``: one chunk per sentence.
+    streaming = "sentences"
+
+    def _stream_ids(self, ids: list[int], speaker: int, scales: tuple[float, float, float], seed: int,
+                    schedule: "ChunkSchedule") -> Iterator[tuple[np.ndarray, bool]]:
+        """One sentence's audio as ``(samples, is_last)`` pieces; here the whole sentence at once."""
+        yield self._run([ids], [speaker], scales, [seed])[0], True
 
     def synthesize_ids_batch(self, batch: Sequence[Sequence[int]], speakers: Sequence[int] | int | None = None,
                              config: SynthesisConfig | None = None, **knobs: Any) -> tuple[list[np.ndarray], float]:
@@ -500,6 +570,7 @@ class BaseSynthesizer:
             "symbols": c.n_vocab,
             "language": c.language,
             "seedable": self.seedable,
+            "streaming": self.streaming,
             "size_bytes": self.size_bytes(),
             "quantization": self.quantization,
             **self.extra_info,

@@ -33,7 +33,7 @@ GeneratorArg = torch.Generator | Sequence[torch.Generator] | None
 
 @dataclass
 class InferOutput:
-    audio: torch.Tensor  # [B, 1, S] padded
+    audio: torch.Tensor | None  # [B, 1, S] padded (None from ``latent``)
     audio_lengths: torch.Tensor  # [B] valid samples per item
     y_mask: torch.Tensor  # [B, 1, T_y]
     z: torch.Tensor  # [B, C, T_y] flow output (decoder input)
@@ -193,6 +193,33 @@ class VITS(nn.Module):
         return self.dec(z, g=g, mask=y_mask), {}
 
     # ------------------------------------------------------------------ full pass
+    def latent(
+        self,
+        x: torch.Tensor,
+        x_lengths: torch.Tensor,
+        sid: torch.Tensor | None = None,
+        noise_scale: float = 0.667,
+        length_scale: float = 1.0,
+        noise_w: float = 0.8,
+        generator: GeneratorArg = None,
+    ) -> InferOutput:
+        """Everything before the waveform decoder: :meth:`infer` without ``audio`` (None there).
+
+        ``extra["g"]`` holds the speaker conditioning the decoder takes; ``z`` is masked. The
+        streaming decoder (:mod:`vitsq.streaming`) starts from here.
+        """
+        b, t_x = x.shape
+        g = self.speaker_embedding(sid, b)
+        h, m_p, logs_p, x_mask = self.encode(x, x_lengths, g)
+        dp_noise = sample_token_noise(x_lengths, t_x, 2, generator, m_p.dtype, m_p.device) * noise_w
+        w_ceil = self.predict_durations(h, x_mask, g, dp_noise, length_scale)
+        m_y, logs_y, y_mask, attn, y_lengths = self.expand(m_p, logs_p, x_mask, w_ceil)
+        eps = sample_frame_noise(y_lengths, m_y.shape[2], m_y.shape[1], generator, m_y.dtype, m_y.device)
+        z_p = m_y + eps * torch.exp(logs_y) * noise_scale
+        z = self.flow_reverse(z_p, y_mask, g) * y_mask
+        return InferOutput(audio=None, audio_lengths=y_lengths, y_mask=y_mask, z=z, z_p=z_p, m_p=m_p,
+                           logs_p=logs_p, w_ceil=w_ceil, attn=attn, extra={"g": g})
+
     def infer(
         self,
         x: torch.Tensor,
@@ -203,20 +230,15 @@ class VITS(nn.Module):
         noise_w: float = 0.8,
         generator: GeneratorArg = None,
     ) -> InferOutput:
-        """ids [B, T_x] with lengths [B] -> audio. ``generator``: one, one per item, or None."""
-        b, t_x = x.shape
-        g = self.speaker_embedding(sid, b)
-        h, m_p, logs_p, x_mask = self.encode(x, x_lengths, g)
-        dp_noise = sample_token_noise(x_lengths, t_x, 2, generator, m_p.dtype, m_p.device) * noise_w
-        w_ceil = self.predict_durations(h, x_mask, g, dp_noise, length_scale)
-        m_y, logs_y, y_mask, attn, y_lengths = self.expand(m_p, logs_p, x_mask, w_ceil)
-        eps = sample_frame_noise(y_lengths, m_y.shape[2], m_y.shape[1], generator, m_y.dtype, m_y.device)
-        z_p = m_y + eps * torch.exp(logs_y) * noise_scale
-        z = self.flow_reverse(z_p, y_mask, g)
-        audio, extra = vocode_padded(self, z * y_mask, g, y_mask, y_lengths)
-        hop = audio.shape[-1] // z.shape[-1]
-        return InferOutput(audio=audio, audio_lengths=y_lengths * hop, y_mask=y_mask, z=z, z_p=z_p,
-                           m_p=m_p, logs_p=logs_p, w_ceil=w_ceil, attn=attn, extra=extra)
+        """ids [B, T_x] with lengths [B] -> audio. ``generator``: one, one per item, or None.
+
+        ``z`` in the result is the flow output masked to each item's frames."""
+        lat = self.latent(x, x_lengths, sid, noise_scale, length_scale, noise_w, generator)
+        y_lengths, g = lat.audio_lengths, lat.extra["g"]
+        audio, extra = vocode_padded(self, lat.z, g, lat.y_mask, y_lengths)
+        hop = audio.shape[-1] // lat.z.shape[-1]
+        lat.audio, lat.audio_lengths, lat.extra = audio, y_lengths * hop, extra
+        return lat
 
 
 def count_parameters(model: nn.Module, depth: int = 1) -> dict[str, int]:

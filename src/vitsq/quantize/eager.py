@@ -419,10 +419,13 @@ class EagerInt8Synthesizer(TorchSynthesizer):
         self.engine = engine
 
     def _run(self, batch, speakers, scales, seeds):
+        with self._engine():
+            return super()._run(batch, speakers, scales, seeds)
+
+    def _engine(self) -> Any:
         from vitsq.quantize.engines import use_engine
 
-        with use_engine(self.engine):
-            return super()._run(batch, speakers, scales, seeds)
+        return use_engine(self.engine)
 
     def describe(self) -> dict[str, Any]:
         d = super().describe()

@@ -93,3 +93,29 @@ def _strip(piece: list[str]) -> list[str]:
     while end > start and piece[end - 1] == SPACE:
         end -= 1
     return piece[start:end]
+
+
+_PIECE_BREAK = None
+
+
+def sentence_pieces(text: str) -> list[str]:
+    """``text`` cut after sentence ends (``.?!…`` then whitespace) and at line breaks, for a
+    front-end to phonemize one piece at a time (streaming starts on the first sentence without
+    waiting for the others). A piece with no letter or digit joins the one before it, so no text
+    is dropped; joined again, the pieces are the text up to the whitespace at the cuts."""
+    import re
+
+    global _PIECE_BREAK
+    if _PIECE_BREAK is None:
+        _PIECE_BREAK = re.compile(r"(?<=[.?!\u2026])\s+|\s*\n\s*")
+    pieces: list[str] = []
+    for piece in _PIECE_BREAK.split(text):
+        if not piece or piece.isspace():
+            continue
+        if pieces and not any(ch.isalnum() for ch in piece):
+            pieces[-1] = f"{pieces[-1]} {piece}"
+        else:
+            pieces.append(piece)
+    if len(pieces) > 1 and not any(ch.isalnum() for ch in pieces[0]):
+        pieces[:2] = [f"{pieces[0]} {pieces[1]}"]
+    return pieces
