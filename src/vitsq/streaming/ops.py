@@ -24,7 +24,6 @@ used: each op knows its own channel count).
 
 from __future__ import annotations
 
-import copy
 from typing import Any, Callable
 
 import torch
@@ -44,18 +43,6 @@ def _quantized_types() -> tuple[type, type]:
     return QConv1d, QConvTranspose1d
 
 
-def _unpadded_quantized(module: nn.Module) -> nn.Module:
-    """A copy of a quantized (transposed) conv with zero padding, repacked (same INT8 weights,
-    scales and zero points: each output is computed with the same integers)."""
-    q = copy.deepcopy(module)
-    w, b = q.weight(), q.bias()
-    q.padding = (0,)
-    if hasattr(q, "output_padding"):
-        q.output_padding = (0,)
-    q.set_weight_bias(w, b)
-    return q
-
-
 def conv_geometry(module: nn.Module) -> dict[str, Any]:
     """kernel, stride, padding, dilation of a (possibly INT8-wrapped) 1-D (transposed) conv."""
     inner = getattr(module, "module", module)  # torch.ao QuantWrapper keeps the layer in .module
@@ -70,10 +57,15 @@ def valid_conv(module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
     from torch.ao.quantization import QuantWrapper
 
     if isinstance(module, QuantWrapper):
-        quant, inner, dequant = module.quant, _unpadded_quantized(module.module), module.dequant
-        if not isinstance(inner, _quantized_types()):
-            raise UnsupportedError(f"cannot stream a quantized {type(module.module).__name__} layer")
-        return lambda x: dequant(inner(quant(x)))
+        inner = module.module
+        if not isinstance(inner, _quantized_types()[0]):
+            raise UnsupportedError(f"cannot stream a quantized {type(inner).__name__} layer this way")
+        # The layer runs as it is, padding included, and the outputs whose window reaches into its
+        # padding are dropped: repacked without padding, fbgemm's INT8 conv rounded some outputs
+        # differently (1 LSB), which the rest of the decoder amplifies.
+        pad = int(inner.padding[0])
+        span = int(inner.dilation[0]) * (int(inner.kernel_size[0]) - 1) + 1
+        return lambda x: module(x)[:, :, pad : x.shape[-1] + pad - span + 1]
     if type(module) is nn.Conv1d:
         if module.padding_mode != "zeros":
             raise UnsupportedError(f"cannot stream a Conv1d with padding_mode={module.padding_mode!r}")
