@@ -24,7 +24,7 @@ from torch import nn
 
 from vitsq.errors import UnsupportedError
 from vitsq.models.modules import LRELU_SLOPE, ResBlock1, ResBlock2
-from vitsq.streaming.ops import States, StreamConv, StreamConvTranspose, align, stream_upsampler
+from vitsq.streaming.ops import States, StreamConv, StreamConvTranspose, add_aligned, align, stream_upsampler
 
 
 class _Cursor:
@@ -72,12 +72,11 @@ class _StreamResBlock(nn.Module):
         for pair in self.pairs:
             y = x
             for c in pair:
-                y, st = c.step(F.leaky_relu(y, LRELU_SLOPE), cur.take(1), flush)
+                y, st = c.step(y, cur.take(1), flush, LRELU_SLOPE)
                 cur.put(st)
             (pending,) = cur.take(1)
-            x, pending = align(x, pending, y)
+            x, pending = add_aligned(y, x, pending)
             cur.put([pending])
-            x = y + x
         return x
 
 
@@ -101,16 +100,20 @@ class _StreamStage(nn.Module):
         return out
 
     def step(self, x: torch.Tensor, cur: _Cursor, flush: Any) -> torch.Tensor:
-        x, st = self.up.step(F.leaky_relu(x, LRELU_SLOPE), cur.take(self.up.n_states), flush)
+        x, st = self.up.step(x, cur.take(self.up.n_states), flush, LRELU_SLOPE)
         cur.put(st)
         outs = [b.step(x, cur, flush) for b in self.blocks]
         pendings = [None if j == self.slowest else cur.take(1)[0] for j in range(len(self.blocks))]
-        total = outs[self.slowest]
+        aligned = []
         for j, (y, pending) in enumerate(zip(outs, pendings)):
-            if j == self.slowest:
-                continue
-            y, pending = align(y, pending, outs[self.slowest])
-            cur.put([pending])
+            if j != self.slowest:
+                y, pending = align(y, pending, outs[self.slowest])
+                cur.put([pending])
+            aligned.append(y)
+        # summed in the whole-sentence decoder's order (float sums are not associative): the same
+        # sums, and in INT8 the same intermediate sums to quantize
+        total = aligned[0]
+        for y in aligned[1:]:
             total = total + y
         return total / len(self.blocks)
 
@@ -193,12 +196,11 @@ class StreamingDecoder(nn.Module):
             x = x + self.cond(g)
         for stage in self.stages:
             x = stage.step(x, cur, flush)
-        x = F.leaky_relu(x)  # default slope 0.01, as the whole-sentence decoder
-        if self.kind == "hifigan":
-            x, st = self.post.step(x, cur.take(1), flush)
+        if self.kind == "hifigan":  # leaky ReLU of the default slope 0.01, as the whole-sentence decoder
+            x, st = self.post.step(x, cur.take(1), flush, 0.01)
             cur.put(st)
             return torch.tanh(x), cur.out
-        return self._mb_istft(x, cur, flush), cur.out
+        return self._mb_istft(F.leaky_relu(x), cur, flush), cur.out
 
     def _mb_istft(self, x: torch.Tensor, cur: _Cursor, flush: Any) -> torch.Tensor:
         (first,) = cur.take(1)
