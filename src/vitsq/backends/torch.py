@@ -16,6 +16,12 @@ class TorchSynthesizer(BaseSynthesizer):
     """Runs a PyTorch VITS/VITS2 module (FP32, or quantized by vitsq.quantize)."""
 
     backend = "torch"
+    #: Sentences of at least this many frames stream the VITS flow too (its cost then no longer
+    #: delays the first chunk). Streamed flow convolutions see shorter inputs than the
+    #: whole-sentence flow, and oneDNN rounds short inputs differently (1e-6 of z), which the
+    #: decoder amplifies to about 2e-5 of peak; shorter sentences run the flow whole and stream
+    #: within 1e-5. None: never stream the flow; 0: always.
+    stream_flow_min_frames: int | None = 256
 
     def __init__(self, model: Any, name: str, frontend: Any, *, device: str = "cpu", **kwargs: Any) -> None:
         super().__init__(name, model.config, frontend, **kwargs)
@@ -25,9 +31,9 @@ class TorchSynthesizer(BaseSynthesizer):
         self.model = model.to(self.device).eval()
         self._decoder: Any = None
         try:
-            from vitsq.streaming.decoder import StreamingDecoder
+            from vitsq.streaming.flow import StreamingVocoder
 
-            self._decoder = StreamingDecoder(self.model)
+            self._decoder = StreamingVocoder(self.model)
             self.streaming = "frames"
         except (UnsupportedError, AttributeError, TypeError) as exc:  # e.g. a traced decoder graph
             log.info("%s streams sentence by sentence: its decoder cannot run chunk by chunk (%s)", name, exc)
@@ -48,15 +54,23 @@ class TorchSynthesizer(BaseSynthesizer):
             lat = self.model.latent(torch.tensor([ids], device=dev), torch.tensor([len(ids)], device=dev),
                                     torch.tensor([speaker], dtype=torch.long, device=dev), noise_scale=noise_scale,
                                     length_scale=length_scale, noise_w=noise_w,
-                                    generator=torch.Generator().manual_seed(int(seed)))
-            z, g = lat.z, lat.extra["g"]  # [1, C, T], [1, gin, 1] or None
-            states = self._decoder.init_states(z)
-        sizes = schedule.plan(z.shape[-1], self._decoder.lag_frames)
+                                    generator=torch.Generator().manual_seed(int(seed)), flow=False)
+            g = lat.extra["g"]  # [1, gin, 1] or None
+            frames = lat.z_p.shape[-1]
+            least = self.stream_flow_min_frames
+            vocoder = self._decoder
+            if vocoder.flow is not None and least is not None and frames >= least:
+                z = lat.z_p  # [1, C, T] prior sample: the flow streams too
+            else:
+                z = self.model.flow_reverse(lat.z_p, lat.y_mask, g) * lat.y_mask  # as VITS.latent
+                vocoder = vocoder.decoder
+            states = vocoder.init_states(z)
+        sizes = schedule.plan(frames, vocoder.lag_frames)
         pos = 0
         for k, n in enumerate(sizes):
             last = k == len(sizes) - 1
             with torch.inference_mode(), self._engine():
-                audio, states = self._decoder.step(z[:, :, pos : pos + n], states, int(last), g)
+                audio, states = vocoder.step(z[:, :, pos : pos + n], states, int(last), g)
             pos += n
             yield audio[0, 0].float().cpu().numpy(), last
 

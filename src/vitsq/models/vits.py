@@ -202,11 +202,13 @@ class VITS(nn.Module):
         length_scale: float = 1.0,
         noise_w: float = 0.8,
         generator: GeneratorArg = None,
+        flow: bool = True,
     ) -> InferOutput:
         """Everything before the waveform decoder: :meth:`infer` without ``audio`` (None there).
 
         ``extra["g"]`` holds the speaker conditioning the decoder takes; ``z`` is masked. The
-        streaming decoder (:mod:`vitsq.streaming`) starts from here.
+        streaming decoder (:mod:`vitsq.streaming`) starts from here. ``flow=False`` stops at the
+        prior sample ``z_p`` (``z`` is None then): a streaming flow takes it from there.
         """
         b, t_x = x.shape
         g = self.speaker_embedding(sid, b)
@@ -216,7 +218,7 @@ class VITS(nn.Module):
         m_y, logs_y, y_mask, attn, y_lengths = self.expand(m_p, logs_p, x_mask, w_ceil)
         eps = sample_frame_noise(y_lengths, m_y.shape[2], m_y.shape[1], generator, m_y.dtype, m_y.device)
         z_p = m_y + eps * torch.exp(logs_y) * noise_scale
-        z = self.flow_reverse(z_p, y_mask, g) * y_mask
+        z = self.flow_reverse(z_p, y_mask, g) * y_mask if flow else None
         return InferOutput(audio=None, audio_lengths=y_lengths, y_mask=y_mask, z=z, z_p=z_p, m_p=m_p,
                            logs_p=logs_p, w_ceil=w_ceil, attn=attn, extra={"g": g})
 
