@@ -204,3 +204,14 @@ def test_long_sentences_stream_the_flow_too(joe, monkeypatch, schedule):
     assert not calls, "the flow ran over the whole sentence"
     # the streamed flow's short convolutions round differently (oneDNN), amplified by the decoder
     assert _per_sentence_error(joe, chunks, reference) < 5e-5
+
+
+def test_playback_stalls_counts_the_waits():
+    from vitsq.streaming import playback_stalls
+
+    def chunk(ready, seconds):
+        return AudioChunk(np.zeros(int(seconds * 100), np.float32), 100, 0, 0, 0, ready)
+
+    assert playback_stalls([chunk(0.1, 1.0), chunk(0.5, 1.0), chunk(2.0, 1.0)]) == (0.0, 0)
+    stalled, gaps = playback_stalls([chunk(0.1, 0.2), chunk(0.5, 1.0), chunk(1.0, 1.0)])
+    assert gaps == 1 and abs(stalled - 0.2) < 1e-9

@@ -121,3 +121,20 @@ class ChunkSchedule:
 
     def to_dict(self) -> dict[str, Any]:
         return {"first": self.first, "growth": self.growth, "largest": self.largest, "sizes": list(self.sizes)}
+
+
+def playback_stalls(chunks: Sequence[AudioChunk]) -> tuple[float, int]:
+    """(seconds of silence, number of gaps) a player would insert: it starts the first chunk
+    the moment it is ready and plays each next chunk right after the one before, waiting
+    whenever a chunk is not ready yet. ``(0.0, 0)``: playback never starved."""
+    stalled, gaps = 0.0, 0
+    end = None  # when the audio queued so far finishes playing, on the ready_seconds clock
+    for c in chunks:
+        if end is None:
+            end = c.ready_seconds
+        elif c.ready_seconds > end:
+            stalled += c.ready_seconds - end
+            gaps += 1
+            end = c.ready_seconds
+        end += c.duration
+    return stalled, gaps
