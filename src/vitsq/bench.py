@@ -976,11 +976,16 @@ def plot_rtf(data: dict[str, Any] | Sequence[dict[str, Any]], path: str | Path, 
 
 # ----------------------------------------------------------------------------- CLI
 def cmd_bench(args: argparse.Namespace) -> int:
+    """``vitsq bench`` without ``--ttfa`` (the CLI sends ``--ttfa`` to :mod:`vitsq.streaming.ttfa`)."""
+    for opt, value in (("--phonemes", args.phonemes), ("--chunk-frames", args.chunk_frames)):
+        if value is not None:
+            raise InputError(f"{opt} is an option of the streaming benchmark: add --ttfa")
     check_bench_outputs(args.out, plot=not args.no_plot, force=args.force)  # before any model loads
     res = run_benchmark(
-        args.model, args.variants, batches=args.batch, devices=args.device, threads=args.threads,
-        batching=args.batching,
-        warmup=args.warmup, iters=args.iters, sentences=args.sentences, seed=args.seed,
+        args.model, args.variants, batches=DEFAULT_BATCHES if args.batch is None else args.batch,
+        devices=args.device, threads=args.threads,
+        batching=args.batching, warmup=10 if args.warmup is None else args.warmup,
+        iters=100 if args.iters is None else args.iters, sentences=args.sentences, seed=args.seed,
         baseline=args.baseline, machine_name=args.machine_name, progress=not args.no_progress,
         command=invoked_command(args),
     )
@@ -994,21 +999,24 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("bench", help="RTF benchmark: batch sizes x devices x backends x variants",
+    p = sub.add_parser("bench", help="RTF benchmark: batch sizes x devices x backends x variants; --ttfa: streaming",
                        description="Benchmark MODEL and VARIANTs. Each is [LABEL=]SPEC[@BACKEND], e.g. joe, "
                                    "joe@onnx, int8=out/joe-int8@torch; without @BACKEND a model runs on its own backend. "
                                    "Variants are interleaved: every timed round runs each once, in rotating order.")
     p.add_argument("model", help="baseline model: joe, vosk-ru-multi, a path, optionally @torch/@onnx/@executorch")
     p.add_argument("variants", nargs="*", help="more models to compare, same syntax")
-    p.add_argument("--batch", default=",".join(map(str, DEFAULT_BATCHES)),
-                   help=f"batch sizes, e.g. 1,2,4,8 (each 1..{MAX_BENCH_BATCH})")
+    p.add_argument("--batch", default=None,
+                   help=f"batch sizes, e.g. 1,2,4,8 (each 1..{MAX_BENCH_BATCH}; default "
+                        f"{','.join(map(str, DEFAULT_BATCHES))})")
     p.add_argument("--device", default="cpu", help=f"comma-separated, from: {', '.join(DEVICES)}")
     p.add_argument("--batching", choices=BATCHING, default="padded",
                    help="padded: each batch as one padded, masked batch (default); items: every variant runs a "
                         "batch's items one at a time, as a CPU server would (no padding cost)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch, ONNX Runtime and ExecuTorch (XNNPACK)")
-    p.add_argument("--warmup", type=int, default=10, help="untimed rounds per batch size (each runs every variant)")
-    p.add_argument("--iters", type=int, default=100, help="timed rounds per batch size (each runs every variant)")
+    p.add_argument("--warmup", type=int, default=None,
+                   help="untimed rounds per batch size or reply (each runs every variant; default 10, with --ttfa 2)")
+    p.add_argument("--iters", type=int, default=None,
+                   help="timed rounds per batch size or reply (each runs every variant; default 100, with --ttfa 20)")
     p.add_argument("--sentences", default=None, help="sentence file (default: the evaluation split)")
     p.add_argument("--seed", type=int, default=0, help="shuffle and noise seed")
     p.add_argument("--baseline", default=None, help="label speedups are relative to (default: MODEL)")
@@ -1018,4 +1026,11 @@ def register(sub) -> None:
                    help="replace existing result files (.json/.md/.png) of an earlier run")
     p.add_argument("--no-plot", action="store_true")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--ttfa", action="store_true",
+                   help="instead of RTF: time to first audio of streamed synthesis vs the whole call, per variant, "
+                        "for replies of --phonemes phonemes, interleaved (writes the JSON and a .md table)")
+    p.add_argument("--phonemes", default=None, metavar="N[,N...]",
+                   help="with --ttfa: reply lengths in phonemes, built from real sentences (default 300)")
+    p.add_argument("--chunk-frames", default=None, metavar="SIZES",
+                   help="with --ttfa: latent frames per streamed chunk, e.g. 8 or 4,8,16 (default 8 doubling to 128)")
     p.set_defaults(func=cmd_bench)

@@ -14,7 +14,8 @@ import threading
 from pathlib import Path
 from typing import Sequence
 
-from vitsq.errors import VitsqError
+from vitsq.errors import InputError, VitsqError
+
 
 def _load(args: argparse.Namespace):
     from vitsq.registry import load
@@ -44,24 +45,51 @@ def synthesis_config(args: argparse.Namespace):
 
 def cmd_synth(args: argparse.Namespace) -> int:
     from vitsq.outputs import check_output
+    from vitsq.streaming.wav import parse_chunk_frames
 
-    # bad knobs or an output path that cannot be written fail before the model loads
+    # bad knobs, chunk sizes or an output path that cannot be written fail before the model loads
     config = synthesis_config(args)
+    if args.chunk_frames is not None and not args.stream:
+        raise InputError("--chunk-frames sets the chunks of a stream: add --stream")
+    schedule = parse_chunk_frames(args.chunk_frames) if args.stream else None
     check_output(args.output, kind="file", suffixes=(".wav",), force=args.force, what="output")
     synth = _load(args)
     if args.warmup:
-        # the first call pays one-off kernel set-up; keep it out of the printed RTF
-        synth.synthesize_ids(synth.text_to_ids(args.text)[0], config)
+        # the first call pays one-off kernel set-up; keep it out of the printed timings
+        first = synth.text_to_ids(args.text)[0]
+        if args.stream:
+            for _ in synth.stream_ids(first, config, schedule=schedule):
+                pass
+        else:
+            synth.synthesize_ids(first, config)
+    if args.stream:
+        return _synth_stream(args, synth, config, schedule)
     audio = synth.synthesize(args.text, config)
     out = audio.write(args.output, force=args.force)
+    _weights_note(synth)
+    print(f"wrote {out}  duration {audio.duration:.2f} s  model {audio.model_seconds:.3f} s  "
+          f"front-end {audio.frontend_seconds * 1000:.1f} ms  tokens {audio.num_tokens}  RTF {audio.rtf:.4f}")
+    return 0
+
+
+def _synth_stream(args: argparse.Namespace, synth, config, schedule) -> int:
+    """``vitsq synth --stream``: the wav is written chunk by chunk (vitsq.streaming.wav)."""
+    from vitsq.streaming.wav import stream_to_wav
+
+    res = stream_to_wav(synth, args.text, args.output, config, schedule=schedule, force=args.force)
+    _weights_note(synth)
+    print(f"wrote {res.path}  duration {res.duration:.2f} s  "
+          f"first audio (TTFA) {res.first_audio_seconds * 1000:.1f} ms  total {res.total_seconds:.3f} s  "
+          f"RTF {res.rtf:.4f}  chunks {res.chunks} (streams by {getattr(synth, 'streaming', 'sentences')})")
+    return 0
+
+
+def _weights_note(synth) -> None:
     weights = weights_label(synth)
     if weights == "unknown":
         print(f"note: vitsq cannot tell whether {synth.name} has trained weights")
     elif weights != "trained":
         print(f"note: {synth.name} is {weights}: the audio is not speech")
-    print(f"wrote {out}  duration {audio.duration:.2f} s  model {audio.model_seconds:.3f} s  "
-          f"front-end {audio.frontend_seconds * 1000:.1f} ms  tokens {audio.num_tokens}  RTF {audio.rtf:.4f}")
-    return 0
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -128,6 +156,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_synthesis_args(p)
     p.add_argument("--no-warmup", dest="warmup", action="store_false",
                    help="time the very first call (includes one-off kernel set-up)")
+    p.add_argument("--stream", action="store_true",
+                   help="synthesize chunk by chunk, writing the wav as chunks arrive; prints the time to first "
+                        "audio (TTFA), the total time and the RTF of the whole stream (front-end included)")
+    p.add_argument("--chunk-frames", default=None, metavar="SIZES",
+                   help="with --stream: latent frames per chunk, e.g. 8 (every chunk) or 4,8,16 (then 16 for every "
+                        "later chunk); default 8 doubling to 128. Backends that stream by sentences ignore it")
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("info", help="architecture, parameters by submodule, sample rate, speakers, symbols")
@@ -152,6 +186,20 @@ def _register_library_commands(sub: argparse._SubParsersAction) -> None:
     for register in (register_quantize, register_eval, register_bench, register_export, register_serve,
                      register_report, register_demo):
         register(sub)
+    sub.choices["bench"].set_defaults(func=cmd_bench)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """``vitsq bench``: the RTF benchmark, or with ``--ttfa`` the streaming one. The dispatch sits
+    here because the streaming benchmark renders through vitsq.report, which reads bench results:
+    vitsq.bench cannot import it without a cycle."""
+    if args.ttfa:
+        from vitsq.streaming.ttfa import cmd_ttfa
+
+        return cmd_ttfa(args)
+    from vitsq.bench import cmd_bench as cmd_rtf
+
+    return cmd_rtf(args)
 
 
 def _terminate(signum, frame):  # pragma: no cover - exercised through a subprocess test

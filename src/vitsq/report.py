@@ -350,6 +350,66 @@ def sensitivity_table(sens: dict, top: int = 15) -> str:
 
 
 # ----------------------------------------------------------------------------- plots
+def ttfa_table(data: dict[str, Any]) -> str:
+    """The ``vitsq bench --ttfa`` table: one row per reply length and variant with the median
+    [p95] time to first audio of the streamed run, its total, the whole call's latency and the
+    ratios of the same run."""
+    base = data.get("settings", {}).get("baseline")
+    lines = ["| phonemes | variant | streams by | audio s | TTFA ms p50 [p95] | streamed total s | whole call s "
+             "| TTFA ÷ own whole | TTFA ÷ baseline whole | work streamed ÷ whole | chunks "
+             "| max error ÷ peak (int16) |",
+             "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in data.get("results", []):
+        head = f"| {r['phonemes']} | {_esc(r['variant'])} | {r.get('streaming', '–')} |"
+        if r.get("status") != "ok":
+            err = _esc(str(r.get("error") or "").replace("\n", " ")[:160])
+            lines.append(f"{head} | FAILED: {err} | | | | | | | |")
+            continue
+        t, total, whole = r["ttfa_s"], r["stream_total_s"], r["whole_latency_s"]
+        ex = r.get("exactness")
+        if not ex:
+            exact = "– (unseeded noise)"
+        elif not ex.get("same_length"):
+            exact = f"lengths differ ({ex['streamed_samples']} vs {ex['whole_samples']})"
+        else:
+            exact = (f"{ex['max_abs_diff_over_peak']:.1e} "
+                     f"({ex['int16_differing_samples']} samples ±{ex['int16_max_diff']})")
+        vs_base = "–" if r["variant"] == base else _fmt(r.get("ttfa_over_baseline"), ".3f")
+        lines.append(f"{head} {r['audio_seconds']:.2f} | {t['p50'] * 1000:.1f} [{t['p95'] * 1000:.1f}] | "
+                     f"{total['p50']:.3f} | {whole['p50']:.3f} | {r['ttfa_over_latency']:.3f} | {vs_base} | "
+                     f"{r['work_ratio']:.3f} | {r['chunks']} | {exact} |")
+    return "\n".join(lines) + "\n"
+
+
+def ttfa_report(data: dict[str, Any]) -> str:
+    """Markdown page for one ``vitsq bench --ttfa`` JSON: settings, the table, inputs, messages."""
+    from vitsq.bench import machine_line
+
+    s = data["settings"]
+    sched = s.get("schedule") or {}
+    chunks = (",".join(map(str, sched["sizes"])) + " frames" if sched.get("sizes") else
+              f"{sched.get('first')} frames, ×{sched.get('growth')} up to {sched.get('largest')}")
+    out = [f"# vitsq bench --ttfa ({data.get('created', '')})", "", machine_line(data), "",
+           f"warmup {s['warmup']}, timed rounds {s['iters']} (each runs every variant streamed and whole, "
+           f"in rotating order), seed {s['seed']}, chunks {chunks}; baseline for TTFA ÷ baseline whole: "
+           f"`{s['baseline']}`.", ""]
+    if data.get("command"):
+        out += [f"Command: `{data['command']}`", ""]
+    out += ["## Time to first audio (streamed) vs the whole call", "", ttfa_table(data), "",
+            "TTFA: from the call with the reply's ids until the first chunk; whole call: `synthesize_ids` on the "
+            "same ids. Variants that stream by sentences return a one-sentence reply in one chunk, so their TTFA "
+            "is their whole latency. Work streamed ÷ whole: median streamed total over median whole latency."]
+    for rep in data.get("inputs", {}).get("replies", []):
+        out += ["", f"Reply of {rep['phonemes']} phonemes ({rep['ids']} ids) from: "
+                + " ".join(f"“{_esc(t)}”" for t in rep.get("texts", []))]
+    rw = [v["label"] for v in data.get("variants", []) if v.get("random_weights")]
+    if rw:
+        out += ["", "Random-weight runs (speed only, not speech): " + ", ".join(f"`{x}`" for x in rw)]
+    if data.get("messages"):
+        out += ["", "## Messages", ""] + [f"- {m}" for m in data["messages"]]
+    return "\n".join(out) + "\n"
+
+
 def _plt():
     import matplotlib
 

@@ -494,6 +494,34 @@ class BaseSynthesizer:
         pieces = self._pieces(text)
         return self._chunks(pieces, cfg, plan, start)
 
+    def stream_ids(self, ids: Sequence[int], config: SynthesisConfig | None = None, *,
+                   schedule: "ChunkSchedule | Sequence[int] | int | None" = None,
+                   **knobs: Any) -> Iterator["AudioChunk"]:
+        """Symbol ids (one sequence, BOS/EOS included) -> :class:`~vitsq.streaming.AudioChunk` s,
+        bypassing the front-end; concatenated they equal ``synthesize_ids(ids, config)`` (same
+        knobs and seed). ``schedule`` as in :meth:`stream`; ids and settings are checked before
+        the first chunk; closing the iterator stops the work."""
+        from vitsq.streaming import ChunkSchedule
+
+        start = time.perf_counter()
+        ids = self._check_ids(ids)
+        cfg = self.resolve(config, **knobs)
+        plan = ChunkSchedule.build(schedule)
+        return self._id_chunks(ids, cfg, plan, start)
+
+    def _id_chunks(self, ids: list[int], cfg: SynthesisConfig, plan: "ChunkSchedule",
+                   start: float) -> Iterator["AudioChunk"]:
+        from vitsq.streaming import AudioChunk
+
+        index = offset = 0
+        # seed as synthesize_ids: the sequence is the first (only) sentence
+        for samples, end in self._stream_ids(ids, cfg.speaker, self._scales(cfg), cfg.seed, plan):
+            samples = np.asarray(samples, dtype=np.float32)
+            yield AudioChunk(samples=samples, sample_rate=self.sample_rate, index=index, sentence=0, offset=offset,
+                             ready_seconds=time.perf_counter() - start, sentence_end=end)
+            index += 1
+            offset += len(samples)
+
     def _chunks(self, pieces: list[str], cfg: SynthesisConfig, plan: "ChunkSchedule",
                 start: float) -> Iterator["AudioChunk"]:
         from vitsq.streaming import AudioChunk
