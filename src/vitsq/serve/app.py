@@ -16,20 +16,51 @@
   over ``MAX_LENGTH_SCALE`` is 422; a request whose estimated output frames (ids x length_scale x
   ``FRAMES_PER_TOKEN_BOUND``, per utterance and summed over the selected variants) exceed
   ``SERVE_MAX_UTTERANCE_FRAMES`` / ``SERVE_MAX_FRAMES`` is 413.
+* ``POST /api/stream`` takes the same body (plus an optional ``schedule``: frames per chunk, as
+  :meth:`vitsq.synth.Synthesizer.stream` takes it), is checked the same way (the same 4xx JSON
+  errors, before anything is sent), and answers with the audio as it is produced: variant after
+  variant, chunk after chunk, in the frames described below. A client that goes away stops the
+  work at the next chunk (the synthesizer's stream is closed, no later variant starts) and frees
+  its worker and request slot.
+
+Stream format (``Content-Type: application/x-vitsq-stream``, chunked HTTP): a sequence of frames,
+each ``[uint32 little-endian n][n bytes of UTF-8 JSON header][header["bytes"] bytes of payload]``.
+Every header has ``type``, ``bytes`` and ``t`` (server seconds since the request began, when
+the frame was made). Types, in order for each variant:
+
+* ``start``: ``variant``, ``label``, ``backend``, ``sample_rate``, ``seeded``, ``streaming``
+  (``"frames"``: decoded chunk by chunk; ``"sentences"``: one chunk per sentence), ``size_bytes``,
+  ``weights``; no payload.
+* ``chunk``: ``variant``, ``index``, ``sentence``, ``offset`` (first sample's index in the
+  variant's audio), ``samples``, ``ready_seconds`` (from the variant's ``stream()`` call until the
+  chunk was ready), ``sentence_end``; payload: ``samples`` 16-bit little-endian PCM samples, mono,
+  converted as :meth:`vitsq.synth.Audio.to_int16` does. Concatenated, a variant's chunks are its
+  clip from ``POST /api/synthesize``.
+* ``end``: ``variant``, ``metrics`` (``ttfa_seconds``: first chunk's ``ready_seconds``;
+  ``total_seconds``/``model_seconds``: the last chunk's, G2P of each sentence included;
+  ``frontend_seconds`` and ``tokens``: the whole text's front-end, run once to check the work
+  bounds; ``chunks``, ``duration_seconds``, ``rtf``, ``tokens_per_second``, ``size_bytes``,
+  ``sample_rate``), or ``error``: ``variant``, ``error`` (that variant failed; the next one
+  still runs).
+* ``done`` once at the end: ``wall_seconds``. A stream without it was cut short.
 """
 
 
+import asyncio
+import functools
 import io
+import json
 import logging
 import re
+import struct
 import threading
 import time
 import uuid
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any, Sequence
+from typing import Any, AsyncIterator, Iterator, Sequence
 
 import vitsq.limits as limits
 from vitsq.errors import InputError, VitsqError
@@ -39,6 +70,8 @@ log = logging.getLogger(__name__)
 DEFAULT_MODELS = ("joe", "joe@onnx")
 DEFAULT_MAX_CHARS = limits.SERVE_MAX_CHARS
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+#: Content-Type of ``POST /api/stream`` (frames described in this module's docstring)
+STREAM_MEDIA_TYPE = "application/x-vitsq-stream"
 
 
 @dataclass
@@ -244,10 +277,12 @@ def length_scale_error(length_scale: float | None) -> tuple[int, str] | None:
 
 
 def check_work(chosen: Sequence[ModelEntry], infos: dict[str, dict], text: str,
-               length_scale: float | None) -> tuple[int, str] | None:
+               length_scale: float | None, fronts: dict[str, tuple[int, float]] | None = None,
+               ) -> tuple[int, str] | None:
     """(HTTP status, message) when a request would exceed the server's work bounds, else None.
 
-    Runs only the front-ends (cheap): the frame count is estimated, not synthesized.
+    Runs only the front-ends (cheap): the frame count is estimated, not synthesized. ``fronts``,
+    when given, receives each variant's (ids, front-end seconds) of the whole text.
     """
     over = length_scale_error(length_scale)
     if over:
@@ -255,7 +290,10 @@ def check_work(chosen: Sequence[ModelEntry], infos: dict[str, dict], text: str,
     total = 0
     for e in chosen:
         ls = length_scale if length_scale is not None else float(infos[e.id]["defaults"]["length_scale"])
+        t0 = time.perf_counter()
         ids = e.synth.text_to_ids(text)  # InputError: bad text for this model
+        if fronts is not None:
+            fronts[e.id] = (sum(map(len, ids)), time.perf_counter() - t0)
         largest, frames = estimate_frames(ids, ls)
         if largest > limits.SERVE_MAX_UTTERANCE_FRAMES:
             return 413, (f"an utterance of {max(map(len, ids))} ids at length_scale {ls:g} is estimated at "
@@ -281,6 +319,9 @@ class _Server:
     pending: threading.BoundedSemaphore
     max_chars: int
     max_pending: int
+    #: streams whose worker has not finished yet (``app.state.streams``)
+    streams: set = field(default_factory=set)
+    streams_lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 def _error(status: int, message: str) -> Any:
@@ -303,6 +344,18 @@ def _request_model(max_chars: int) -> type:
         seed: int = Field(0, description="noise seed, the same for every variant")
 
     return SynthesizeRequest
+
+
+def _stream_request_model(base: type) -> type:
+    """The ``POST /api/stream`` body: the synthesize body plus the chunk schedule."""
+    from pydantic import Field
+
+    class StreamRequest(base):  # type: ignore[misc, valid-type]
+        schedule: list[int] | int | None = Field(
+            None, description="frames per chunk: one count, or a list (the last repeats); default: 8 frames "
+                              "doubling to 128. Backends that decode whole sentences send one chunk per sentence")
+
+    return StreamRequest
 
 
 def _add_validation_handler(app: Any) -> None:
@@ -342,9 +395,12 @@ def _add_read_routes(app: Any, srv: _Server) -> None:
                         headers={"Content-Disposition": f'inline; filename="{clip}.wav"'})
 
 
-def _check_request(srv: _Server, req: Any) -> tuple[list[str], tuple[int, str] | None]:
+def _check_request(srv: _Server, req: Any, fronts: dict[str, tuple[int, float]] | None = None,
+                   ) -> tuple[list[str], tuple[int, str] | None]:
     """(selected ids, None) for a request that may run, or (…, (HTTP status, message)) naming
-    what is wrong: unknown/duplicate variants, text, speaker, scales, the work bounds."""
+    what is wrong: unknown/duplicate variants, text, speaker, scales, the chunk schedule (a
+    stream request), the work bounds. ``fronts``: see :func:`check_work`."""
+    from vitsq.streaming import ChunkSchedule
     from vitsq.synth import check_scale, check_speaker, validate_text
 
     chosen = req.variants if req.variants is not None else [e.id for e in srv.entries]
@@ -369,7 +425,9 @@ def _check_request(srv: _Server, req: Any) -> tuple[list[str], tuple[int, str] |
             val = getattr(req, name)
             if val is not None:
                 check_scale(name, val, allow_zero=allow0)
-        return chosen, check_work([srv.by_id[v] for v in chosen], srv.infos, req.text, req.length_scale)
+        if getattr(req, "schedule", None) is not None:
+            ChunkSchedule.build(req.schedule)  # InputError: sizes of 0, negative, empty
+        return chosen, check_work([srv.by_id[v] for v in chosen], srv.infos, req.text, req.length_scale, fronts)
     except VitsqError as e:
         return chosen, (400, str(e))
 
@@ -411,6 +469,210 @@ def _run_one(srv: _Server, entry: ModelEntry, req: Any) -> dict[str, Any]:
             "sample_rate": audio.sample_rate,
         },
     }
+
+
+def _frame(header: dict[str, Any], payload: bytes = b"") -> bytes:
+    """One stream frame: uint32 LE header length, the JSON header (with ``bytes``), the payload."""
+    from vitsq.jsonutil import to_jsonable
+
+    head = json.dumps(to_jsonable({**header, "bytes": len(payload)}), separators=(",", ":"),
+                      allow_nan=False).encode()
+    return struct.pack("<I", len(head)) + head + payload
+
+
+def _whole_clip(synth: Any, text: str, knobs: dict[str, Any]) -> Iterator[Any]:
+    """A synthesizer without ``stream()``: its whole clip as the one chunk of its stream."""
+    from vitsq.streaming import AudioChunk
+
+    t0 = time.perf_counter()
+    audio = synth.synthesize(text, **knobs)
+    yield AudioChunk(samples=audio.samples, sample_rate=audio.sample_rate, index=0, sentence=0, offset=0,
+                     ready_seconds=time.perf_counter() - t0, sentence_end=True)
+
+
+class _StreamJob:
+    """The work of one ``POST /api/stream``: its variants' chunks, made one variant after another
+    in a pool worker (under each model's lock), handed to the event loop as frames.
+
+    :meth:`cancel` (the client went away, or the response ended) makes the worker stop after the
+    chunk it is making: the synthesizer's stream is closed (its ``close()`` runs, so the backend
+    stops), no later variant starts, and the worker and the request slot are freed.
+    """
+
+    def __init__(self, srv: _Server, chosen: Sequence[str], req: Any, fronts: dict[str, tuple[int, float]]) -> None:
+        self.srv, self.req, self.fronts = srv, req, fronts
+        self.entries = [srv.by_id[v] for v in chosen]
+        self.stopped = threading.Event()
+        self.t0 = time.perf_counter()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._queue: asyncio.Queue | None = None
+        self._finished = False
+        self._finish_lock = threading.Lock()
+
+    def start(self) -> None:
+        """Start the worker (in the event loop that will read :meth:`frames`)."""
+        self._loop = asyncio.get_running_loop()
+        self._queue = asyncio.Queue()
+        with self.srv.streams_lock:
+            self.srv.streams.add(self)
+        try:
+            future = self.srv.pool.submit(self._work)
+        except RuntimeError:  # the pool is shut down (the app is stopping)
+            self.finish()
+            raise
+        future.add_done_callback(self._done)
+
+    def _done(self, future: Any) -> None:
+        if future.cancelled():  # the pool shut down before the worker ran: end the stream
+            self._put(None)
+        self.finish()
+
+    @property
+    def started(self) -> bool:
+        return self._loop is not None
+
+    def cancel(self) -> None:
+        """Stop at the next chunk (idempotent; a finished job ignores it)."""
+        self.stopped.set()
+
+    def finish(self) -> None:
+        """Free the request slot once: after the worker ends, or when it never started."""
+        with self._finish_lock:
+            if self._finished:
+                return
+            self._finished = True
+        with self.srv.streams_lock:
+            self.srv.streams.discard(self)
+        self.srv.pending.release()
+
+    async def frames(self) -> AsyncIterator[bytes]:
+        """The frames as the worker makes them; leaving early (a disconnect) cancels the work."""
+        try:
+            while True:
+                frame = await self._queue.get()
+                if frame is None:
+                    return
+                yield frame
+        finally:
+            self.cancel()
+
+    def _put(self, frame: bytes | None) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, frame)
+        except RuntimeError:  # the event loop is closed: nobody reads this stream any more
+            self.stopped.set()
+
+    def _send(self, header: dict[str, Any], payload: bytes = b"") -> None:
+        self._put(_frame({**header, "t": time.perf_counter() - self.t0}, payload))
+
+    def _work(self) -> None:
+        try:
+            for entry in self.entries:
+                if self.stopped.is_set():
+                    return
+                self._variant(entry)
+            if not self.stopped.is_set():
+                self._send({"type": "done", "wall_seconds": time.perf_counter() - self.t0})
+        except Exception:  # noqa: BLE001 - a bug here must still end the stream
+            log.exception("stream worker failed")
+        finally:
+            self._put(None)
+
+    def _variant(self, entry: ModelEntry) -> None:
+        """Stream one variant: a start frame, its chunks, then an end (or error) frame."""
+        info = self.srv.infos[entry.id]
+        seeded = bool(getattr(entry.synth, "seedable", True))  # as in _run_one
+        self._send({"type": "start", "variant": entry.id, "label": entry.label, "backend": info["backend"],
+                    "sample_rate": info["sample_rate"], "seeded": seeded, "size_bytes": info["size_bytes"],
+                    "weights": info["weights"], "streaming": str(getattr(entry.synth, "streaming", "sentences"))})
+        r = self.req
+        knobs = dict(speaker=r.speaker, noise_scale=r.noise_scale, length_scale=r.length_scale, noise_w=r.noise_w,
+                     seed=r.seed if seeded else None)
+        ready: list[float] = []
+        samples = 0
+        try:
+            with entry.lock:
+                if self.stopped.is_set():
+                    return
+                stream = getattr(entry.synth, "stream", None)
+                chunks = (stream(r.text, schedule=r.schedule, **knobs) if stream is not None
+                          else _whole_clip(entry.synth, r.text, knobs))
+                try:
+                    for c in chunks:
+                        pcm = c.to_int16().astype("<i2")
+                        self._send({"type": "chunk", "variant": entry.id, "index": c.index, "sentence": c.sentence,
+                                    "offset": c.offset, "samples": len(pcm), "ready_seconds": c.ready_seconds,
+                                    "sentence_end": c.sentence_end}, pcm.tobytes())
+                        ready.append(c.ready_seconds)
+                        samples += len(pcm)
+                        if self.stopped.is_set():
+                            return
+                finally:
+                    close = getattr(chunks, "close", None)
+                    if close is not None:
+                        close()  # stops the backend's work now, not when the generator is collected
+        except VitsqError as e:
+            self._send({"type": "error", "variant": entry.id, "error": str(e)})
+            return
+        except Exception as e:  # noqa: BLE001 - one variant's failure shows in its card only
+            log.exception("variant %s failed while streaming", entry.id)
+            self._send({"type": "error", "variant": entry.id, "error": f"{type(e).__name__}: {e}"})
+            return
+        self._send({"type": "end", "variant": entry.id, "metrics": self._metrics(entry, ready, samples)})
+
+    def _metrics(self, entry: ModelEntry, ready: list[float], samples: int) -> dict[str, Any]:
+        info = self.srv.infos[entry.id]
+        tokens, g2p = self.fronts.get(entry.id, (0, 0.0))
+        total = ready[-1] if ready else 0.0
+        duration = samples / float(info["sample_rate"])
+        return {"ttfa_seconds": ready[0] if ready else None, "total_seconds": total, "model_seconds": total,
+                "chunks": len(ready), "duration_seconds": duration,
+                "rtf": total / duration if duration > 0 else None, "tokens": tokens,
+                "tokens_per_second": tokens / total if total > 0 else None, "frontend_seconds": g2p,
+                "size_bytes": info["size_bytes"], "sample_rate": info["sample_rate"]}
+
+
+@functools.cache
+def _job_response_class() -> type:
+    """A StreamingResponse that runs a :class:`_StreamJob` and always cancels it when the
+    response ends, however it ends (done, client gone, send failed, never iterated)."""
+    from starlette.responses import StreamingResponse
+
+    class JobResponse(StreamingResponse):
+        def __init__(self, job: _StreamJob) -> None:
+            super().__init__(job.frames(), media_type=STREAM_MEDIA_TYPE,
+                             headers={"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"})
+            self.job = job
+
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            try:
+                self.job.start()
+                await super().__call__(scope, receive, send)
+            finally:
+                self.job.cancel()
+                if not self.job.started:  # never started: free its slot here
+                    self.job.finish()
+
+    return JobResponse
+
+
+def _add_stream_route(app: Any, srv: _Server) -> None:
+    """``POST /api/stream``: checked as ``/api/synthesize``, then frames as the audio is made."""
+    StreamRequest = _stream_request_model(_request_model(srv.max_chars))
+
+    @app.post("/api/stream", summary="stream each selected variant's audio as it is produced",
+              response_class=_job_response_class(), status_code=200,
+              responses={200: {"content": {STREAM_MEDIA_TYPE: {}},
+                               "description": "frames: uint32 LE header length, JSON header, payload "
+                                              "(16-bit LE PCM in chunk frames); see vitsq.serve.app"}})
+    async def stream(req: StreamRequest):  # noqa: ANN202
+        fronts: dict[str, tuple[int, float]] = {}
+        chosen, refused = _check_request(srv, req, fronts)
+        if refused:
+            return _error(*refused)
+        if not srv.pending.acquire(blocking=False):
+            return _error(503, f"server busy: more than {srv.max_pending} requests in flight; try again shortly")
+        return _job_response_class()(_StreamJob(srv, chosen, req, fronts))
 
 
 def _add_synthesize_route(app: Any, srv: _Server) -> None:
@@ -465,10 +727,12 @@ def create_app(models: Sequence[Any] | Sequence[ModelEntry] = DEFAULT_MODELS, ma
                   description="Compare FP32 and quantized TTS variants on the same text and seed.")
     app.state.entries = entries
     app.state.pool = srv.pool
+    app.state.streams = srv.streams  # the streams still working (empty when all have stopped)
     app.add_middleware(BodyLimitMiddleware, max_bytes=limits.SERVE_MAX_BODY_BYTES)
     _add_validation_handler(app)
     _add_read_routes(app, srv)
     _add_synthesize_route(app, srv)
+    _add_stream_route(app, srv)
     return app
 
 

@@ -49,8 +49,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser("serve", help="A/B listening web page over loaded models (loopback only)",
-                       description="Serve a page comparing models side by side. Each model is "
-                                   "[LABEL=]SPEC[@BACKEND], e.g. joe joe@onnx int8=out/joe-int8.")
+                       description="Serve a page comparing models side by side; it plays each variant as its "
+                                   "audio arrives (POST /api/stream) and shows its time to first audio. Each "
+                                   "model is [LABEL=]SPEC[@BACKEND], e.g. joe joe@onnx int8=out/joe-int8.")
     p.add_argument("models", nargs="*", help=f"models/artifacts to compare (default: {' '.join(DEFAULT_MODELS)})")
     p.add_argument("--host", default="127.0.0.1", help="loopback address to bind (127.0.0.1, localhost, ::1)")
     p.add_argument("--port", type=int, default=8000)
