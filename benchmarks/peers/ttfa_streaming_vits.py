@@ -3,8 +3,8 @@
 ``streaming-vits`` (PyPI, MIT) splits a Piper ``.onnx`` at the prior sample ``z_p`` and decodes
 frames in windows with margins. This script runs it on the original ``en_US-joe-medium.onnx``
 (FP32, ONNX Runtime) in the same process, on the same phoneme ids, thread count and zero noise as
-vitsq's streamed variants (FP32 PyTorch, FP32 ONNX Runtime on the original voice, the INT8
-``ort-static`` preset), interleaved round by round (every round runs each job once, in rotating
+vitsq's streamed variants (FP32 PyTorch, FP32 ONNX Runtime on the original voice or on a vitsq
+FP32 export given by ``--fp32-onnx``, the INT8 ``ort-static`` preset), interleaved round by round (every round runs each job once, in rotating
 order, so machine load hits all alike), and writes a JSON record and a markdown table:
 
 * TTFA (call to first chunk in hand) p50/p95 and the streamed total, per variant;
@@ -16,10 +16,10 @@ order, so machine load hits all alike), and writes a JSON record and a markdown 
 
 The reply is real sentences (the shipped English evaluation split, in file order) up to the
 asked number of phoneme ids. vitsq synthesizes text sentence by sentence; the peer runs a whole
-text as one utterance, so it runs twice: on the whole reply as one utterance (its own layout:
-the sentences' ids joined with a space, what its phonemizer makes of the text) and sentence by
-sentence on vitsq's ids. It is fed ids, not text (its phonemizer adds a space after every
-sentence, so its ids for one sentence differ from Piper's).
+text as one utterance, so it runs twice: on the whole reply as one utterance (the sentences' ids
+joined with a space, the layout its phonemizer gives a text) and sentence by sentence on vitsq's
+ids. It is fed ids, not text: its phonemizer adds a space after every sentence and, with
+piper-phonemize installed, repeats each sentence's terminator, so its ids differ from Piper's.
 
     pip install -e '.[peers]'
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/peers/ttfa_streaming_vits.py \\
@@ -210,7 +210,7 @@ def build_jobs(v: dict[str, Any], peers: dict[str, Any], text: str, sentences: l
     vitsq's three streamed variants, and the non-streamed calls they are compared with."""
     knobs = dict(ZERO_NOISE, length_scale=v["length_scale"])
     scales = np.array([0.0, v["length_scale"], 0.0], dtype=np.float32)  # the peer's [noise, length, noise_w]
-    ort = v["fp32-onnx"]
+    ort = v["original-onnx"]
     same_ids = "full decode of the original voice in ORT, same ids"
     jobs = [Job(ORT_WHOLE, lambda: [ort.synthesize_ids(whole, **knobs).samples]),
             Job(ORT_SENTENCES, _vitsq_full(ort, text, knobs))]
@@ -218,10 +218,13 @@ def build_jobs(v: dict[str, Any], peers: dict[str, Any], text: str, sentences: l
         jobs += [Job(f"{PEER} {decoder} (whole reply)", _peer_stream(peer, [whole], scales), ORT_WHOLE, same_ids, "frames"),
                  Job(f"{PEER} {decoder} (per sentence)", _peer_stream(peer, sentences, scales), ORT_SENTENCES,
                      same_ids, "frames")]
-    jobs.append(Job("vitsq fp32-onnx", _vitsq_stream(ort, text, knobs), ORT_SENTENCES,
-                    "its own synthesize() (the original voice in ORT)", ort.streaming))
-    for label in ("fp32-torch", "int8-ort-static"):
+    if v["fp32-onnx"] is ort:  # the original voice: its own synthesize() is already timed
+        jobs.append(Job("vitsq fp32-onnx", _vitsq_stream(ort, text, knobs), ORT_SENTENCES,
+                        "its own synthesize() (the original voice in ORT)", ort.streaming))
+    for label in ("fp32-onnx", "fp32-torch", "int8-ort-static"):
         synth = v[label]
+        if synth is ort:
+            continue
         ref = f"vitsq {label} (not streamed)"
         jobs += [Job(f"vitsq {label}", _vitsq_stream(synth, text, knobs), ref, "its own synthesize()", synth.streaming),
                  Job(ref, _vitsq_full(synth, text, knobs))]
@@ -279,16 +282,24 @@ def run_rounds(jobs: list[Job], rounds: int, warmup: int, sample_rate: int) -> t
 
 
 # ============================================================================ vitsq variants
-def load_variants(threads: int, int8_dir: Path | None, workdir: Path) -> dict[str, Any]:
-    """joe on PyTorch FP32 and ONNX Runtime FP32 (the original file), and the INT8 ``ort-static``
-    preset (quantized here unless ``int8_dir`` holds one), all on ``threads`` threads."""
+def load_variants(threads: int, int8_dir: Path | None, onnx_path: Path | None, workdir: Path) -> dict[str, Any]:
+    """joe on PyTorch FP32, on ONNX Runtime (the original file; and ``onnx_path``, a vitsq FP32
+    ONNX export of joe, when given), and the INT8 ``ort-static`` preset (quantized here unless
+    ``int8_dir`` holds one), all on ``threads`` threads."""
     import torch
 
     import vitsq
+    from vitsq.errors import InputError
 
     torch.set_num_threads(threads)
     fp32 = vitsq.load("joe", backend="torch")
-    onnx = vitsq.load("joe", backend="onnx", threads=threads)
+    original = vitsq.load("joe", backend="onnx", threads=threads)
+    onnx = original
+    if onnx_path is not None:
+        onnx = vitsq.load(onnx_path, backend="onnx", threads=threads)
+        if onnx.describe().get("quantization"):
+            raise InputError(f"--fp32-onnx {onnx_path} is quantized: give an FP32 ONNX export of joe "
+                             f"(vitsq export joe --format onnx -o PATH)")
     if int8_dir is None:
         log.info("quantizing joe with the ort-static preset (calibration takes a few minutes)")
         int8_dir = vitsq.quantize(fp32, "ort-static").save(workdir / "joe-ort-int8")
@@ -296,13 +307,12 @@ def load_variants(threads: int, int8_dir: Path | None, workdir: Path) -> dict[st
     recipe = (int8.describe().get("quantization") or {}).get("recipe")
     recipe = recipe.get("recipe") if isinstance(recipe, dict) else recipe  # a manifest nests the recipe record
     if int8.backend != "onnx" or recipe != "ort-static":
-        from vitsq.errors import InputError
-
         raise InputError(f"--int8 {int8_dir}: expected an ort-static artifact (vitsq quantize joe --recipe "
                          f"ort-static), got recipe {recipe!r} on the {int8.backend} backend")
     if torch.get_num_threads() != threads:
         raise RuntimeError(f"PyTorch runs {torch.get_num_threads()} threads, not {threads}")
-    return {"fp32-torch": fp32, "fp32-onnx": onnx, "int8-ort-static": int8, "length_scale": fp32.config.length_scale}
+    return {"fp32-torch": fp32, "fp32-onnx": onnx, "original-onnx": original, "int8-ort-static": int8,
+            "length_scale": fp32.config.length_scale}
 
 
 # ============================================================================ results
@@ -388,6 +398,7 @@ def markdown(data: dict[str, Any]) -> str:
            f"{s['length_scale']:g}; {s['rounds']} timed rounds after {s['warmup']} warm-up, interleaved (each "
            f"round runs every call once, in rotating order). TTFA: from the call until the first chunk is in "
            f"hand (phonemization included for vitsq, which is given text; the peer is given ids). "
+           f"`vitsq fp32-onnx` runs {s['fp32_onnx']}. "
            f"*streams*: `frames` = chunks within a sentence, `sentences` = one chunk per sentence. "
            f"*work ×*: streamed total ÷ the same variant not streamed (medians).", "",
            "## Time to first audio", ""]
@@ -423,6 +434,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=1, help="threads of every runtime (default 1)")
     ap.add_argument("--int8", type=Path, help="an ort-static artifact of joe (`vitsq quantize joe --recipe "
                                               "ort-static -o DIR`); default: quantize here")
+    ap.add_argument("--fp32-onnx", type=Path, help="a vitsq FP32 ONNX export of joe (`vitsq export joe --format "
+                                                   "onnx -o PATH`) as the fp32-onnx variant; default: the original "
+                                                   "voice file")
     ap.add_argument("--peer-profile", type=Path, help=f"a {PEER} profile.json (from `{PEER} calibrate`); "
                                                       "default: the package's default profile")
     ap.add_argument("--force", action="store_true", help="replace existing result files")
@@ -438,7 +452,7 @@ def _check_args(args: argparse.Namespace) -> tuple[Path, Path]:
         value = getattr(args, name)
         if not lo <= value <= hi:
             raise InputError(f"--{name} {value} is out of range: use an integer in {lo}..{hi}")
-    for name in ("int8", "peer_profile"):
+    for name in ("int8", "fp32_onnx", "peer_profile"):
         p = getattr(args, name)
         if p is not None and not p.exists():
             raise InputError(f"--{name.replace('_', '-')} {p} does not exist")
@@ -460,19 +474,20 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     machine["versions"][PEER] = _version(PEER)
     load_start = machine.pop("load_average")
     with tempfile.TemporaryDirectory(prefix="vitsq-peers-") as tmp:
-        v = load_variants(args.threads, args.int8, Path(tmp))
+        v = load_variants(args.threads, args.int8, args.fp32_onnx, Path(tmp))
         peers, peer_info = load_peer(*joe_paths(), Path(tmp), args.threads, args.peer_profile)
-        ort = v["fp32-onnx"]
+        ort = v["original-onnx"]
         text, sentences = pick_reply(ort, args.ids)
-        for label in ("fp32-torch", "int8-ort-static"):
+        for label in ("fp32-torch", "fp32-onnx", "int8-ort-static"):
             if v[label].text_to_ids(text) != sentences:
-                raise RuntimeError(f"{label} phonemizes the reply differently from fp32-onnx")
+                raise RuntimeError(f"{label} phonemizes the reply differently from the original voice")
         whole = join_ids(sentences, ort.config.phoneme_id_map)
         phon = peers["windowed"].phonemizer
         jobs = build_jobs(v, peers, text, sentences, whole)
         orders, worst = run_rounds(jobs, args.rounds, args.warmup, ort.sample_rate)
         results = summarize(jobs, worst, ort.sample_rate)
-        variants = {k: describe_sources(v[k].describe()) for k in ("fp32-torch", "fp32-onnx", "int8-ort-static")}
+        variants = {k: describe_sources(v[k].describe())
+                    for k in ("fp32-torch", "fp32-onnx", "original-onnx", "int8-ort-static")}
     machine["load_average_start"], machine["load_average_end"] = load_start, _loadavg()
     return {
         "kind": "vitsq-ttfa-peers",
@@ -481,7 +496,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         "machine": machine,
         "settings": {"threads": args.threads, "rounds": args.rounds, "warmup": args.warmup, "target_ids": args.ids,
                      "noise_scale": 0.0, "noise_w": 0.0, "length_scale": v["length_scale"],
-                     "vitsq_schedule": "default ChunkSchedule (8 frames, doubling to 128)"},
+                     "vitsq_schedule": "default ChunkSchedule (8 frames, doubling to 128)",
+                     "fp32_onnx": args.fp32_onnx.name if args.fp32_onnx else "the original voice file"},
         "reply": {"text": text, "sentence_ids": [len(s) for s in sentences], "whole_ids": len(whole),
                   "peer_phonemizer_whole_ids": len(phon.ids(text)[0]),
                   "peer_phonemizer_whole_equal": phon.ids(text)[0] == whole,
