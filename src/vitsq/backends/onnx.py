@@ -1,5 +1,6 @@
 """The ONNX Runtime backend: runs a graph with the Piper/Vosk contract (``input``,
-``input_lengths``, ``scales``[, ``sid``])."""
+``input_lengths``, ``scales``[, ``sid``]), and streams with an artifact's streaming pair
+(:mod:`vitsq.export.onnx_stream`)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,10 @@ class OnnxSynthesizer(BaseSynthesizer):
     explicit ``seed`` is refused while any noise is on; compare with zero noise. A batch of
     items with different lengths runs item by item (so every item equals its unbatched run);
     items of one length run as one call when the graph has an ``output_lengths`` output.
+
+    ``stream``: the artifact's streaming record (:func:`vitsq.export.onnx_stream.read_streaming`):
+    :meth:`stream` then runs the latent graph once per sentence and the decoder-step graph chunk
+    by chunk (``streaming == "frames"``); without it, one chunk per sentence.
     """
 
     backend = "onnx"
@@ -30,7 +35,7 @@ class OnnxSynthesizer(BaseSynthesizer):
                        "so the seed would be silently ignored")
 
     def __init__(self, onnx_path: str | Path, config: "VitsConfig", name: str, frontend: Any, *,
-                 threads: int | None = None, **kwargs: Any) -> None:
+                 threads: int | None = None, stream: dict[str, Any] | None = None, **kwargs: Any) -> None:
         import onnxruntime as ort
 
         kwargs.setdefault("artifact_paths", [Path(onnx_path)])
@@ -40,10 +45,12 @@ class OnnxSynthesizer(BaseSynthesizer):
         if threads:
             opts.intra_op_num_threads = threads
         self.threads = threads  # None: ONNX Runtime's default (one per physical core)
-        try:
-            self.session = ort.InferenceSession(str(onnx_path), sess_options=opts, providers=["CPUExecutionProvider"])
-        except Exception as exc:
-            raise ModelLoadError(f"ONNX Runtime cannot load {onnx_path}: {exc}") from exc
+        self.session = _load_session(onnx_path, opts)
+        self._stream: dict[str, Any] | None = None
+        if stream is not None:
+            self._stream = {**stream, "latent": _load_session(stream["latent_path"], opts),
+                            "step": _load_session(stream["step_path"], opts)}
+            self.streaming = "frames"
         self.input_names = {i.name for i in self.session.get_inputs()}
         self.output_names = [o.name for o in self.session.get_outputs()]
         missing = {"input", "input_lengths", "scales"} - self.input_names
@@ -79,7 +86,37 @@ class OnnxSynthesizer(BaseSynthesizer):
             outs.append(audio.reshape(-1))
         return outs
 
+    def _stream_ids(self, ids, speaker, scales, seed, schedule):
+        if self._stream is None:
+            yield from super()._stream_ids(ids, speaker, scales, seed, schedule)
+            return
+        from vitsq.export.onnx_stream import stream_sentence
+
+        x, lengths = pad_batch([ids])
+        feed = self._feed(x, lengths, [speaker], scales)
+        st = self._stream
+        empty = True
+        for samples, last in stream_sentence(st["latent"], st["step"], st, feed, schedule.plan):
+            empty = False
+            yield samples, last
+        if empty:  # a sentence of no frames: one empty chunk still ends it
+            yield np.zeros(0, np.float32), True
+
     def describe(self) -> dict[str, Any]:
         d = super().describe()
         d["threads"] = self.threads or "onnxruntime default"
+        if self._stream is not None:
+            d["streaming_graphs"] = {"lag_frames": self._stream["lag_frames"],
+                                     "quantized": self._stream.get("quantized", False),
+                                     "bytes": sum(Path(self._stream[k]).stat().st_size
+                                                  for k in ("latent_path", "step_path"))}
         return d
+
+
+def _load_session(path: str | Path, opts: Any) -> Any:
+    import onnxruntime as ort
+
+    try:
+        return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise ModelLoadError(f"ONNX Runtime cannot load {path}: {exc}") from exc

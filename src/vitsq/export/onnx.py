@@ -155,8 +155,9 @@ def read_metadata(proto: Any) -> dict[str, str]:
 
 def build_metadata(config: "VitsConfig", flavor: str, *, name: str, weights: str,
                    quantization: dict | None) -> dict[str, str]:
-    """The ``metadata_props`` we write: sample rate, symbols, speakers, config, recipe."""
-    return {
+    """The ``metadata_props`` we write: sample rate, symbols, speakers, config, recipe; Piper-flavor
+    graphs also carry the keys sherpa-onnx reads (:func:`sherpa_metadata`)."""
+    meta = {
         f"{META_PREFIX}export_version": str(EXPORT_VERSION),
         f"{META_PREFIX}flavor": flavor,
         f"{META_PREFIX}name": name,
@@ -169,6 +170,69 @@ def build_metadata(config: "VitsConfig", flavor: str, *, name: str, weights: str
         "language": config.language,
         f"{META_PREFIX}config": json.dumps(config.to_dict(), ensure_ascii=False),
         f"{META_PREFIX}quantization": json.dumps(quantization),
+    }
+    if flavor == "piper":
+        meta.update(sherpa_metadata(config))
+    return meta
+
+
+# =========================================================================== sherpa-onnx keys
+#: The symbols sherpa-onnx's Piper tokenizer builds every id sequence from (BOS, EOS, pad).
+SHERPA_SPECIAL = ("^", "$", "_")
+
+
+def sherpa_unfit_reason(config: "VitsConfig") -> str | None:
+    """Why sherpa-onnx cannot run this model's symbols, or None when it can.
+
+    sherpa-onnx runs Piper graphs (input, input_lengths, scales[, sid]) and turns phonemes into
+    ids itself: one Unicode character per ``tokens.txt`` line, one id each, laid out as
+    ``^ _ p1 _ p2 _ ... $``. A symbol of several characters or several ids cannot be written
+    there (sherpa-onnx 2.0.1 exits the process on such a ``tokens.txt``).
+    """
+    if config.phoneme_type != "espeak":
+        multi = sorted(k for k in config.phoneme_id_map if len(k) != 1)
+        why = (f"; {len(multi)} of its {len(config.phoneme_id_map)} symbols are several characters long "
+               f"({', '.join(multi[:5])}{', ...' if len(multi) > 5 else ''}), which sherpa-onnx's tokens.txt "
+               "(one character per token) cannot hold") if multi else ""
+        return (f"its {config.phoneme_type!r} front-end has no counterpart in sherpa-onnx, which reads the "
+                f"espeak-ng phonemes of Piper voices{why}")
+    if not config.add_blank:
+        return "it was trained without blanks, and sherpa-onnx always puts the pad symbol between phonemes"
+    missing = [s for s in SHERPA_SPECIAL if s not in config.phoneme_id_map]
+    if missing:
+        return f"its phoneme_id_map lacks {', '.join(repr(s) for s in missing)} (sherpa-onnx needs ^, $ and _)"
+    bad = [k for k, v in config.phoneme_id_map.items()
+           if k != "\n" and (len(k) != 1 or len(v) != 1 or (k.isspace() and k != " "))]
+    if bad:
+        return (f"symbols {', '.join(repr(k) for k in bad[:5])} are not one character with one id (the only "
+                "form sherpa-onnx's tokens.txt holds)")
+    return None
+
+
+def sherpa_metadata(config: "VitsConfig") -> dict[str, str]:
+    """The ``metadata_props`` sherpa-onnx reads for a Piper voice ({} when it cannot run the model).
+
+    2.x reads ``comment`` (``piper`` selects the Piper tokenizer), ``n_speakers``, ``sample_rate``
+    and ``language``; releases before 2.0 also read ``model_type``, ``voice`` (the espeak-ng
+    voice of their built-in phonemizer), ``has_espeak``, ``add_blank`` (0: the Piper tokenizer
+    inserts the pads itself) and ``punctuation``. ``language`` keeps vitsq's value.
+    """
+    import unicodedata
+
+    if sherpa_unfit_reason(config) is not None:
+        return {}
+    punct = [k for k in config.phoneme_id_map
+             if k not in SHERPA_SPECIAL and unicodedata.category(k).startswith("P")]
+    return {
+        "model_type": "vits",
+        "comment": "piper",
+        "n_speakers": str(config.n_speakers),
+        "sample_rate": str(config.sample_rate),
+        "language": config.language,
+        "voice": config.espeak_voice or config.language,
+        "has_espeak": "1",
+        "add_blank": "0",
+        "punctuation": " ".join(punct),
     }
 
 
@@ -254,6 +318,31 @@ def _write_onnx(model: nn.Module, synth: Any, path: Path, flavor: str, *, opset:
                                        quantization=None))
     proto.producer_name = "vitsq"
     onnx.save(proto, str(path))
+
+
+def export_onnx_dir(synth_or_model: Any, out_dir: str | Path, flavor: str | None = None, *,
+                    force: bool = False, streaming: bool = True) -> Path:
+    """An ONNX artifact folder (kind ``onnx``, read by ``vitsq.load``): the FP32 ``model.onnx``
+    (the graph :func:`export_onnx` writes, for the Piper or Vosk runtime) and, with
+    ``streaming``, the streaming graphs beside it (:mod:`vitsq.export.onnx_stream`), so the
+    ONNX Runtime backend streams chunk by chunk. Returns the folder."""
+    from vitsq.export import onnx_stream
+    from vitsq.manifest import source_info, write_manifest
+
+    model, synth = _torch_model(synth_or_model)
+    flavor = flavor or default_flavor(model.config)
+    if flavor not in FLAVORS:
+        raise InputError(f"unknown ONNX flavor {flavor!r}: valid flavors are {', '.join(FLAVORS)}")
+    out = check_output(out_dir, kind="dir", force=force, what="ONNX artifact folder")
+    with atomic_output(out, kind="dir", force=force, what="ONNX artifact folder") as tmp:
+        _write_onnx(model, synth, tmp / "model.onnx", flavor, opset=OPSET, name=getattr(synth, "name", "model"))
+        extra = {"streaming": onnx_stream.write_streaming_pair(model, tmp / "model.onnx", tmp)} if streaming else {}
+        write_manifest(tmp, "onnx", config=model.config,
+                       files=["model.onnx"] + onnx_stream.streaming_files(extra.get("streaming")),
+                       source=source_info(synth) if synth is not None else {}, quantization=None, flavor=flavor,
+                       model_file="model.onnx", **extra)
+    log.info("wrote %s", out)
+    return out
 
 
 def _piper_json(synth: Any, config: "VitsConfig", quantization: dict | None = None) -> dict:
@@ -370,12 +459,18 @@ def write_dictionary(synth: Any, out: Path) -> str:
 
 def export_vosk_dir(synth: Any, out_dir: str | Path, *, force: bool = False,
                     onnx_file: str | Path | None = None, quantization: dict | None = None,
-                    config: "VitsConfig | None" = None) -> Path:
+                    config: "VitsConfig | None" = None, streaming: bool = False,
+                    stream: dict | None = None) -> Path:
     """A folder the ``vosk-tts`` runtime loads as is: model.onnx, config.json, dictionary.
 
     ``onnx_file``: an already exported (e.g. quantized) Vosk-flavor ONNX to place instead of
     exporting the FP32 model. A ``vitsq.json`` manifest (kind ``vosk-dir``) is added for vitsq.
+    ``streaming``: also write the streaming graphs of the FP32 model
+    (:mod:`vitsq.export.onnx_stream`); ``stream``: the streaming record of ``onnx_file``'s
+    artifact (:func:`~vitsq.export.onnx_stream.read_streaming`), whose graphs are copied. The
+    ``vosk-tts`` runtime ignores them.
     """
+    from vitsq.export import onnx_stream
     from vitsq.manifest import source_info, write_manifest
 
     model, synth = _torch_model(synth) if onnx_file is None else (getattr(synth, "model", None), synth)
@@ -390,9 +485,15 @@ def export_vosk_dir(synth: Any, out_dir: str | Path, *, force: bool = False,
         (tmp / "config.json").write_text(json.dumps(vosk_runtime_config(config, quantization), indent=2,
                                                     ensure_ascii=False), encoding="utf-8")
         dict_src = write_dictionary(synth, tmp / "dictionary")
-        write_manifest(tmp, "vosk-dir", config=config, files=["model.onnx", "config.json", "dictionary"],
+        extra = {}
+        if streaming and onnx_file is None:
+            extra["streaming"] = onnx_stream.write_streaming_pair(model, tmp / "model.onnx", tmp)
+        elif stream is not None:
+            extra["streaming"] = onnx_stream.copy_streaming(stream, tmp)
+        files = ["model.onnx", "config.json", "dictionary"] + onnx_stream.streaming_files(extra.get("streaming"))
+        write_manifest(tmp, "vosk-dir", config=config, files=files,
                        source=source_info(synth) if synth is not None else {}, quantization=quantization,
-                       flavor="vosk", dictionary_source=dict_src)
+                       flavor="vosk", dictionary_source=dict_src, **extra)
     log.info("wrote %s", out)
     return out
 
@@ -457,7 +558,10 @@ def export_onnx_artifact(directory: str | Path, fmt: str, out: str | Path, *, fo
         has_dict = "dictionary" in manifest["files"]
         source_synth = _SourceRecord(source.get("name") or directory.name, str(directory) if has_dict else None,
                                      source.get("weights", "unknown"))
-    return export_vosk_dir(source_synth, out, force=force, onnx_file=model_file, quantization=quant, config=config)
+    from vitsq.export.onnx_stream import read_streaming
+
+    return export_vosk_dir(source_synth, out, force=force, onnx_file=model_file, quantization=quant, config=config,
+                           stream=read_streaming(manifest, directory))
 
 
 class _SourceRecord:
@@ -513,8 +617,9 @@ def load_exported_onnx(path: str | Path, backend: str = "onnx", device: str = "c
 def load_onnx_artifact(directory: str | Path, manifest: dict, backend: str = "onnx", device: str = "cpu",
                        **kw: Any):
     """A vitsq artifact folder of kind ``onnx`` or ``vosk-dir`` (``model.onnx`` + ``vitsq.json``)."""
-    from vitsq.manifest import manifest_config, verify_manifest
     from vitsq.backends.onnx import OnnxSynthesizer
+    from vitsq.export.onnx_stream import read_streaming
+    from vitsq.manifest import manifest_config, verify_manifest
     from vitsq.text import make_frontend
 
     directory = Path(directory)
@@ -530,4 +635,5 @@ def load_onnx_artifact(directory: str | Path, manifest: dict, backend: str = "on
     return OnnxSynthesizer(onnx_path, config, kw.get("name") or source.get("name") or directory.name, frontend,
                            threads=kw.get("threads"), label=source.get("weights", "trained"),
                            artifact_paths=[onnx_path], quantization=manifest.get("quantization"),
-                           extra_info={"source": str(directory), "kind": manifest["kind"]})
+                           extra_info={"source": str(directory), "kind": manifest["kind"]},
+                           stream=read_streaming(manifest, directory))

@@ -233,7 +233,7 @@ def quantize_onnx_file(fp32_path: Path, out_path: Path, recipe: Any, calibration
 
 
 def quantize_ort(synth: Any, recipe: Any, calibration: Any = None, *, flavor: str | None = None,
-                 calib: int | None = None):
+                 calib: int | None = None, streaming: bool = False):
     """Export ``synth`` to ONNX and quantize it with ``recipe``; returns a
     :class:`~vitsq.quantize.artifact.QuantizedModel` running the INT8 graph on ONNX Runtime.
 
@@ -241,6 +241,9 @@ def quantize_ort(synth: Any, recipe: Any, calibration: Any = None, *, flavor: st
     sentences of the shipped calibration split, seeded spread of speakers, model scales; ort-dynamic
     is not calibrated). The artifact folder (``model.onnx`` + ``vitsq.json``, kind ``onnx``) is
     built in a temporary folder owned by the returned object; ``.save(dir)`` writes it.
+    ``streaming`` (ort-static only): the folder also gets the streaming graphs
+    (:mod:`vitsq.export.onnx_stream`; INT8 with ``model.onnx``'s own quantization), and the
+    synthesizer streams chunk by chunk.
     """
     from vitsq.backends.onnx import OnnxSynthesizer
     from vitsq.export.onnx import default_flavor
@@ -249,6 +252,10 @@ def quantize_ort(synth: Any, recipe: Any, calibration: Any = None, *, flavor: st
     if not isinstance(recipe, (OrtStaticRecipe, OrtDynamicRecipe)):
         raise UnsupportedError(f"quantize_ort takes ort-static or ort-dynamic recipes, not {getattr(recipe, 'name', recipe)!r}")
     check_keep_float_scope(synth, recipe)
+    if streaming and not isinstance(recipe, OrtStaticRecipe):
+        raise UnsupportedError(f"streaming graphs need the ort-static recipe, not {recipe.name}: dynamic quantization "
+                               "scales each call's activations by that call's own range, so a chunk would not "
+                               "compute what the whole sentence computes")
     flavor = flavor or default_flavor(synth.config)
     if isinstance(recipe, OrtStaticRecipe) and calibration is None:
         from vitsq.quantize.calibration import make_calibration
@@ -257,19 +264,21 @@ def quantize_ort(synth: Any, recipe: Any, calibration: Any = None, *, flavor: st
     scratch = tempfile.TemporaryDirectory(prefix="vitsq-ort-")
     build = Path(scratch.name) / "artifact"
     build.mkdir()
-    quant = _write_ort_artifact(synth, recipe, calibration, flavor, Path(scratch.name), build)
+    quant, stream = _write_ort_artifact(synth, recipe, calibration, flavor, Path(scratch.name), build, streaming)
     int8 = OnnxSynthesizer(build / MODEL_FILE, synth.config, synth.name, synth.frontend,
                            label=getattr(synth, "label", "trained"), quantization=quant,
-                           extra_info={"source": synth.describe().get("source"), "flavor": flavor})
+                           extra_info={"source": synth.describe().get("source"), "flavor": flavor}, stream=stream)
     from vitsq.manifest import source_info
 
     return QuantizedModel(int8, recipe, calibration, None, source_info(synth), kind=ONNX_KIND,
                           build_dir=build, _scratch=scratch)
 
 
-def _write_ort_artifact(synth: Any, recipe: Any, calibration: Any, flavor: str, scratch: Path, out: Path) -> dict:
-    """FP32 export into ``scratch``, quantized ``model.onnx`` + ``vitsq.json`` into ``out``;
-    returns the quantization record."""
+def _write_ort_artifact(synth: Any, recipe: Any, calibration: Any, flavor: str, scratch: Path, out: Path,
+                        streaming: bool = False) -> tuple[dict, dict | None]:
+    """FP32 export into ``scratch``, quantized ``model.onnx`` (+ the streaming graphs) +
+    ``vitsq.json`` into ``out``; returns the quantization record and the streaming record
+    (:func:`vitsq.export.onnx_stream.read_streaming`, None without)."""
     import onnx
 
     from vitsq.export.onnx import build_metadata, export_onnx, set_metadata
@@ -289,10 +298,25 @@ def _write_ort_artifact(synth: Any, recipe: Any, calibration: Any, flavor: str, 
     set_metadata(proto, build_metadata(config, flavor, name=synth.name,
                                        weights=getattr(synth, "label", "trained"), quantization=quant))
     onnx.save(proto, str(out / MODEL_FILE))
-    write_manifest(out, KIND, config=config, files=[MODEL_FILE], source=source_info(synth),
-                   quantization=quant, flavor=flavor, model_file=MODEL_FILE)
+    files, extra = [MODEL_FILE], {}
+    if streaming:
+        from vitsq.export.onnx_stream import streaming_files, write_streaming_pair
+        from vitsq.models.polyphase import with_polyphase_upsampling
+
+        model = synth.model
+        if getattr(recipe, "polyphase_upsampling", False):
+            model = with_polyphase_upsampling(model)  # what the FP32 export traced
+        extra["streaming"] = write_streaming_pair(model, out / MODEL_FILE, out, float_onnx=fp32)
+        files += streaming_files(extra["streaming"])
+    write_manifest(out, KIND, config=config, files=files, source=source_info(synth),
+                   quantization=quant, flavor=flavor, model_file=MODEL_FILE, **extra)
     (scratch / "fp32.onnx").unlink()
-    return quant
+    stream = None
+    if streaming:
+        from vitsq.export.onnx_stream import read_streaming
+
+        stream = read_streaming(extra, out)
+    return quant, stream
 
 
 def check_keep_float_scope(synth: Any, recipe: Any) -> None:
@@ -312,10 +336,12 @@ def check_keep_float_scope(synth: Any, recipe: Any) -> None:
 
 
 def export_quantized(synth: Any, fmt: str, out: str | Path, recipe: Any, *, force: bool = False,
-                     calib: int | None = None, calibrate_method: str | None = None) -> Path:
+                     calib: int | None = None, calibrate_method: str | None = None,
+                     streaming: bool = False) -> Path:
     """``vitsq export --format onnx|piper|vosk-dir --recipe ort-static|ort-dynamic``: quantize
     ``synth`` (a recipe name is the measured preset, :func:`~vitsq.quantize.recipes.best_for`)
-    and write the format (:func:`vitsq.export.onnx.export_onnx_artifact`)."""
+    and write the format (:func:`vitsq.export.onnx.export_onnx_artifact`). ``streaming``: a
+    ``vosk-dir`` folder also gets the streaming graphs (single-file formats cannot carry them)."""
     from vitsq.export import onnx as ox
     from vitsq.quantize.recipes import best_for
 
@@ -332,7 +358,7 @@ def export_quantized(synth: Any, fmt: str, out: str | Path, recipe: Any, *, forc
     if calib is not None and not isinstance(recipe, OrtStaticRecipe):
         raise InputError(f"--calib applies to the ort-static recipe only (it calibrates activations), not {recipe.name!r}")
     flavor = {"piper": "piper", "vosk-dir": "vosk"}.get(fmt)
-    q = quantize_ort(synth, recipe, flavor=flavor, calib=calib)
+    q = quantize_ort(synth, recipe, flavor=flavor, calib=calib, streaming=streaming)
     return ox.export_onnx_artifact(q.build_dir, fmt, out, force=force, source_synth=synth)
 
 

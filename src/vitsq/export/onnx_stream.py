@@ -1,0 +1,768 @@
+"""Streaming ONNX graphs: a "latent" graph and a "decoder step" graph beside ``model.onnx``.
+
+``model.onnx`` (the Piper/Vosk contract) synthesizes a whole sentence per call. For streaming,
+an ONNX artifact folder also holds two graphs that together compute the same thing:
+
+* ``stream_latent.onnx``: ``input``, ``input_lengths``, ``scales``[, ``sid``] (as ``model.onnx``)
+  -> ``z`` [1, C, T] (the decoder input: flow output, masked) and, for multi-speaker models,
+  ``g`` [1, gin, 1] (the speaker conditioning). It is *cut out of* ``model.onnx``
+  (:func:`onnx.utils.Extractor`) at the tensors feeding the decoder, so it computes exactly what
+  ``model.onnx`` computes there -- in INT8 too, with the same quantization parameters.
+* ``stream_step.onnx``: ``z`` [1, C, n] (the next n >= 0 frames), ``flush`` [f] (its *length* f
+  is 1 on a sentence's last call, else 0), ``state_0`` ... ``state_{k-1}`` [b_i, c_i, len_i][, ``g``]
+  -> ``audio`` [1, 1, m] (the samples that are final) and ``new_state_0`` ... . It is
+  :class:`~vitsq.streaming.decoder.StreamingDecoder` exported through :class:`DecoderStepGraph`.
+  States start as zeros of the shapes recorded in the metadata (a state's *length* carries the
+  start of a sentence, e.g. a convolution's left padding). The first call must bring more than
+  ``lag_frames`` frames (:meth:`~vitsq.streaming.ChunkSchedule.plan` plans it so).
+
+INT8 (``ort-static``): the step graph is exported in float, then every quantized tensor of
+``model.onnx``'s decoder gets the same ``QuantizeLinear``/``DequantizeLinear`` pair (same scale
+and zero point) on its counterpart in the step graph, and every INT8 weight and bias is copied
+(:func:`mirror_quantization`). Counterparts are found by value: both float graphs run once on
+the same sentence (the step graph in one call) and each decoder node of ``model.onnx`` is paired
+with the step node of the same kind whose output holds the same numbers. Nodes left float in
+``model.onnx`` stay float. ONNX Runtime then fuses the same ``QLinearConv``/``QLinearAdd``/
+``QLinearLeakyRelu`` patterns, and a streamed sentence gives the integers of a whole-sentence run.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from vitsq.errors import ModelLoadError, UnsupportedError
+
+if TYPE_CHECKING:
+    import onnx
+    from torch import nn
+
+log = logging.getLogger(__name__)
+
+LATENT_FILE = "stream_latent.onnx"
+STEP_FILE = "stream_step.onnx"
+#: metadata_props key of the step graph (and manifest field) describing the streaming pair
+META_KEY = "vitsq.streaming"
+STREAMING_VERSION = 1
+#: ops that only move numbers: their outputs inherit their inputs' quantization
+_MOVERS = {"Pad", "Concat", "Slice", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Split",
+           "Gather", "Expand"}
+#: step-graph op kinds that may stand for a model op (a cache concatenation is the model's Pad)
+_COUNTERPART = {"Pad": ("Pad", "Concat")}
+
+
+# =========================================================================== the step graph
+def _torch_modules():
+    import torch
+    from torch import nn
+
+    return torch, nn
+
+
+def _step_graph_class():
+    torch, nn = _torch_modules()
+    from vitsq.streaming.decoder import StreamingDecoder
+
+    class DecoderStepGraph(nn.Module):
+        """z [1, C, n], flush [f], state_0..state_{k-1}[, g [1, gin, 1]] ->
+        (audio [1, 1, m], new_state_0..new_state_{k-1}).
+
+        Holds the model's decoder as ``dec`` so the weights keep their names (``dec.conv_pre.weight``);
+        the streaming decoder's ``step`` is called as is. ``flush``'s length (0 or 1) is traced as a
+        size, so one graph serves every call of a sentence.
+        """
+
+        def __init__(self, model: nn.Module) -> None:
+            super().__init__()
+            model.eval()
+            self.dec = model.dec
+            self.__dict__["_stream"] = StreamingDecoder(model)
+            c = int(model.config.inter_channels)
+            self.state_shapes = [tuple(s.shape) for s in self._stream.init_states(torch.zeros(1, c, 0))]
+            self.with_g = model.config.n_speakers > 1 and getattr(model.dec, "cond", None) is not None
+
+        def forward(self, z: torch.Tensor, flush: torch.Tensor, *rest: torch.Tensor):
+            k = len(self.state_shapes)
+            g = rest[k] if self.with_g else None  # [1, gin, 1]
+            audio, states = self._stream.step(z, list(rest[:k]), flush.shape[0], g)  # [1, 1, m]
+            return (audio, *states)
+
+    return DecoderStepGraph
+
+
+def step_graph(model: "nn.Module") -> "nn.Module":
+    """:class:`DecoderStepGraph` of ``model`` (a VITS/VITS2 module; polyphase or not)."""
+    return _step_graph_class()(model).eval()
+
+
+def export_step_graph(model: "nn.Module", path: str | Path, *, opset: int = 17) -> dict[str, Any]:
+    """Export ``model``'s decoder as a float step graph to ``path``; returns its description
+    (state shapes, look-ahead, samples per frame, input and output names)."""
+    import warnings
+
+    import onnx
+    import torch
+
+    graph = step_graph(model)
+    stream = graph._stream
+    k = len(graph.state_shapes)
+    c = int(model.config.inter_channels)
+    lag = int(stream.lag_frames)
+    z = torch.randn(1, c, 2 * lag + 5, generator=torch.Generator().manual_seed(0))
+    args = [z, torch.zeros(1, dtype=torch.int64)] + [torch.zeros(s) for s in graph.state_shapes]
+    inputs = ["z", "flush"] + [f"state_{i}" for i in range(k)]
+    outputs = ["audio"] + [f"new_state_{i}" for i in range(k)]
+    dynamic = {"z": {2: "frames"}, "flush": {0: "flush"}, "audio": {2: "samples"}}
+    for i in range(k):
+        dynamic[f"state_{i}"] = {2: f"state_{i}_frames"}
+        dynamic[f"new_state_{i}"] = {2: f"new_state_{i}_frames"}
+    if graph.with_g:
+        gin = int(model.config.gin_channels)
+        args.append(torch.randn(1, gin, 1, generator=torch.Generator().manual_seed(1)))
+        inputs.append("g")
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # TracerWarnings about sizes read as ints are expected
+        torch.onnx.export(graph, tuple(args), str(path), dynamo=False, opset_version=opset, input_names=inputs,
+                          output_names=outputs, dynamic_axes=dynamic, do_constant_folding=True)
+    with torch.inference_mode():
+        hop = int(model.vocode(torch.zeros(1, c, 4), args[-1] if graph.with_g else None)[0].shape[-1]) // 4
+    spec = {"version": STREAMING_VERSION, "lag_frames": lag, "hop": hop, "z_channels": c,
+            "states": [list(s) for s in graph.state_shapes], "inputs": inputs, "outputs": outputs,
+            "with_g": bool(graph.with_g), "decoder": stream.kind}
+    proto = onnx.load(str(path))
+    _set_meta(proto, {META_KEY: json.dumps(spec)})
+    onnx.save(proto, str(path))
+    return spec
+
+
+def _set_meta(proto: Any, meta: dict[str, str]) -> None:
+    keep = [(p.key, p.value) for p in proto.metadata_props if p.key not in meta]
+    del proto.metadata_props[:]
+    for k, v in keep + list(meta.items()):
+        proto.metadata_props.add(key=k, value=v)
+
+
+# =========================================================================== the latent graph
+def _producers(graph: Any) -> dict[str, Any]:
+    return {o: n for n in graph.node for o in n.output}
+
+
+def _float_source(name: str, producers: dict[str, Any]) -> str:
+    """The float tensor behind ``name`` (through a DequantizeLinear <- QuantizeLinear pair)."""
+    node = producers.get(name)
+    while node is not None and node.op_type in ("DequantizeLinear", "QuantizeLinear"):
+        name = node.input[0]
+        node = producers.get(name)
+    return name
+
+
+def decoder_inputs(proto: "onnx.ModelProto") -> tuple[str, str | None]:
+    """Names of the float tensors ``model.onnx`` feeds its decoder: z [B, C, T] (read by
+    ``/dec/conv_pre/``) and g [B, gin, 1] (read by ``/dec/cond/``; None without it)."""
+    producers = _producers(proto.graph)
+    found: dict[str, str] = {}
+    for node in proto.graph.node:
+        for scope in ("/dec/conv_pre/", "/dec/cond/"):
+            if node.op_type == "Conv" and node.name.startswith(scope) and scope not in found:
+                found[scope] = _float_source(node.input[0], producers)
+    if "/dec/conv_pre/" not in found:
+        raise UnsupportedError("the graph has no /dec/conv_pre/ convolution: not a vitsq VITS export, so its "
+                               "decoder input cannot be located for streaming")
+    return found["/dec/conv_pre/"], found.get("/dec/cond/")
+
+
+def extract_latent(model_path: str | Path, out_path: str | Path) -> dict[str, str]:
+    """Cut ``model.onnx`` at its decoder inputs into the latent graph (inputs as ``model.onnx``,
+    outputs ``z`` and, with a speaker conditioning, ``g``). Returns {output: source tensor}."""
+    import onnx
+    from onnx import helper
+    from onnx.utils import Extractor
+
+    proto = onnx.load(str(model_path))
+    z_name, g_name = decoder_inputs(proto)
+    wanted = [z_name] + ([g_name] if g_name else [])
+    known = {v.name for v in proto.graph.value_info}
+    # shape inference may leave these untyped in a float export; the Extractor needs their types
+    proto.graph.value_info.extend(helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None)
+                                  for n in wanted if n not in known)
+    sub = Extractor(proto).extract_model([i.name for i in proto.graph.input], wanted)
+    renamed = {"z": z_name, **({"g": g_name} if g_name else {})}
+    del sub.graph.output[:]
+    for out, src in renamed.items():
+        sub.graph.node.append(helper.make_node("Identity", [src], [out], name=f"stream_{out}"))
+        sub.graph.output.append(helper.make_tensor_value_info(out, onnx.TensorProto.FLOAT, None))
+    del sub.opset_import[:]
+    sub.opset_import.extend(proto.opset_import)
+    sub.ir_version = proto.ir_version
+    sub.producer_name = "vitsq"
+    _set_meta(sub, {META_KEY: json.dumps({"version": STREAMING_VERSION, "role": "latent", "outputs": renamed})})
+    onnx.save(sub, str(out_path))
+    return renamed
+
+
+# =========================================================================== running with every tensor
+def _float_names(proto: "onnx.ModelProto") -> set[str]:
+    """Every float tensor a node of ``proto`` produces (types from ONNX shape inference)."""
+    import onnx
+
+    inferred = onnx.shape_inference.infer_shapes(proto)
+    g = inferred.graph
+    types = {v.name: v.type.tensor_type.elem_type for v in list(g.value_info) + list(g.output) + list(g.input)}
+    return {o for n in g.node for o in n.output if types.get(o) == onnx.TensorProto.FLOAT}
+
+
+def run_exposed(proto: "onnx.ModelProto", feed: dict[str, np.ndarray], names: list[str]) -> dict[str, np.ndarray]:
+    """Run ``proto`` in ONNX Runtime (no graph rewrites, one thread) with ``names`` made outputs;
+    returns those tensors."""
+    import onnx
+    import onnxruntime as ort
+
+    p = copy.deepcopy(proto)
+    have = {o.name for o in p.graph.output}
+    for n in names:
+        if n not in have:
+            p.graph.output.append(onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None))
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(p.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return dict(zip(names, sess.run(names, {k: v for k, v in feed.items()
+                                            if k in {i.name for i in sess.get_inputs()}})))
+
+
+# =========================================================================== matching by value
+def _same(a: np.ndarray, b: np.ndarray, padded: bool) -> bool:
+    """``b`` holds the numbers of ``a`` (float rounding aside); with ``padded``, ``b`` may be
+    ``a`` with zero frames around it on the last axis (a cache concatenation of a padding), or
+    the other way round."""
+    if a.dtype != b.dtype or a.ndim != b.ndim:
+        return False
+    tol = 1e-4 * float(np.abs(a).max(initial=0.0)) + 1e-6
+    if a.shape == b.shape:
+        return bool(np.abs(a - b).max(initial=0.0) <= tol)
+    if not padded or a.ndim != 3 or a.shape[:2] != b.shape[:2]:
+        return False
+    long, short = (a, b) if a.shape[-1] > b.shape[-1] else (b, a)
+    n = short.shape[-1]
+    for off in range(long.shape[-1] - n + 1):
+        if (not long[..., :off].any() and not long[..., off + n:].any()
+                and np.abs(long[..., off:off + n] - short).max(initial=0.0) <= tol):
+            return True
+    return False
+
+
+def _pairs(model: "onnx.ModelProto", step: "onnx.ModelProto", mv: dict[str, np.ndarray],
+           sv: dict[str, np.ndarray], wanted: list[Any]) -> dict[str, list[Any]]:
+    """{model node name: [step nodes computing the same numbers]} for each node of ``wanted``."""
+    by_kind: dict[str, list[Any]] = {}
+    for s in step.graph.node:
+        if s.output and s.output[0] in sv:
+            by_kind.setdefault(s.op_type, []).append(s)
+    out: dict[str, list[Any]] = {}
+    fp32_out = {n.name: n.output[0] for n in model.graph.node}  # the INT8 graph may rename an output
+    for m in wanted:
+        ref = mv.get(fp32_out[m.name])
+        if ref is None:
+            raise UnsupportedError(f"cannot stream the INT8 decoder: no float value for {m.name} ({m.op_type})")
+        kinds = _COUNTERPART.get(m.op_type, (m.op_type,))
+        found = [s for kind in kinds for s in by_kind.get(kind, [])
+                 if _same(ref, sv[s.output[0]], padded=m.op_type == "Pad")]
+        if not found:
+            raise UnsupportedError(f"cannot stream the INT8 decoder: no node of the streaming decoder computes "
+                                   f"what {m.name} ({m.op_type}) computes, so its quantization cannot be copied")
+        out[m.name] = found
+    return out
+
+
+# =========================================================================== copying the quantization
+class _Mirror:
+    """Edits to the float step graph that give it ``model.onnx``'s INT8 decoder: initializers
+    copied from the INT8 model (prefixed ``q8/``), Q/DQ pairs before or after step nodes, weight
+    and bias DequantizeLinear nodes."""
+
+    PREFIX = "q8/"
+
+    def __init__(self, step: "onnx.ModelProto", int8: "onnx.ModelProto") -> None:
+        from onnx import numpy_helper
+
+        self.step, self.int8 = step, int8
+        self.init8 = {t.name: t for t in int8.graph.initializer}
+        self.value8 = lambda name: numpy_helper.to_array(self.init8[name])
+        self.copied: set[str] = set()
+        self.front: list[Any] = []  # weight DequantizeLinear nodes (initializer inputs only)
+        self.weight_out: dict[str, str] = {}  # INT8 DQ node name -> its copy's output
+        self.before: dict[int, list[Any]] = {}  # step node index -> nodes placed before it
+        self.after: dict[int, list[Any]] = {}
+        self.out_key: dict[str, tuple] = {}  # step tensor -> quantization it now carries
+        self.count = 0
+
+    def _copy_init(self, name: str) -> str:
+        if name and name not in self.copied:
+            t = copy.deepcopy(self.init8[name])
+            t.name = self.PREFIX + name
+            self.step.graph.initializer.append(t)
+            self.copied.add(name)
+        return self.PREFIX + name if name else ""
+
+    def key(self, scale: str, zero: str) -> tuple:
+        z = self.value8(zero)
+        return (self.value8(scale).tobytes(), z.tobytes(), str(z.dtype))
+
+    def _qdq(self, src: str, dst: str, scale: str, zero: str) -> list[Any]:
+        from onnx import helper
+
+        self.count += 1
+        s, z = self._copy_init(scale), self._copy_init(zero)
+        mid = f"{dst}__q8"
+        return [helper.make_node("QuantizeLinear", [src, s, z], [mid], name=f"stream_q_{self.count}"),
+                helper.make_node("DequantizeLinear", [mid, s, z], [dst], name=f"stream_dq_{self.count}")]
+
+    def weight(self, dq: Any) -> str:
+        """A copy of an INT8 model's weight/bias DequantizeLinear node; returns its output."""
+        if dq.name not in self.weight_out:
+            node = copy.deepcopy(dq)
+            node.name = self.PREFIX + dq.name
+            node.input[:] = [self._copy_init(i) for i in dq.input]
+            node.output[:] = [self.PREFIX + dq.output[0]]
+            self.front.append(node)
+            self.weight_out[dq.name] = node.output[0]
+        return self.weight_out[dq.name]
+
+    def quantize_output(self, idx: int, node: Any, scale: str, zero: str) -> None:
+        """Rename the step node's output and put Q/DQ after it under the old name."""
+        name = node.output[0]
+        k = self.key(scale, zero)
+        if name in self.out_key:
+            if self.out_key[name] != k:
+                raise UnsupportedError(f"cannot stream the INT8 decoder: step tensor {name} would need two "
+                                       "different quantizations")
+            return
+        raw = f"{name}__float"
+        node.output[0] = raw
+        self.after.setdefault(idx, []).extend(self._qdq(raw, name, scale, zero))
+        self.out_key[name] = k
+
+    def quantize_input(self, idx: int, node: Any, j: int, scale: str, zero: str) -> None:
+        """Q/DQ between input ``j`` and the step node (unless it already carries this quantization)."""
+        src = node.input[j]
+        if self.out_key.get(src) == self.key(scale, zero):
+            return
+        dst = f"{src}__in{self.count + 1}"
+        self.before.setdefault(idx, []).extend(self._qdq(src, dst, scale, zero))
+        node.input[j] = dst
+        self.out_key[dst] = self.key(scale, zero)
+
+    def finish(self) -> None:
+        nodes = list(self.step.graph.node)
+        out = list(self.front)
+        for i, n in enumerate(nodes):
+            out += self.before.get(i, []) + [n] + self.after.get(i, [])
+        del self.step.graph.node[:]
+        self.step.graph.node.extend(out)
+        used = {i for n in out for i in n.input}
+        keep = [t for t in self.step.graph.initializer if t.name in used]
+        del self.step.graph.initializer[:]
+        self.step.graph.initializer.extend(keep)
+
+
+def _consumers(graph: Any) -> dict[str, list[Any]]:
+    out: dict[str, list[Any]] = {}
+    for n in graph.node:
+        for i in n.input:
+            out.setdefault(i, []).append(n)
+    return out
+
+
+def _quantized_decoder_nodes(fp32: "onnx.ModelProto", int8: "onnx.ModelProto") -> list[Any]:
+    """INT8-model nodes of the decoder that read a DequantizeLinear or feed a QuantizeLinear."""
+    prod, cons = _producers(int8.graph), _consumers(int8.graph)
+    fp32_names = {n.name for n in fp32.graph.node}
+    out = []
+    for n in int8.graph.node:
+        if not n.name.startswith("/dec/") or n.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        if n.name not in fp32_names:
+            raise UnsupportedError(f"cannot stream the INT8 decoder: {n.name} is not a node of the float export")
+        reads = any(getattr(prod.get(i), "op_type", "") == "DequantizeLinear" for i in n.input)
+        feeds = any(c.op_type == "QuantizeLinear" for c in cons.get(n.output[0], []))
+        if reads or feeds:
+            out.append(n)
+    return out
+
+
+def mirror_quantization(step: "onnx.ModelProto", fp32: "onnx.ModelProto", int8: "onnx.ModelProto",
+                        feed: dict[str, np.ndarray], initial_states: list[np.ndarray]) -> "onnx.ModelProto":
+    """The float step graph ``step`` with the INT8 decoder of ``int8`` (``fp32`` quantized).
+
+    ``feed``: one sentence's inputs of ``model.onnx`` (zero noise), run through ``fp32`` and, in
+    one call, through ``step`` to pair nodes by value (see the module docstring).
+    """
+    z_name, g_name = decoder_inputs(fp32)
+    wanted = _quantized_decoder_nodes(fp32, int8)
+    model_names = sorted(({o for n in fp32.graph.node if n.name.startswith("/dec/") for o in n.output}
+                          & _float_names(fp32)) | {z_name} | ({g_name} if g_name else set()))
+    mv = run_exposed(fp32, feed, model_names)
+    fp32_out = {n.name: n.output[0] for n in fp32.graph.node}
+    wanted = [m for m in wanted if fp32_out[m.name] in mv]  # not the shape reads of a quantized tensor
+    step_feed = {"z": mv[z_name], "flush": np.zeros(1, np.int64),
+                 **{f"state_{i}": s for i, s in enumerate(initial_states)}}
+    if g_name and "g" in {i.name for i in step.graph.input}:
+        step_feed["g"] = mv[g_name]
+    sv = run_exposed(step, step_feed, sorted(_float_names(step)))
+    sv.update(step_feed)
+    pairs = _pairs(fp32, step, mv, sv, wanted)
+    out = copy.deepcopy(step)
+    index = {n.name: i for i, n in enumerate(step.graph.node)}
+    nodes = list(out.graph.node)
+    mirror = _Mirror(out, int8)
+    prod8, cons8 = _producers(int8.graph), _consumers(int8.graph)
+    for m in wanted:  # outputs first: inputs then see what each tensor already carries
+        q = next((c for c in cons8.get(m.output[0], []) if c.op_type == "QuantizeLinear"), None)
+        if q is not None:
+            for s in pairs[m.name]:
+                mirror.quantize_output(index[s.name], nodes[index[s.name]], q.input[1], q.input[2])
+    for m in wanted:
+        if m.op_type in _MOVERS:
+            continue
+        for s in pairs[m.name]:
+            _mirror_inputs(mirror, m, nodes[index[s.name]], index[s.name], prod8, mv, sv, step)
+    mirror.finish()
+    log.info("step graph: %d quantized decoder nodes of model.onnx copied onto %d step nodes",
+             len(wanted), sum(len(v) for v in pairs.values()))
+    return out
+
+
+def _mirror_inputs(mirror: _Mirror, m: Any, s: Any, idx: int, prod8: dict, mv: dict, sv: dict,
+                   step: "onnx.ModelProto") -> None:
+    """Weights, biases and activation quantization of ``m``'s inputs onto step node ``s``."""
+    orig = {n.name: n for n in step.graph.node}[s.name]  # input names before this pass renamed any
+    for i, name in enumerate(m.input):
+        dq = prod8.get(name)
+        if dq is None or dq.op_type != "DequantizeLinear" or i >= len(s.input):
+            continue
+        if dq.input[0] in mirror.init8:  # an INT8 weight or bias
+            s.input[i] = mirror.weight(dq)
+            continue
+        j = i
+        if m.op_type in ("Add", "Mul") and len(s.input) == len(m.input):
+            ref = mv.get(_float_source(name, prod8))
+            hits = [k for k, t in enumerate(orig.input) if ref is not None and t in sv and _same(ref, sv[t], False)]
+            j = hits[0] if len(hits) == 1 else i
+        mirror.quantize_input(idx, s, j, dq.input[1], dq.input[2])
+
+
+# =========================================================================== caches kept in INT8
+class _Graph:
+    """Producer/consumer maps of a graph, rebuilt on demand."""
+
+    def __init__(self, proto: "onnx.ModelProto") -> None:
+        from onnx import numpy_helper
+
+        self.proto = proto
+        self.prod = _producers(proto.graph)
+        self.cons = _consumers(proto.graph)
+        self.init = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
+        self.outputs = {o.name: i for i, o in enumerate(proto.graph.output)}
+        self.inputs = {o.name: i for i, o in enumerate(proto.graph.input)}
+
+    def key(self, q: Any) -> tuple:
+        z = self.init[q.input[2]]
+        return (self.init[q.input[1]].tobytes(), z.tobytes(), str(z.dtype))
+
+    def zero_const(self, name: str) -> bool:
+        from onnx import numpy_helper
+
+        node = self.prod.get(name)
+        if node is None or node.op_type != "ConstantOfShape":
+            return False
+        value = next((numpy_helper.to_array(a.t) for a in node.attribute if a.name == "value"), np.zeros(1, np.float32))
+        return value.dtype == np.float32 and not value.any()
+
+
+def _concat_plan(g: _Graph, c: Any, state_of: dict[str, int], out_state: dict[str, int]) -> dict | None:
+    """How concatenation ``c`` can run on INT8 numbers, or None: every use of its float output
+    goes through one quantization (directly, or through a Slice), except Slices that are the
+    next states of the states it reads (they then carry the INT8 numbers instead)."""
+    key, quants, shapes, slices, state_slices = None, [], [], [], []
+
+    def unify(q: Any) -> bool:
+        nonlocal key
+        k = g.key(q)
+        key = key or k
+        return k == key
+
+    for use in g.cons.get(c.output[0], []):
+        if use.op_type == "QuantizeLinear" and unify(use):
+            quants.append(use)
+            for dq in g.cons.get(use.output[0], []):  # the quantized copy's own states
+                for sl in g.cons.get(dq.output[0], []) if dq.op_type == "DequantizeLinear" else []:
+                    if sl.op_type == "Slice" and sl.output[0] in out_state:
+                        state_slices.append(sl)
+        elif use.op_type == "Shape":
+            shapes.append(use)
+        elif use.op_type == "Slice" and use.input[0] == c.output[0]:
+            if use.output[0] in out_state:
+                state_slices.append(use)
+            elif all(u.op_type == "QuantizeLinear" and unify(u) for u in g.cons.get(use.output[0], [])):
+                slices.append(use)
+            else:
+                return None
+        else:
+            return None
+    if key is None or not (quants or slices):
+        return None
+    read = {state_of[i] for i in c.input if i in state_of}
+    written = {out_state[s.output[0]] for s in state_slices}
+    if read != written or any(len(g.cons[i]) != 1 for i in c.input if i in state_of):
+        return None
+    return {"key": key, "quants": quants, "shapes": shapes, "slices": slices, "state_slices": state_slices,
+            "q": (quants or [q for s in slices for q in g.cons[s.output[0]]])[0]}
+
+
+def int8_caches(proto: "onnx.ModelProto", states: list[dict]) -> int:
+    """Rewrite, in place, the cache concatenations of a quantized step graph to run on INT8
+    numbers: ``Q(concat(cache, x, zeros))`` -> ``concat(cache8, Q(x), zero_point)``, the
+    cache states then INT8 (``states[i]`` gets its ``dtype`` and ``fill``). Same numbers
+    (quantization is elementwise), a quarter of the bytes moved, and no float round trip
+    between INT8 layers. Returns the number of concatenations rewritten."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    g = _Graph(proto)
+    k = len(states)
+    state_of = {f"state_{i}": i for i in range(k)}
+    out_state = {f"new_state_{i}": i for i in range(k)}
+    done, new_nodes, drop, made = 0, {}, set(), {}
+    for c in [n for n in proto.graph.node if n.op_type == "Concat"]:
+        plan = _concat_plan(g, c, state_of, out_state)
+        if plan is None:
+            continue
+        q = plan["q"]
+        zp = g.init[q.input[2]]
+        elem = helper.np_dtype_to_tensor_dtype(zp.dtype)
+        before, ins = [], []
+        for t in c.input:
+            if t in state_of:
+                i = state_of[t]
+                proto.graph.input[g.inputs[t]].type.tensor_type.elem_type = elem
+                states[i].update(dtype=str(zp.dtype), fill=int(zp.reshape(-1)[0]))
+                ins.append(t)
+            elif (t in g.prod and g.prod[t].op_type == "DequantizeLinear" and g.prod[t].input[0] not in g.init
+                  and g.key(g.prod[t]) == plan["key"]):
+                ins.append(g.prod[t].input[0])  # DQ then Q of the same scale: the INT8 numbers as they are
+            else:
+                name = made.get((t, plan["key"]))
+                if name is None:  # one INT8 copy of a tensor several caches read
+                    name = made[(t, plan["key"])] = f"{t}__int8_{len(made)}"
+                    if g.zero_const(t):
+                        fill = numpy_helper.from_array(zp.reshape(1), name="")
+                        before.append(helper.make_node("ConstantOfShape", [g.prod[t].input[0]], [name],
+                                                       name=f"{name}_fill", value=fill))
+                    else:
+                        before.append(helper.make_node("QuantizeLinear", [t, q.input[1], q.input[2]], [name],
+                                                       name=f"{name}_q"))
+                ins.append(name)
+        out8 = f"{c.output[0]}__int8"
+        before.append(helper.make_node("Concat", ins, [out8], name=f"{c.name}_int8", axis=c.attribute[0].i))
+        new_nodes[c.name] = before
+        drop.add(c.name)
+        for use in plan["quants"]:  # Q(concat) is the INT8 concat itself
+            _identity(use, out8)
+        for use in plan["shapes"] + plan["slices"] + plan["state_slices"]:
+            use.input[0] = out8
+        for sl in plan["slices"]:
+            for use in g.cons[sl.output[0]]:
+                _identity(use, sl.output[0])
+        for sl in plan["state_slices"]:
+            proto.graph.output[g.outputs[sl.output[0]]].type.tensor_type.elem_type = elem
+        done += 1
+    nodes = []
+    for n in proto.graph.node:
+        nodes += new_nodes.get(n.name, []) + ([] if n.name in drop else [n])
+    del proto.graph.node[:]
+    proto.graph.node.extend(nodes)
+    del proto.graph.value_info[:]  # types changed; ONNX Runtime infers them again
+    _shape_reads(proto)
+    _prune(proto)
+    return done
+
+
+def _shape_reads(proto: "onnx.ModelProto") -> None:
+    """A Shape of a dequantized tensor reads the INT8 tensor (same shape): a DequantizeLinear
+    that only fed sizes is then not run at all. (Not further back: a float tensor read by
+    anything but its QuantizeLinear keeps ONNX Runtime from fusing its producer into INT8.)"""
+    prod = _producers(proto.graph)
+    for n in proto.graph.node:
+        src = prod.get(n.input[0]) if n.op_type == "Shape" else None
+        if src is not None and src.op_type == "DequantizeLinear":
+            n.input[0] = src.input[0]
+
+
+def _identity(node: Any, src: str) -> None:
+    """Turn ``node`` into ``Identity(src)`` keeping its output name."""
+    out = node.output[0]
+    node.op_type = "Identity"
+    del node.input[:]
+    node.input.append(src)
+    del node.attribute[:]
+    del node.output[:]
+    node.output.append(out)
+
+
+def _prune(proto: "onnx.ModelProto") -> None:
+    """Drop nodes and initializers nothing uses (graph outputs are used)."""
+    needed = {o.name for o in proto.graph.output}
+    keep = []
+    for n in reversed(list(proto.graph.node)):
+        if any(o in needed for o in n.output):
+            keep.append(n)
+            needed.update(i for i in n.input if i)
+    del proto.graph.node[:]
+    proto.graph.node.extend(reversed(keep))
+    inits = [t for t in proto.graph.initializer if t.name in needed]
+    del proto.graph.initializer[:]
+    proto.graph.initializer.extend(inits)
+
+
+# =========================================================================== the pair, written and checked
+def initial_states(spec: dict) -> list[np.ndarray]:
+    """The states before a sentence's first call (``spec``: the step graph's description)."""
+    return [np.full(s["shape"], s.get("fill", 0), dtype=s.get("dtype", "float32")) for s in spec["states"]]
+
+
+def sample_feed(proto: "onnx.ModelProto", config: Any) -> dict[str, np.ndarray]:
+    """One sentence of ``model.onnx`` inputs (seeded random symbols, zero noise) for matching and
+    checking the pair."""
+    ids = np.random.default_rng(0).integers(1, config.n_vocab, size=(1, 48), dtype=np.int64)  # [1, T]
+    feed = {"input": ids, "input_lengths": np.array([48], np.int64), "scales": np.array([0.0, 1.0, 0.0], np.float32)}
+    if "sid" in {i.name for i in proto.graph.input}:
+        feed["sid"] = np.zeros(1, np.int64)
+    return feed
+
+
+def stream_sentence(latent: Any, step: Any, spec: dict, feed: dict[str, np.ndarray],
+                    plan: Any) -> Any:
+    """Run one sentence through the pair (ONNX Runtime sessions): yields each call's samples
+    [m] and whether it was the last. ``plan(frames, lag)`` gives the frames per call."""
+    names = {i.name for i in latent.get_inputs()}
+    outs = latent.run(None, {k: v for k, v in feed.items() if k in names})
+    z = outs[0]  # [1, C, T]
+    g = outs[1] if spec.get("with_g") else None  # [1, gin, 1]
+    states = initial_states(spec)
+    sizes = plan(int(z.shape[-1]), int(spec["lag_frames"]))
+    pos = 0
+    for k, n in enumerate(sizes):
+        last = k == len(sizes) - 1
+        call = {"z": z[:, :, pos:pos + n], "flush": np.zeros(int(last), np.int64),
+                **{f"state_{i}": s for i, s in enumerate(states)}}
+        if g is not None:
+            call["g"] = g
+        audio, *states = step.run(None, call)
+        pos += n
+        yield audio.reshape(-1), last
+
+
+def _session(path: str | Path) -> Any:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def check_pair(model_onnx: str | Path, latent_path: str | Path, step_path: str | Path, spec: dict,
+               feed: dict[str, np.ndarray]) -> dict[str, float]:
+    """Stream one sentence through the pair at several chunk sizes and compare with ``model.onnx``
+    (zero noise): the largest difference relative to the peak, and in 16-bit samples."""
+    from vitsq.streaming import ChunkSchedule
+
+    model, latent, step = _session(model_onnx), _session(latent_path), _session(step_path)
+    ref = model.run(["output"], feed)[0].reshape(-1)
+    worst = {"max_rel": 0.0, "max_lsb": 0}
+    for sched in ([1], [3, 5, 7], None):
+        plan = ChunkSchedule.build(sched).plan
+        got = np.concatenate([a for a, _ in stream_sentence(latent, step, spec, feed, plan)])
+        if got.shape != ref.shape:
+            raise UnsupportedError(f"the streaming graphs give {got.size} samples where model.onnx gives {ref.size}")
+        rel = float(np.abs(got - ref).max() / max(float(np.abs(ref).max()), 1e-12))
+        lsb = int(np.abs(_int16(got).astype(np.int32) - _int16(ref)).max())
+        worst = {"max_rel": max(worst["max_rel"], rel), "max_lsb": max(worst["max_lsb"], lsb)}
+    return worst
+
+
+def _int16(x: np.ndarray) -> np.ndarray:
+    return (np.clip(x, -1.0, 1.0) * 32767.0).astype(np.int16)
+
+
+def write_streaming_pair(model: "nn.Module", model_onnx: str | Path, out_dir: str | Path, *,
+                         float_onnx: str | Path | None = None) -> dict[str, Any]:
+    """Write ``stream_latent.onnx`` and ``stream_step.onnx`` for ``model_onnx`` into ``out_dir``;
+    returns the manifest record (file names, look-ahead, states, the exactness check).
+
+    ``model``: the PyTorch module ``model_onnx`` was exported from (with polyphase upsampling if
+    it was). ``float_onnx``: for a quantized ``model_onnx`` (ort-static), the float graph it was
+    quantized from; the step graph then gets its INT8 decoder (:func:`mirror_quantization`).
+    Raises UnsupportedError when the pair cannot reproduce ``model_onnx`` (streamed audio must
+    equal it within 1e-5 of the peak in float, within 1 LSB of 16-bit audio in INT8).
+    """
+    import tempfile
+
+    import onnx
+
+    out_dir = Path(out_dir)
+    extract_latent(model_onnx, out_dir / LATENT_FILE)
+    proto_model = onnx.load(str(model_onnx))
+    feed = sample_feed(proto_model, model.config)
+    with tempfile.TemporaryDirectory(prefix="vitsq-stream-") as tmp:
+        spec = export_step_graph(model, Path(tmp) / "step.onnx")
+        step = onnx.load(str(Path(tmp) / "step.onnx"))
+    spec["states"] = [{"shape": list(s), "dtype": "float32", "fill": 0} for s in spec["states"]]
+    spec["quantized"] = float_onnx is not None
+    if float_onnx is not None:
+        step = mirror_quantization(step, onnx.load(str(float_onnx)), proto_model, feed, initial_states(spec))
+        int8_caches(step, spec["states"])
+    _set_meta(step, {META_KEY: json.dumps(spec)})
+    step.producer_name = "vitsq"
+    onnx.save(step, str(out_dir / STEP_FILE))
+    check = check_pair(model_onnx, out_dir / LATENT_FILE, out_dir / STEP_FILE, spec, feed)
+    ok = check["max_lsb"] <= 1 if float_onnx is not None else check["max_rel"] <= 1e-5
+    if not ok:
+        raise UnsupportedError(f"the streaming graphs do not reproduce {Path(model_onnx).name} (largest difference "
+                               f"{check['max_rel']:.2e} of the peak, {check['max_lsb']} LSB of 16-bit audio)")
+    log.info("streaming pair written to %s (check: %.1e of peak, %d LSB)", out_dir, check["max_rel"], check["max_lsb"])
+    return {**spec, "latent_file": LATENT_FILE, "step_file": STEP_FILE, "check": check}
+
+
+def read_streaming(manifest: dict[str, Any], directory: str | Path) -> dict[str, Any] | None:
+    """The streaming record of an artifact manifest with absolute ``latent_path``/``step_path``,
+    or None when the artifact has no streaming pair."""
+    rec = manifest.get("streaming")
+    if not rec:
+        return None
+    version = rec.get("version") if isinstance(rec, dict) else None
+    if version != STREAMING_VERSION:
+        raise ModelLoadError(f"{directory}: streaming record of version {version!r} is not supported (this vitsq "
+                             f"reads version {STREAMING_VERSION}): re-create the artifact with vitsq")
+    return {**rec, "latent_path": Path(directory) / rec["latent_file"], "step_path": Path(directory) / rec["step_file"]}
+
+
+def streaming_files(record: dict[str, Any] | None) -> list[str]:
+    """The file names a streaming record adds to an artifact (none without a record)."""
+    return [record["latent_file"], record["step_file"]] if record else []
+
+
+def copy_streaming(stream: dict[str, Any], out_dir: str | Path) -> dict[str, Any]:
+    """Copy an artifact's streaming graphs (``stream`` from :func:`read_streaming`) into
+    ``out_dir``; returns the record for its manifest."""
+    import shutil
+
+    record = {k: v for k, v in stream.items() if k not in ("latent_path", "step_path", "latent", "step")}
+    shutil.copyfile(stream["latent_path"], Path(out_dir) / record["latent_file"])
+    shutil.copyfile(stream["step_path"], Path(out_dir) / record["step_file"])
+    return record
