@@ -4,6 +4,7 @@
 # FP32 originals in interleaved runs, evaluates quality on the held-out split, and writes the
 # combined tables the README quotes. About an hour on a 2-core CPU.
 #   benchmarks/run.sh            # CPU suite
+#   benchmarks/run.sh ttfa       # only the time-to-first-audio run (step 2b; ~10 minutes)
 #   benchmarks/gpu.sh            # the GPU suite, on a machine with CUDA
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +12,23 @@ V="${VITSQ:-.venv/bin/vitsq}"
 A=out/bench
 B=benchmarks
 THREADS="${THREADS:-1}"
+
+# 2b. time to first audio: a 300-phoneme reply (one utterance built from evaluation sentences),
+# streamed (first chunk) vs the whole call, every variant interleaved round by round in one run;
+# the baseline is the non-streamed FP32 ONNX Runtime voice. Variants that stream by sentences
+# return the reply in one chunk (their TTFA is their latency): measured all the same, for comparison.
+ttfa() {
+  [ -d $A/joe-ort-int8 ] || $V quantize joe --recipe ort-static -o $A/joe-ort-int8
+  local pte=()
+  [ -d $A/joe-pte-int8 ] && pte=(pte-int8=$A/joe-pte-int8)  # ExecuTorch when built (step 1)
+  $V bench fp32-ort=joe@onnx fp32-torch=joe@torch ort-int8=$A/joe-ort-int8 "${pte[@]}" \
+    --ttfa --phonemes 300 --threads "$THREADS" --iters 12 --warmup 2 --out $B/joe_ttfa_${THREADS}thread.json --force
+}
+case "${1:-all}" in
+  all) ;;
+  ttfa) ttfa; exit 0 ;;
+  *) echo "usage: $0 [all|ttfa]" >&2; exit 2 ;;
+esac
 
 # 1. artifacts: the measured presets (a recipe name means its preset)
 $V quantize joe --recipe ort-static -o $A/joe-ort-int8 --force
@@ -23,6 +41,7 @@ $V bench fp32-ort=joe@onnx fp32-torch=joe@torch ort-int8=$A/joe-ort-int8 pte-int
   --batch 1,2,4 --threads "$THREADS" --iters 8 --warmup 2 --out $B/joe_cpu_${THREADS}thread.json --force
 $V bench fp32-torch=vosk-ru-multi@torch ort-int8=$A/vosk-ort-int8 pte-int8=$A/vosk-pte-int8 \
   --batch 1,2,4,8 --threads "$THREADS" --iters 6 --warmup 2 --out $B/vosk_random_cpu_${THREADS}thread.json --force
+ttfa
 
 # 3. quality: the 235 held-out sentences, zero noise (the only noise ONNX Runtime shares)
 $V eval joe ort-int8=$A/joe-ort-int8 pte-int8=$A/joe-pte-int8 --noise-scale 0 --noise-w 0 \
