@@ -6,6 +6,7 @@ Specs:
 - ``path/voice.onnx``: a Piper voice (``voice.onnx.json`` beside it) or an ONNX exported by vitsq.
 - ``path/G_1000.pth``: a Vosk VITS2 training checkpoint (``config.json`` beside it, or ``config_path``).
 - ``path/dir`` with ``vitsq.json``: an artifact written by ``vitsq quantize``/``vitsq export``.
+  Folders from ``vitsq export --format sherpa`` run on the sherpa backend (sherpa-onnx) or on onnx.
 - ``path/dir`` with ``model.onnx`` + ``config.json``: a Vosk model folder (onnx backend).
 
 Each spec resolves to a :class:`Target`: the backends it can run on (the first is its own, what
@@ -98,6 +99,12 @@ def _load_executorch_artifact(directory: Path, manifest: dict, backend: str, dev
     return load_executorch_artifact(directory, manifest, backend=backend, device=device, threads=threads)
 
 
+def _load_sherpa_artifact(directory: Path, manifest: dict, backend: str, device: str, threads: int | None):
+    from vitsq.backends.sherpa import load_sherpa_artifact
+
+    return load_sherpa_artifact(directory, manifest, backend=backend, device=device, threads=threads)
+
+
 @dataclass(frozen=True)
 class Preset:
     """A model loadable by name: what it is, the backends it runs on (first: its own), its loader."""
@@ -116,10 +123,12 @@ PRESETS: dict[str, Preset] = {
 
 @dataclass(frozen=True)
 class ArtifactKind:
-    """An artifact kind (``vitsq.json`` "kind"): the backend it runs on and its loader."""
+    """An artifact kind (``vitsq.json`` "kind"): the backend it runs on, its loader, and other
+    backends the same files run on (``also``)."""
 
     backend: str
     loader: Callable[..., Any]  # (directory, manifest, backend, device, threads[, engine]) -> Synthesizer
+    also: tuple[str, ...] = ()
 
 
 ARTIFACT_LOADERS: dict[str, ArtifactKind] = {
@@ -128,6 +137,8 @@ ARTIFACT_LOADERS: dict[str, ArtifactKind] = {
     "onnx": ArtifactKind("onnx", _load_onnx_artifact),
     "vosk-dir": ArtifactKind("onnx", _load_onnx_artifact),
     "executorch": ArtifactKind("executorch", _load_executorch_artifact),
+    # a sherpa-onnx folder: its Piper graph also runs on ONNX Runtime
+    "sherpa": ArtifactKind("sherpa", _load_sherpa_artifact, also=("onnx",)),
 }
 
 
@@ -163,7 +174,8 @@ def _artifact_target(path: Path, engine: str | None) -> Target:
         def load(b, d, t):
             return art.loader(path, manifest, b, d, t)
     hint = "" if art.backend == "torch" else " (load the source model for the other backends)"
-    return Target(f"{path} ({kind} artifact)", (art.backend,), load, takes_engine=kind == "torch-eager", hint=hint)
+    return Target(f"{path} ({kind} artifact)", (art.backend, *art.also), load, takes_engine=kind == "torch-eager",
+                  hint=hint)
 
 
 def _path_target(spec: str, config_path: Path | None, engine: str | None) -> Target:
@@ -232,10 +244,10 @@ def load(spec: str | Path, backend: str = AUTO, device: str = "cpu", *, threads:
 
     ``backend``: ``"auto"`` (default) runs the model on its own backend: an artifact on the one its
     ``vitsq.json`` kind names (``onnx``/``vosk-dir`` -> onnx, ``executorch`` -> executorch,
-    ``torch-eager``/``torch-pt2e`` -> torch), a Vosk model folder or a vitsq ONNX file on onnx, and
-    checkpoints, Piper voices and named models on torch. ``"torch"``, ``"onnx"`` or
-    ``"executorch"`` ask for one; a model that cannot run there is an UnsupportedError naming the
-    backends it can run on.
+    ``torch-eager``/``torch-pt2e`` -> torch, ``sherpa`` -> sherpa, i.e. sherpa-onnx, or onnx when
+    asked), a Vosk model folder or a vitsq ONNX file on onnx, and checkpoints, Piper voices and
+    named models on torch. ``"torch"``, ``"onnx"``, ``"executorch"`` or ``"sherpa"`` ask for one;
+    a model that cannot run there is an UnsupportedError naming the backends it can run on.
 
     ``device``: ``cpu``, ``cuda`` or ``cuda:N`` (torch backend, when this machine has the GPU).
     ``threads``: intra-op threads. On the torch backend this calls ``torch.set_num_threads``,

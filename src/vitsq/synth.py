@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: The concrete backends a model can run on.
-BACKENDS = ("torch", "onnx", "executorch")
+BACKENDS = ("torch", "onnx", "executorch", "sherpa")
 #: ``vitsq.load``'s default: the model's own backend (see :func:`vitsq.registry.load`).
 AUTO = "auto"
 BACKEND_CHOICES = (AUTO, *BACKENDS)

@@ -2,7 +2,8 @@
 
 Formats: ``onnx`` (a bare graph with its config in the metadata), ``piper`` (``voice.onnx`` +
 ``voice.onnx.json`` for the Piper runtime), ``vosk-dir`` (a folder the ``vosk-tts`` runtime loads),
-``executorch`` (``.pte`` programs). A model is exported from its FP32 torch weights, optionally
+``executorch`` (``.pte`` programs), ``sherpa`` (a Piper voice folder for sherpa-onnx,
+:mod:`vitsq.export.sherpa`). A model is exported from its FP32 torch weights, optionally
 quantized on the way (``recipe``: a name = the measured preset, :func:`vitsq.quantize.recipes.best_for`);
 an ONNX artifact (``vitsq quantize --recipe ort-static|ort-dynamic``) is exported by reusing its graph.
 """
@@ -17,14 +18,15 @@ from vitsq.errors import InputError, UnsupportedError
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("onnx", "vosk-dir", "piper", "executorch")
+FORMATS = ("onnx", "vosk-dir", "piper", "executorch", "sherpa")
 ONNX_RECIPES = ("fp32", "ort-static", "ort-dynamic")
 EXECUTORCH_RECIPES = ("fp32", "pt2e")
 ONNX_KINDS = ("onnx", "vosk-dir")
 
 
 def check_export_args(fmt: str, out: str | Path, *, recipe: Any = None, force: bool = False,
-                      calib: int | None = None, calibrate_method: str | None = None) -> Path:
+                      calib: int | None = None, calibrate_method: str | None = None,
+                      espeak_data: bool = True) -> Path:
     """Everything about an export that can be refused without the model: format, recipe and the
     options it takes, and the output path (:mod:`vitsq.outputs`). Returns the output path."""
     from vitsq.export.onnx import check_export_output
@@ -32,6 +34,13 @@ def check_export_args(fmt: str, out: str | Path, *, recipe: Any = None, force: b
 
     if fmt not in FORMATS:
         raise InputError(f"unknown export format {fmt!r}: valid formats are {', '.join(FORMATS)}")
+    if fmt == "sherpa":
+        from vitsq.export.sherpa import check_sherpa_args
+
+        return check_sherpa_args(out, recipe=recipe, force=force, espeak_data=espeak_data, calib=calib,
+                                 calibrate_method=calibrate_method)
+    if not espeak_data:
+        raise InputError("--no-espeak-data applies to --format sherpa only (the other formats copy no espeak data)")
     name = recipe if recipe is None or isinstance(recipe, str) else getattr(recipe, "name", recipe)
     if fmt == "executorch":
         if calibrate_method is not None:
@@ -68,7 +77,7 @@ def _artifact_kind(spec: Any) -> tuple[Path, str] | None:
 
 def export(model_or_artifact: Any, format: str, out: str | Path, recipe: Any = None, force: bool = False, *,
            config_path: str | Path | None = None, calib: int | None = None,
-           calibrate_method: str | None = None) -> Path:
+           calibrate_method: str | None = None, espeak_data: bool = True) -> Path:
     """Export a model or an ONNX artifact as ``format`` into ``out``; returns the path written.
 
     ``model_or_artifact``: a model spec (name or path, loaded on the torch backend; ``config_path``
@@ -78,14 +87,15 @@ def export(model_or_artifact: Any, format: str, out: str | Path, recipe: Any = N
     (names mean the measured presets; a recipe object is used as given). ``calib``: calibration
     sentences (ort-static, pt2e); ``calibrate_method``: ort-static activation ranges. The output is
     written atomically; an existing one is replaced only with ``force`` (and only a vitsq output).
-    An artifact exported to a format it cannot become is an UnsupportedError.
+    An artifact exported to a format it cannot become is an UnsupportedError. ``espeak_data``
+    (``sherpa`` only): False leaves the espeak-ng data folder out of the sherpa-onnx folder.
     """
     out = check_export_args(format, out, recipe=recipe, force=force, calib=calib,
-                            calibrate_method=calibrate_method)
+                            calibrate_method=calibrate_method, espeak_data=espeak_data)
     build_dir = getattr(model_or_artifact, "build_dir", None)
     art = _artifact_kind(model_or_artifact) if build_dir is None else (Path(build_dir), "onnx")
     if art is not None:
-        return _export_artifact(*art, format, out, recipe, force, config_path)
+        return _export_artifact(*art, format, out, recipe, force, config_path, espeak_data=espeak_data)
     synth = model_or_artifact
     if isinstance(synth, (str, Path)):
         from vitsq.registry import load
@@ -93,6 +103,11 @@ def export(model_or_artifact: Any, format: str, out: str | Path, recipe: Any = N
         synth = load(synth, backend="torch", config_path=config_path)
     elif config_path is not None:
         raise InputError("config_path applies to a model given by path; this model is already loaded")
+    if format == "sherpa":
+        from vitsq.export.sherpa import export_sherpa
+
+        return export_sherpa(synth, out, recipe=recipe, force=force, espeak_data=espeak_data, calib=calib,
+                             calibrate_method=calibrate_method)
     if format == "executorch":
         from vitsq.export.executorch import export_executorch
 
@@ -110,16 +125,20 @@ def export(model_or_artifact: Any, format: str, out: str | Path, recipe: Any = N
 
 
 def _export_artifact(directory: Path, kind: str, fmt: str, out: Path, recipe: Any, force: bool,
-                     config_path: Any) -> Path:
+                     config_path: Any, espeak_data: bool = True) -> Path:
     if config_path is not None:
         raise InputError(f"{directory} is a vitsq artifact and carries its own config: drop --config")
     if kind not in ONNX_KINDS or fmt == "executorch":
         raise UnsupportedError(f"{directory} is a {kind} artifact, which cannot be exported as --format {fmt}: "
-                               f"ONNX artifacts (kinds {', '.join(ONNX_KINDS)}) become onnx, piper or vosk-dir; "
+                               f"ONNX artifacts (kinds {', '.join(ONNX_KINDS)}) become onnx, piper, vosk-dir or sherpa; "
                                f"for other formats export the source model (e.g. vitsq export MODEL --format {fmt})")
     if recipe not in (None, "fp32"):
         raise UnsupportedError(f"{directory} is already quantized ({kind} artifact): drop --recipe, or export the "
                                f"source model with --recipe {getattr(recipe, 'name', recipe)}")
+    if fmt == "sherpa":
+        from vitsq.export.sherpa import export_sherpa_artifact
+
+        return export_sherpa_artifact(directory, out, force=force, espeak_data=espeak_data)
     from vitsq.export.onnx import export_onnx_artifact
 
     return export_onnx_artifact(directory, fmt, out, force=force)

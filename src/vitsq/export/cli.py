@@ -1,6 +1,6 @@
 """`vitsq export`: a thin layer over :func:`vitsq.export.api.export` (``vitsq.export``).
 
-``vitsq export MODEL|ARTIFACT --format onnx|vosk-dir|piper|executorch [--recipe R] -o OUT [--force]``.
+``vitsq export MODEL|ARTIFACT --format onnx|vosk-dir|piper|executorch|sherpa [--recipe R] -o OUT [--force]``.
 For the ONNX formats ``--recipe`` is ``fp32`` (default), ``ort-static`` or ``ort-dynamic``; the
 quantized graph keeps the runtime contract, so the Piper/Vosk runtimes load it as they load FP32.
 """
@@ -17,7 +17,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from vitsq.export.api import export
 
     out = export(args.model, args.format, args.output, args.recipe, args.force, config_path=args.config,
-                 calib=args.calib, calibrate_method=args.calibrate_method)
+                 calib=args.calib, calibrate_method=args.calibrate_method, espeak_data=not args.no_espeak_data)
     out = Path(out)
     if out.is_dir():
         files = sorted(p for p in out.iterdir() if p.is_file())
@@ -33,7 +33,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def register(subparsers) -> None:
     """Add ``vitsq export`` to the main parser."""
-    p = subparsers.add_parser("export", help="export ONNX (bare / Piper voice / Vosk folder) or ExecuTorch")
+    p = subparsers.add_parser("export", help="export ONNX (bare / Piper voice / Vosk folder / sherpa-onnx folder) "
+                                             "or ExecuTorch")
     p.add_argument("model", help="joe, vosk-ru-multi, a voice .onnx, a G_*.pth, a model folder (loaded in torch), "
                                  "or an ONNX artifact folder from `vitsq quantize` (its graph reused)")
     p.add_argument("--config", help="config.json for a checkpoint, if not beside it")
@@ -45,7 +46,9 @@ def register(subparsers) -> None:
     p.add_argument("--calibrate-method", default=None, choices=["minmax", "entropy", "percentile"],
                    help="ort-static activation range method")
     p.add_argument("-o", "--output", required=True,
-                   help="onnx: model.onnx; piper: voice.onnx (+ .onnx.json); vosk-dir/executorch: a folder")
+                   help="onnx: model.onnx; piper: voice.onnx (+ .onnx.json); vosk-dir/executorch/sherpa: a folder")
+    p.add_argument("--no-espeak-data", action="store_true",
+                   help="sherpa: leave out the espeak-ng-data folder (only sherpa-onnx < 2.0 reads it)")
     p.add_argument("--force", action="store_true",
                    help="replace an existing output that vitsq wrote (never an unrelated folder)")
     p.set_defaults(func=cmd_export)
