@@ -182,9 +182,10 @@ def _register_library_commands(sub: argparse._SubParsersAction) -> None:
     from vitsq.quantize.cli import register as register_quantize
     from vitsq.report import register as register_report
     from vitsq.serve.cli import register as register_serve
+    from vitsq.tune.cli import register as register_tune
 
     for register in (register_quantize, register_eval, register_bench, register_export, register_serve,
-                     register_report, register_demo):
+                     register_report, register_demo, register_tune):
         register(sub)
     sub.choices["bench"].set_defaults(func=cmd_bench)
 

@@ -16,7 +16,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("model", help="model spec: joe, vosk-ru-multi, a .onnx voice, G_*.pth, a model folder")
     p.add_argument("--recipe", required=True,
                    help=f"one of: {', '.join(RECIPES)}; each means the measured preset for the model's family "
-                        "(vitsq.quantize.recipes.best_for), changed only by the options given")
+                        "(vitsq.quantize.recipes.best_for), changed only by the options given; or a `vitsq tune` "
+                        "output's DIR/best, rebuilt exactly (docs/tune.md)")
     p.add_argument("-o", "--output", required=True, type=Path, help="artifact folder to write")
     p.add_argument("--force", action="store_true",
                    help="replace an existing artifact folder (only one vitsq wrote; replaced whole)")
@@ -50,7 +51,11 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     from vitsq.outputs import check_output
     from vitsq.quantize.workflow import QuantizeOptions, build_recipe, check_keep_float, check_options, quantize_to_dir
     from vitsq.registry import load
+    from vitsq.tune.preset import cmd_quantize_preset, preset_path
 
+    tuned = preset_path(args.recipe)
+    if tuned is not None:  # a `vitsq tune` DIR/best: its recipe, calibration and threads, rebuilt exactly
+        return cmd_quantize_preset(args, tuned)
     opts = QuantizeOptions(
         recipe=args.recipe, engine=args.engine, per_channel=args.per_channel, observer=args.observer,
         calibrate_method=args.calibrate_method, calib=args.calib, calib_file=args.calib_file,
