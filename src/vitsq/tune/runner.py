@@ -276,6 +276,14 @@ class RayExecutor:
                 out.append((by_ref[ref], Outcome(died=f"{type(exc).__name__}: {str(exc).splitlines()[0]}")))
         return out
 
+    def cancel(self, jobs: Sequence[Job]) -> None:
+        """Cancel running tasks (the driver was interrupted): they would only waste the cluster."""
+        for j in jobs:
+            try:
+                self.ray.cancel(j.handle, force=True)
+            except Exception as exc:  # noqa: BLE001 - best effort on the way out
+                log.warning("could not cancel trial %d: %s", j.spec.index, exc)
+
     def close(self) -> None:
         if self.started:
             self.ray.shutdown()
@@ -314,6 +322,8 @@ def run_specs(executor: Any, specs: Sequence[TrialSpec], results: ResultsLog,
                 if on_record is not None:
                     on_record(record)
     finally:
+        if running and hasattr(executor, "cancel"):
+            executor.cancel(running)
         _stop_local(running)
 
 
@@ -342,9 +352,16 @@ class TuneDir:
             os.close(self._lock)
             raise OutputError(f"another vitsq tune is running in {self.path}: wait for it or choose another "
                               "folder") from None
-        if force:
-            for name in (self.SETTINGS, RESULTS_FILE, "summary.json", "report.md", "pareto.png"):
+        if force:  # only what a search writes; the winner's artifact only if it is one
+            for name in (self.SETTINGS, RESULTS_FILE, "summary.json", "report.md", "pareto.png", "sensitivity.json",
+                         "best/preset.json"):
                 (self.path / name).unlink(missing_ok=True)
+            from vitsq.outputs import is_vitsq_artifact
+
+            if is_vitsq_artifact(self.path / "winner"):
+                import shutil
+
+                shutil.rmtree(self.path / "winner")
 
     def settings(self) -> dict[str, Any] | None:
         p = self.path / self.SETTINGS

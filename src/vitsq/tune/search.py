@@ -19,6 +19,7 @@ No candidate passing the gate is not an error of the search: the result says so
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import tempfile
@@ -168,11 +169,13 @@ def _language(synth: Any) -> str:
 
 
 # ============================================================================ settings and specs
-def _settings(tdir: TuneDir, config: TuneConfig, synth: Any, executor: Any) -> tuple[ModelFacts, bool]:
+def _settings(tdir: TuneDir, config: TuneConfig, synth: Any, executor: Any,
+              sentences: list[str]) -> tuple[ModelFacts, bool]:
     """Facts from an earlier run of the same search (resume) or measured now; ``DIR/tune.json``."""
     from vitsq.tune.preset import model_identity
 
-    fingerprint = {**config.fingerprint(), "model_identity": model_identity(synth)}
+    tuning = hashlib.sha256("\n".join(sentences).encode("utf-8")).hexdigest()
+    fingerprint = {**config.fingerprint(), "model_identity": model_identity(synth), "tuning_sha256": tuning}
     old = tdir.settings()
     if old is not None:
         if old.get("fingerprint") != json.loads(json.dumps(fingerprint)):
@@ -211,11 +214,11 @@ def tune(config: TuneConfig, out: Path, executor: Any, *, force: bool = False,
     tdir = TuneDir(out, force=force)
     try:
         synth = config.model.load(threads=config.space.threads[0])
-        facts, resumed = _settings(tdir, config, synth, executor)
-        cands = enumerate_candidates(config.space, facts, synth)
-        log.info("%d candidates (%d pruned)%s", cands.size, len(cands.pruned), ", resuming" if resumed else "")
         lang = _language(synth)
         sentences = tuning_sentences(lang, config.sentences)
+        facts, resumed = _settings(tdir, config, synth, executor, sentences)
+        cands = enumerate_candidates(config.space, facts, synth)
+        log.info("%d candidates (%d pruned)%s", cands.size, len(cands.pruned), ", resuming" if resumed else "")
         speakers = spread_speakers(len(sentences), synth.num_speakers, config.seed)
         results = ResultsLog(tdir.path / RESULTS_FILE)
         ran = _run_rounds(config, executor, synth, cands, results, sentences, speakers, lang, on_record)
@@ -343,7 +346,7 @@ def final_evaluation(config: TuneConfig, synth: Any, winner_dir: Path, winner: d
     speakers = spread_speakers(len(sentences), synth.num_speakers, config.seed)
     metrics = _metrics(config)  # the gate's own metrics: the held-out result is judged by the same gate
     variants = {"winner": load(winner_dir, threads=threads)}
-    preset = next((r for r in records if r["candidate"]["origin"] == "preset"
+    preset = next((r for r in records if r["candidate"]["origin"] == "preset" and r.get("status") != "failed"
                    and r["candidate"]["family"] == winner["candidate"]["family"]), None)
     scratch = tempfile.TemporaryDirectory(prefix="vitsq-tune-")
     try:
