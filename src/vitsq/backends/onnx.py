@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
@@ -14,6 +14,9 @@ from vitsq.synth import BaseSynthesizer, check_threads, pad_batch
 
 if TYPE_CHECKING:
     from vitsq.models.config import VitsConfig
+
+#: version of the streaming record (manifest field ``streaming``) this vitsq reads and writes
+STREAMING_VERSION = 1
 
 
 class OnnxSynthesizer(BaseSynthesizer):
@@ -24,7 +27,7 @@ class OnnxSynthesizer(BaseSynthesizer):
     items with different lengths runs item by item (so every item equals its unbatched run);
     items of one length run as one call when the graph has an ``output_lengths`` output.
 
-    ``stream``: the artifact's streaming record (:func:`vitsq.export.onnx_stream.read_streaming`):
+    ``stream``: the artifact's streaming record (:func:`read_streaming`):
     :meth:`stream` then runs the latent graph once per sentence and the decoder-step graph chunk
     by chunk (``streaming == "frames"``); without it, one chunk per sentence.
     """
@@ -90,8 +93,6 @@ class OnnxSynthesizer(BaseSynthesizer):
         if self._stream is None:
             yield from super()._stream_ids(ids, speaker, scales, seed, schedule)
             return
-        from vitsq.export.onnx_stream import stream_sentence
-
         x, lengths = pad_batch([ids])
         feed = self._feed(x, lengths, [speaker], scales)
         st = self._stream
@@ -120,3 +121,46 @@ def _load_session(path: str | Path, opts: Any) -> Any:
         return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
     except Exception as exc:
         raise ModelLoadError(f"ONNX Runtime cannot load {path}: {exc}") from exc
+
+
+# =========================================================================== streaming graphs
+def read_streaming(manifest: dict[str, Any], directory: str | Path) -> dict[str, Any] | None:
+    """An artifact manifest's streaming record (:mod:`vitsq.export.onnx_stream`) with absolute
+    ``latent_path``/``step_path``, or None when the artifact has no streaming graphs."""
+    rec = manifest.get("streaming")
+    if not rec:
+        return None
+    version = rec.get("version") if isinstance(rec, dict) else None
+    if version != STREAMING_VERSION:
+        raise ModelLoadError(f"{directory}: streaming record of version {version!r} is not supported (this vitsq "
+                             f"reads version {STREAMING_VERSION}): re-create the artifact with vitsq")
+    return {**rec, "latent_path": Path(directory) / rec["latent_file"], "step_path": Path(directory) / rec["step_file"]}
+
+
+def initial_states(spec: dict[str, Any]) -> list[np.ndarray]:
+    """The step graph's states before a sentence's first call: each ``shape`` filled with its
+    ``fill`` (0, or an INT8 cache's zero point) in its ``dtype``."""
+    return [np.full(s["shape"], s.get("fill", 0), dtype=s.get("dtype", "float32")) for s in spec["states"]]
+
+
+def stream_sentence(latent: Any, step: Any, spec: dict[str, Any], feed: dict[str, np.ndarray],
+                    plan: Any) -> Iterator[tuple[np.ndarray, bool]]:
+    """One sentence through the streaming graphs (ONNX Runtime sessions): the latent graph once,
+    then the step graph once per chunk of ``plan(frames, lag)`` frames; yields each call's
+    samples [m] and whether it was the sentence's last call."""
+    names = {i.name for i in latent.get_inputs()}
+    outs = latent.run(None, {k: v for k, v in feed.items() if k in names})
+    z = outs[0]  # [1, C, T]
+    g = outs[1] if spec.get("with_g") else None  # [1, gin, 1]
+    states = initial_states(spec)
+    sizes = plan(int(z.shape[-1]), int(spec["lag_frames"]))
+    pos = 0
+    for k, n in enumerate(sizes):
+        last = k == len(sizes) - 1
+        call = {"z": z[:, :, pos:pos + n], "flush": np.zeros(int(last), np.int64),  # flush: its length
+                **{f"state_{i}": s for i, s in enumerate(states)}}
+        if g is not None:
+            call["g"] = g
+        audio, *states = step.run(None, call)  # [1, 1, m], new states
+        pos += n
+        yield audio.reshape(-1), last

@@ -558,7 +558,7 @@ def export_onnx_artifact(directory: str | Path, fmt: str, out: str | Path, *, fo
         has_dict = "dictionary" in manifest["files"]
         source_synth = _SourceRecord(source.get("name") or directory.name, str(directory) if has_dict else None,
                                      source.get("weights", "unknown"))
-    from vitsq.export.onnx_stream import read_streaming
+    from vitsq.backends.onnx import read_streaming
 
     return export_vosk_dir(source_synth, out, force=force, onnx_file=model_file, quantization=quant, config=config,
                            stream=read_streaming(manifest, directory))
@@ -617,8 +617,7 @@ def load_exported_onnx(path: str | Path, backend: str = "onnx", device: str = "c
 def load_onnx_artifact(directory: str | Path, manifest: dict, backend: str = "onnx", device: str = "cpu",
                        **kw: Any):
     """A vitsq artifact folder of kind ``onnx`` or ``vosk-dir`` (``model.onnx`` + ``vitsq.json``)."""
-    from vitsq.backends.onnx import OnnxSynthesizer
-    from vitsq.export.onnx_stream import read_streaming
+    from vitsq.backends.onnx import OnnxSynthesizer, read_streaming
     from vitsq.manifest import manifest_config, verify_manifest
     from vitsq.text import make_frontend
 

@@ -12,8 +12,9 @@ an ONNX artifact folder also holds two graphs that together compute the same thi
   is 1 on a sentence's last call, else 0), ``state_0`` ... ``state_{k-1}`` [b_i, c_i, len_i][, ``g``]
   -> ``audio`` [1, 1, m] (the samples that are final) and ``new_state_0`` ... . It is
   :class:`~vitsq.streaming.decoder.StreamingDecoder` exported through :class:`DecoderStepGraph`.
-  States start as zeros of the shapes recorded in the metadata (a state's *length* carries the
-  start of a sentence, e.g. a convolution's left padding). The first call must bring more than
+  States start as the ``shape``/``dtype``/``fill`` recorded in the metadata and the manifest
+  (:func:`vitsq.backends.onnx.initial_states`; a state's *length* carries the start of a
+  sentence, e.g. a convolution's left padding). The first call must bring more than
   ``lag_frames`` frames (:meth:`~vitsq.streaming.ChunkSchedule.plan` plans it so).
 
 INT8 (``ort-static``): the step graph is exported in float, then every quantized tensor of
@@ -23,7 +24,14 @@ and zero point) on its counterpart in the step graph, and every INT8 weight and 
 the same sentence (the step graph in one call) and each decoder node of ``model.onnx`` is paired
 with the step node of the same kind whose output holds the same numbers. Nodes left float in
 ``model.onnx`` stay float. ONNX Runtime then fuses the same ``QLinearConv``/``QLinearAdd``/
-``QLinearLeakyRelu`` patterns, and a streamed sentence gives the integers of a whole-sentence run.
+``QLinearLeakyRelu`` patterns, and a streamed sentence gives the integers of a whole-sentence run
+(``QLinearConv`` gives each output the same integer whatever the input length: measured, 0 of
+1.3 M outputs differ). The caches between INT8 layers are then kept as INT8 states
+(:func:`int8_caches`): a quarter of the bytes, and no float round trip between INT8 layers.
+Float parts are not all length-invariant in ONNX Runtime (``Conv`` on short inputs, ``Sin``/
+``Cos`` on a tensor's last elements differ by an ulp), so every written pair is checked
+(:func:`check_pair`): streamed audio must equal ``model.onnx``'s within 1e-5 of the peak (float)
+or 1 LSB of 16-bit audio (INT8), else the pair is refused.
 """
 
 from __future__ import annotations
@@ -35,12 +43,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
+from torch import nn
 
-from vitsq.errors import ModelLoadError, UnsupportedError
+from vitsq.backends.onnx import STREAMING_VERSION, initial_states, stream_sentence
+from vitsq.errors import UnsupportedError
+from vitsq.streaming.decoder import StreamingDecoder
 
 if TYPE_CHECKING:
     import onnx
-    from torch import nn
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +59,6 @@ LATENT_FILE = "stream_latent.onnx"
 STEP_FILE = "stream_step.onnx"
 #: metadata_props key of the step graph (and manifest field) describing the streaming pair
 META_KEY = "vitsq.streaming"
-STREAMING_VERSION = 1
 #: ops that only move numbers: their outputs inherit their inputs' quantization
 _MOVERS = {"Pad", "Concat", "Slice", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Split",
            "Gather", "Expand"}
@@ -57,58 +67,39 @@ _COUNTERPART = {"Pad": ("Pad", "Concat")}
 
 
 # =========================================================================== the step graph
-def _torch_modules():
-    import torch
-    from torch import nn
+class DecoderStepGraph(nn.Module):
+    """z [1, C, n], flush [f], state_0..state_{k-1}[, g [1, gin, 1]] ->
+    (audio [1, 1, m], new_state_0..new_state_{k-1}).
 
-    return torch, nn
+    Holds the model's decoder as ``dec`` so the weights keep their names (``dec.conv_pre.weight``);
+    the streaming decoder's ``step`` is called as is. ``flush``'s length (0 or 1) is traced as a
+    size, so one graph serves every call of a sentence.
+    """
 
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        model.eval()
+        self.dec = model.dec
+        self.__dict__["_stream"] = StreamingDecoder(model)  # not a submodule: its layers are dec's
+        c = int(model.config.inter_channels)
+        self.state_shapes = [tuple(s.shape) for s in self._stream.init_states(torch.zeros(1, c, 0))]
+        self.with_g = model.config.n_speakers > 1 and getattr(model.dec, "cond", None) is not None
 
-def _step_graph_class():
-    torch, nn = _torch_modules()
-    from vitsq.streaming.decoder import StreamingDecoder
-
-    class DecoderStepGraph(nn.Module):
-        """z [1, C, n], flush [f], state_0..state_{k-1}[, g [1, gin, 1]] ->
-        (audio [1, 1, m], new_state_0..new_state_{k-1}).
-
-        Holds the model's decoder as ``dec`` so the weights keep their names (``dec.conv_pre.weight``);
-        the streaming decoder's ``step`` is called as is. ``flush``'s length (0 or 1) is traced as a
-        size, so one graph serves every call of a sentence.
-        """
-
-        def __init__(self, model: nn.Module) -> None:
-            super().__init__()
-            model.eval()
-            self.dec = model.dec
-            self.__dict__["_stream"] = StreamingDecoder(model)
-            c = int(model.config.inter_channels)
-            self.state_shapes = [tuple(s.shape) for s in self._stream.init_states(torch.zeros(1, c, 0))]
-            self.with_g = model.config.n_speakers > 1 and getattr(model.dec, "cond", None) is not None
-
-        def forward(self, z: torch.Tensor, flush: torch.Tensor, *rest: torch.Tensor):
-            k = len(self.state_shapes)
-            g = rest[k] if self.with_g else None  # [1, gin, 1]
-            audio, states = self._stream.step(z, list(rest[:k]), flush.shape[0], g)  # [1, 1, m]
-            return (audio, *states)
-
-    return DecoderStepGraph
+    def forward(self, z: torch.Tensor, flush: torch.Tensor, *rest: torch.Tensor):
+        k = len(self.state_shapes)
+        g = rest[k] if self.with_g else None  # [1, gin, 1]
+        audio, states = self._stream.step(z, list(rest[:k]), flush.shape[0], g)  # [1, 1, m]
+        return (audio, *states)
 
 
-def step_graph(model: "nn.Module") -> "nn.Module":
-    """:class:`DecoderStepGraph` of ``model`` (a VITS/VITS2 module; polyphase or not)."""
-    return _step_graph_class()(model).eval()
-
-
-def export_step_graph(model: "nn.Module", path: str | Path, *, opset: int = 17) -> dict[str, Any]:
+def export_step_graph(model: nn.Module, path: str | Path, *, opset: int = 17) -> dict[str, Any]:
     """Export ``model``'s decoder as a float step graph to ``path``; returns its description
     (state shapes, look-ahead, samples per frame, input and output names)."""
     import warnings
 
     import onnx
-    import torch
 
-    graph = step_graph(model)
+    graph = DecoderStepGraph(model).eval()
     stream = graph._stream
     k = len(graph.state_shapes)
     c = int(model.config.inter_channels)
@@ -245,7 +236,8 @@ def _same(a: np.ndarray, b: np.ndarray, padded: bool) -> bool:
         return False
     tol = 1e-4 * float(np.abs(a).max(initial=0.0)) + 1e-6
     if a.shape == b.shape:
-        return bool(np.abs(a - b).max(initial=0.0) <= tol)
+        head = (..., slice(0, 16))  # most candidates differ at once: a cheap look first
+        return bool(np.abs(a[head] - b[head]).max(initial=0.0) <= tol and np.abs(a - b).max(initial=0.0) <= tol)
     if not padded or a.ndim != 3 or a.shape[:2] != b.shape[:2]:
         return False
     long, short = (a, b) if a.shape[-1] > b.shape[-1] else (b, a)
@@ -397,7 +389,7 @@ def _quantized_decoder_nodes(fp32: "onnx.ModelProto", int8: "onnx.ModelProto") -
 
 
 def mirror_quantization(step: "onnx.ModelProto", fp32: "onnx.ModelProto", int8: "onnx.ModelProto",
-                        feed: dict[str, np.ndarray], initial_states: list[np.ndarray]) -> "onnx.ModelProto":
+                        feed: dict[str, np.ndarray], states: list[np.ndarray]) -> "onnx.ModelProto":
     """The float step graph ``step`` with the INT8 decoder of ``int8`` (``fp32`` quantized).
 
     ``feed``: one sentence's inputs of ``model.onnx`` (zero noise), run through ``fp32`` and, in
@@ -411,7 +403,7 @@ def mirror_quantization(step: "onnx.ModelProto", fp32: "onnx.ModelProto", int8: 
     fp32_out = {n.name: n.output[0] for n in fp32.graph.node}
     wanted = [m for m in wanted if fp32_out[m.name] in mv]  # not the shape reads of a quantized tensor
     step_feed = {"z": mv[z_name], "flush": np.zeros(1, np.int64),
-                 **{f"state_{i}": s for i, s in enumerate(initial_states)}}
+                 **{f"state_{i}": s for i, s in enumerate(states)}}
     if g_name and "g" in {i.name for i in step.graph.input}:
         step_feed["g"] = mv[g_name]
     sv = run_exposed(step, step_feed, sorted(_float_names(step)))
@@ -441,7 +433,7 @@ def mirror_quantization(step: "onnx.ModelProto", fp32: "onnx.ModelProto", int8: 
 def _mirror_inputs(mirror: _Mirror, m: Any, s: Any, idx: int, prod8: dict, mv: dict, sv: dict,
                    step: "onnx.ModelProto") -> None:
     """Weights, biases and activation quantization of ``m``'s inputs onto step node ``s``."""
-    orig = {n.name: n for n in step.graph.node}[s.name]  # input names before this pass renamed any
+    orig = step.graph.node[idx]  # the node as exported: input names before this pass renamed any
     for i, name in enumerate(m.input):
         dq = prod8.get(name)
         if dq is None or dq.op_type != "DequantizeLinear" or i >= len(s.input):
@@ -630,11 +622,6 @@ def _prune(proto: "onnx.ModelProto") -> None:
 
 
 # =========================================================================== the pair, written and checked
-def initial_states(spec: dict) -> list[np.ndarray]:
-    """The states before a sentence's first call (``spec``: the step graph's description)."""
-    return [np.full(s["shape"], s.get("fill", 0), dtype=s.get("dtype", "float32")) for s in spec["states"]]
-
-
 def sample_feed(proto: "onnx.ModelProto", config: Any) -> dict[str, np.ndarray]:
     """One sentence of ``model.onnx`` inputs (seeded random symbols, zero noise) for matching and
     checking the pair."""
@@ -643,28 +630,6 @@ def sample_feed(proto: "onnx.ModelProto", config: Any) -> dict[str, np.ndarray]:
     if "sid" in {i.name for i in proto.graph.input}:
         feed["sid"] = np.zeros(1, np.int64)
     return feed
-
-
-def stream_sentence(latent: Any, step: Any, spec: dict, feed: dict[str, np.ndarray],
-                    plan: Any) -> Any:
-    """Run one sentence through the pair (ONNX Runtime sessions): yields each call's samples
-    [m] and whether it was the last. ``plan(frames, lag)`` gives the frames per call."""
-    names = {i.name for i in latent.get_inputs()}
-    outs = latent.run(None, {k: v for k, v in feed.items() if k in names})
-    z = outs[0]  # [1, C, T]
-    g = outs[1] if spec.get("with_g") else None  # [1, gin, 1]
-    states = initial_states(spec)
-    sizes = plan(int(z.shape[-1]), int(spec["lag_frames"]))
-    pos = 0
-    for k, n in enumerate(sizes):
-        last = k == len(sizes) - 1
-        call = {"z": z[:, :, pos:pos + n], "flush": np.zeros(int(last), np.int64),
-                **{f"state_{i}": s for i, s in enumerate(states)}}
-        if g is not None:
-            call["g"] = g
-        audio, *states = step.run(None, call)
-        pos += n
-        yield audio.reshape(-1), last
 
 
 def _session(path: str | Path) -> Any:
@@ -685,7 +650,7 @@ def check_pair(model_onnx: str | Path, latent_path: str | Path, step_path: str |
     model, latent, step = _session(model_onnx), _session(latent_path), _session(step_path)
     ref = model.run(["output"], feed)[0].reshape(-1)
     worst = {"max_rel": 0.0, "max_lsb": 0}
-    for sched in ([1], [3, 5, 7], None):
+    for sched in ([1], [3, 5, 7]):  # 1-frame chunks, odd sizes; each call after the first emits
         plan = ChunkSchedule.build(sched).plan
         got = np.concatenate([a for a, _ in stream_sentence(latent, step, spec, feed, plan)])
         if got.shape != ref.shape:
@@ -700,7 +665,7 @@ def _int16(x: np.ndarray) -> np.ndarray:
     return (np.clip(x, -1.0, 1.0) * 32767.0).astype(np.int16)
 
 
-def write_streaming_pair(model: "nn.Module", model_onnx: str | Path, out_dir: str | Path, *,
+def write_streaming_pair(model: nn.Module, model_onnx: str | Path, out_dir: str | Path, *,
                          float_onnx: str | Path | None = None) -> dict[str, Any]:
     """Write ``stream_latent.onnx`` and ``stream_step.onnx`` for ``model_onnx`` into ``out_dir``;
     returns the manifest record (file names, look-ahead, states, the exactness check).
@@ -737,19 +702,6 @@ def write_streaming_pair(model: "nn.Module", model_onnx: str | Path, out_dir: st
                                f"{check['max_rel']:.2e} of the peak, {check['max_lsb']} LSB of 16-bit audio)")
     log.info("streaming pair written to %s (check: %.1e of peak, %d LSB)", out_dir, check["max_rel"], check["max_lsb"])
     return {**spec, "latent_file": LATENT_FILE, "step_file": STEP_FILE, "check": check}
-
-
-def read_streaming(manifest: dict[str, Any], directory: str | Path) -> dict[str, Any] | None:
-    """The streaming record of an artifact manifest with absolute ``latent_path``/``step_path``,
-    or None when the artifact has no streaming pair."""
-    rec = manifest.get("streaming")
-    if not rec:
-        return None
-    version = rec.get("version") if isinstance(rec, dict) else None
-    if version != STREAMING_VERSION:
-        raise ModelLoadError(f"{directory}: streaming record of version {version!r} is not supported (this vitsq "
-                             f"reads version {STREAMING_VERSION}): re-create the artifact with vitsq")
-    return {**rec, "latent_path": Path(directory) / rec["latent_file"], "step_path": Path(directory) / rec["step_file"]}
 
 
 def streaming_files(record: dict[str, Any] | None) -> list[str]:

@@ -313,7 +313,7 @@ def _write_ort_artifact(synth: Any, recipe: Any, calibration: Any, flavor: str, 
     (scratch / "fp32.onnx").unlink()
     stream = None
     if streaming:
-        from vitsq.export.onnx_stream import read_streaming
+        from vitsq.backends.onnx import read_streaming
 
         stream = read_streaming(extra, out)
     return quant, stream

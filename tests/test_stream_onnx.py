@@ -1,0 +1,160 @@
+"""Streaming on the ONNX Runtime backend: an artifact's streaming graphs (the latent graph cut out
+of model.onnx and the decoder-step graph) give the audio of model.onnx itself -- FP32 within 1e-5
+of each sentence's peak, INT8 (ort-static) in identical 16-bit samples -- at every chunk schedule.
+Compared at zero noise (ONNX Runtime draws its noise unseeded)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+
+import vitsq
+from vitsq.errors import ModelLoadError, UnsupportedError
+from vitsq.export.onnx import export_onnx_dir
+from vitsq.export.onnx_stream import LATENT_FILE, STEP_FILE
+from vitsq.quantize import OrtDynamicRecipe
+
+TEXT = "Streaming starts with a short chunk. Then the chunks grow! Does it still sound the same?"
+SCHEDULES = [1, [3, 5, 7], None, 100_000]
+ZERO = {"noise_scale": 0.0, "noise_w": 0.0}
+
+
+@pytest.fixture(scope="module")
+def joe_fp32_dir(joe_torch, tmp_path_factory):
+    return export_onnx_dir(joe_torch, tmp_path_factory.mktemp("stream") / "joe-fp32")
+
+
+@pytest.fixture(scope="module")
+def joe_fp32(joe_fp32_dir):
+    return vitsq.load(joe_fp32_dir)
+
+
+@pytest.fixture(scope="module")
+def joe_int8(joe_torch):
+    return vitsq.quantize(joe_torch, "ort-static", calib=4, streaming=True)
+
+
+def _per_sentence_error(chunks, reference: np.ndarray) -> float:
+    """Largest |streamed - reference| over a sentence, relative to that sentence's peak."""
+    streamed = np.concatenate([c.samples for c in chunks])
+    assert streamed.shape == reference.shape
+    worst, start = 0.0, 0
+    for k in range(chunks[-1].sentence + 1):
+        n = sum(len(c.samples) for c in chunks if c.sentence == k)
+        ref = reference[start : start + n]
+        worst = max(worst, float(np.abs(streamed[start : start + n] - ref).max() / np.abs(ref).max()))
+        start += n
+    return worst
+
+
+def _int16(chunks) -> np.ndarray:
+    return np.concatenate([c.to_int16() for c in chunks])
+
+
+# ----------------------------------------------------------------------------- FP32
+def test_fp32_artifact_holds_the_pair_beside_an_unchanged_contract(joe_fp32_dir):
+    manifest = json.loads((joe_fp32_dir / "vitsq.json").read_text())
+    assert set(manifest["files"]) == {"model.onnx", LATENT_FILE, STEP_FILE}
+    rec = manifest["streaming"]
+    assert rec["lag_frames"] > 0 and rec["hop"] == 256 and not rec["quantized"]
+    assert rec["check"]["max_rel"] <= 1e-5
+    model = onnx.load(str(joe_fp32_dir / "model.onnx"), load_external_data=False)
+    assert [i.name for i in model.graph.input] == ["input", "input_lengths", "scales"]  # Piper's contract
+    assert [o.name for o in model.graph.output][0] == "output"
+    step = onnx.load(str(joe_fp32_dir / STEP_FILE), load_external_data=False)
+    k = len(rec["states"])
+    assert [i.name for i in step.graph.input] == ["z", "flush"] + [f"state_{i}" for i in range(k)]
+    latent = onnx.load(str(joe_fp32_dir / LATENT_FILE), load_external_data=False)
+    assert [o.name for o in latent.graph.output] == ["z"]
+    assert not any(n.name.startswith("/dec/") for n in latent.graph.node)  # the decoder is the step graph's
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES, ids=str)
+def test_fp32_stream_equals_synthesize(joe_fp32, schedule):
+    assert joe_fp32.streaming == "frames"
+    reference = joe_fp32.synthesize(TEXT, **ZERO).samples
+    chunks = list(joe_fp32.stream(TEXT, schedule=schedule, **ZERO))
+    assert _per_sentence_error(chunks, reference) < 1e-5
+    assert [c.index for c in chunks] == list(range(len(chunks)))
+    assert sum(c.sentence_end for c in chunks) == 3 and chunks[-1].sentence_end
+    if schedule != 100_000:
+        assert len(chunks) > 3  # chunk by chunk, not a sentence at a time
+
+
+def test_first_chunk_is_small(joe_fp32):
+    lag = joe_fp32.describe()["streaming_graphs"]["lag_frames"]
+    first = next(joe_fp32.stream("A long sentence, that goes on and on, and then on a little more. " * 3,
+                                 schedule=[4, 64], **ZERO))
+    assert 0 < len(first.samples) <= (4 + lag) * 256
+
+
+# ----------------------------------------------------------------------------- INT8
+@pytest.mark.parametrize("schedule", SCHEDULES, ids=str)
+def test_int8_stream_equals_synthesize_in_16_bit_samples(joe_int8, schedule):
+    assert joe_int8.streaming == "frames"
+    reference = joe_int8.synthesize(TEXT, **ZERO).to_int16()
+    np.testing.assert_array_equal(_int16(list(joe_int8.stream(TEXT, schedule=schedule, **ZERO))), reference)
+
+
+def test_int8_step_graph_carries_model_onnx_quantization(joe_int8):
+    """Every INT8 decoder weight of model.onnx is in the step graph byte for byte, and the caches
+    between INT8 layers are INT8 states."""
+    build = joe_int8.build_dir
+    model = onnx.load(str(build / "model.onnx"))
+    step = onnx.load(str(build / STEP_FILE))
+    dec_int8 = {t.name: t.raw_data for t in model.graph.initializer
+                if t.name.startswith("dec.") and t.data_type == onnx.TensorProto.INT8}
+    copied = {t.name.removeprefix("q8/"): t.raw_data for t in step.graph.initializer if t.name.startswith("q8/")}
+    assert dec_int8 and all(copied.get(name) == raw for name, raw in dec_int8.items())
+    rec = json.loads((build / "vitsq.json").read_text())["streaming"]
+    assert rec["quantized"] and rec["check"]["max_lsb"] == 0
+    assert sum(s["dtype"] == "uint8" for s in rec["states"]) > len(rec["states"]) // 2
+
+
+def test_saved_int8_artifact_streams(joe_int8, tmp_path):
+    loaded = vitsq.load(joe_int8.save(tmp_path / "int8"))
+    assert loaded.streaming == "frames" and loaded.describe()["streaming_graphs"]["quantized"]
+    text = "Saved and loaded, it streams the same."
+    np.testing.assert_array_equal(_int16(list(loaded.stream(text, schedule=[2, 9], **ZERO))),
+                                  joe_int8.synthesize(text, **ZERO).to_int16())
+
+
+# ----------------------------------------------------------------------------- Vosk VITS2 (multi-band iSTFT)
+def test_vits2_tiny_fp32_streams(vosk_tiny, tmp_path):
+    synth = vitsq.load(export_onnx_dir(vosk_tiny, tmp_path / "vosk-fp32"))
+    assert synth.streaming == "frames" and synth.describe()["streaming_graphs"]["lag_frames"] > 0
+    text = "Привет, как дела?\nХорошо."
+    reference = synth.synthesize(text, speaker=1, **ZERO).samples
+    for schedule in ([1], [2, 3]):
+        assert _per_sentence_error(list(synth.stream(text, speaker=1, schedule=schedule, **ZERO)), reference) < 1e-5
+
+
+def test_vits2_tiny_int8_streams(vosk_tiny):
+    q = vitsq.quantize(vosk_tiny, "ort-static", calib=4, streaming=True)
+    text = "Привет, как дела?\nХорошо."
+    reference = q.synthesize(text, speaker=1, **ZERO).to_int16()
+    for schedule in ([1], [2, 3]):
+        np.testing.assert_array_equal(_int16(list(q.stream(text, speaker=1, schedule=schedule, **ZERO))), reference)
+
+
+# ----------------------------------------------------------------------------- refusals
+def test_dynamic_quantization_cannot_stream(joe_torch):
+    with pytest.raises(UnsupportedError, match="need the ort-static recipe"):
+        vitsq.quantize(joe_torch, OrtDynamicRecipe(), streaming=True)
+
+
+def test_a_missing_streaming_graph_is_refused(joe_fp32_dir, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(joe_fp32_dir, broken)
+    (broken / STEP_FILE).unlink()
+    with pytest.raises(ModelLoadError, match=STEP_FILE):
+        vitsq.load(broken)
+
+
+def test_graphs_without_the_pair_stream_by_sentence(joe_onnx):
+    chunks = list(joe_onnx.stream(TEXT, **ZERO))
+    assert joe_onnx.streaming == "sentences" and len(chunks) == 3
