@@ -363,7 +363,7 @@ def ttfa_table(data: dict[str, Any]) -> str:
         head = f"| {r['phonemes']} | {_esc(r['variant'])} | {r.get('streaming', '–')} |"
         if r.get("status") != "ok":
             err = _esc(str(r.get("error") or "").replace("\n", " ")[:160])
-            lines.append(f"{head} | FAILED: {err} | | | | | | | |")
+            lines.append(f"{head} FAILED: {err} | | | | | | | | |")
             continue
         t, total, whole = r["ttfa_s"], r["stream_total_s"], r["whole_latency_s"]
         ex = r.get("exactness")
