@@ -22,7 +22,8 @@ def register(sub) -> None:
                     "with --ray. DIR gets trials.jsonl (resumable), pareto.png, report.md, summary.json, best/ "
                     "(rebuild with `vitsq quantize MODEL --recipe DIR/best`) and winner/. See docs/tune.md.")
     p.add_argument("model", help="model spec that resolves on every worker: joe, a voice .onnx, a G_*.pth, ...")
-    p.add_argument("-o", "--output", required=True, type=Path, help="results folder (an existing one resumes)")
+    p.add_argument("-o", "--output", required=True, type=Path, metavar="DIR",
+                   help="results folder (an existing one resumes)")
     p.add_argument("--objective", default="speed", choices=["speed", "size"],
                    help="what the winner maximizes among gate-passing trials (default speed)")
     p.add_argument("--gate", default=DEFAULT_GATE,
@@ -31,7 +32,7 @@ def register(sub) -> None:
     p.add_argument("--trials", type=int, default=24, help="trials in all, presets included (default 24)")
     p.add_argument("--ray", nargs="?", const="auto", default=None, metavar="ADDRESS",
                    help="run trials as Ray tasks: alone (or 'auto') starts a local Ray for the run; HOST:PORT or "
-                        "ray://HOST:PORT joins a running cluster (needs vitsq[cluster])")
+                        "ray://HOST:PORT joins a running cluster (needs vitsq[cluster]; write it after MODEL)")
     p.add_argument("--workers", type=int, default=None,
                    help="local worker processes at once (default: cores // trial threads)")
     p.add_argument("--space", type=Path, default=None, help="search space JSON (docs/tune.md; default: built in)")
@@ -124,8 +125,10 @@ def _print_summary(result) -> int:
         print("vitsq tune: no trial was measured", flush=True)
         return 1
     if not result.passed:
+        from vitsq.tune.report import gate_line
+
         print(f"vitsq tune: no candidate passed the gate {s['gate']}: the closest was trial {w['index'] + 1} "
-              f"{w['label']} ({w.get('metrics')})")
+              f"{w['label']} ({gate_line(w)})")
         return 1
     t = w.get("timing") or {}
     print(f"winner: trial {w['index'] + 1} {w['label']}  speed {t.get('speed', float('nan')):.2f}x  "

@@ -84,6 +84,13 @@ def plot_pareto(records: Sequence[dict[str, Any]], path: Path, *, title: str = "
     return Path(path)
 
 
+def gate_line(record: dict[str, Any]) -> str:
+    """``speaker_sim>=0.97: 0.963 (fail), ...`` for a trial's gate verdict."""
+    checks = (record.get("gate") or {}).get("checks") or []
+    return ", ".join(f"{c['check']}: {_f(c['value'], '{:.4g}')} ({'pass' if c['passed'] else 'fail'})"
+                     for c in checks) + (" on the first sentences" if record.get("early_stop") else "")
+
+
 def _f(x: Any, fmt: str = "{:.3f}") -> str:
     return "-" if x is None else fmt.format(x)
 
@@ -121,7 +128,7 @@ def markdown_report(summary: dict[str, Any], records: Sequence[dict[str, Any]]) 
                 + ("identically." if w.get("reproduced") else "**with different bytes**."), ""]
     else:
         out += [f"**No candidate passed the gate.** Closest: trial {w['index'] + 1} `{w['label']}` "
-                f"({(w.get('metrics') or {})}).", ""]
+                f"({gate_line(w)}).", ""]
     final = summary.get("final")
     if final:
         out += [f"## Held-out evaluation split ({final['sentences']} sentences, zero noise)", "",
@@ -134,7 +141,7 @@ def markdown_report(summary: dict[str, Any], records: Sequence[dict[str, Any]]) 
                        f"{_f(m.get('logmel_l1'))} | {v['bytes'] / 1e6:.1f} | "
                        f"{'pass' if v['gate']['passed'] else 'fail'} |")
         out.append("")
-    out += ["## Trials", "", trials_table(records, w.get("key")), ""]
+    out += ["## Trials", "", trials_table(records, w.get("key") if summary["passed"] else None), ""]
     if summary["pruned"]:
         reasons: dict[str, int] = {}
         for p in summary["pruned"]:

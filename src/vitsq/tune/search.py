@@ -30,6 +30,7 @@ from typing import Any, Callable
 from vitsq.errors import InputError
 from vitsq.tune.runner import RESULTS_FILE, ResultsLog, TuneDir, run_specs
 from vitsq.tune.space import (
+    DEFAULT_GATE,
     SENSITIVITY_HELD_OUT,
     Candidate,
     ModelFacts,
@@ -65,7 +66,7 @@ class TuneConfig:
 
     model: ModelSpec
     objective: str = "speed"
-    gate: str = "dwer<=0.5,speaker_sim>=0.97"
+    gate: str = DEFAULT_GATE
     trials: int = 24
     space: SearchSpace = field(default_factory=SearchSpace)
     seed: int = 0
@@ -325,7 +326,8 @@ def _winner_artifact(synth: Any, preset: dict[str, Any], path: Path) -> bool:
 
 def _brief(r: dict[str, Any]) -> dict[str, Any]:
     return {"index": r["index"], "key": r["key"], "label": r["candidate"]["label"], "status": r["status"],
-            "metrics": r.get("metrics"), "timing": r.get("timing"), "size": r.get("size"),
+            "early_stop": r.get("early_stop"), "metrics": r.get("metrics"), "gate": r.get("gate"),
+            "timing": r.get("timing"), "size": r.get("size"),
             "recipe": r["candidate"]["recipe"], "calib": r["candidate"]["calib"]}
 
 

@@ -501,7 +501,7 @@ _OPS = {"<=": lambda a, b: a <= b, ">=": lambda a, b: a >= b, "<": lambda a, b: 
 #: Metrics that need Whisper / the speaker encoder.
 ASR_METRICS = ("dwer", "wer")
 SPEAKER_METRICS = ("speaker_sim", "speaker_sim_min")
-DEFAULT_GATE = "dwer<=0.5,speaker_sim>=0.97"
+DEFAULT_GATE = "dwer<=0.5,speaker_sim>=0.95"
 
 
 @dataclass(frozen=True)
