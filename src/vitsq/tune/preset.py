@@ -77,6 +77,10 @@ def write_preset(directory: Path, preset: dict[str, Any]) -> Path:
 def preset_path(value: str | Path) -> Path | None:
     """The ``preset.json`` that ``--recipe VALUE`` names (a folder holding one, or the file), or
     None when VALUE is not a path (a recipe name). A path without a preset is an error."""
+    from vitsq.quantize.recipes import RECIPES
+
+    if str(value) in RECIPES:  # a recipe name, even where a folder of that name exists
+        return None
     p = Path(value).expanduser()
     if p.is_dir():
         if (p / PRESET_FILE).is_file():

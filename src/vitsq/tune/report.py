@@ -116,10 +116,15 @@ def trials_table(records: Sequence[dict[str, Any]], winner_key: str | None = Non
 def markdown_report(summary: dict[str, Any], records: Sequence[dict[str, Any]]) -> str:
     """The whole report: settings, winner, held-out result, trials, pruned candidates."""
     w = summary.get("winner") or {}
+    counts = ", ".join(f"{n} {status}" for status, n in summary["counts"].items())
+    ex = summary["executor"]
+    where = (f"{ex.get('workers')} local worker(s) on {ex.get('cores')} cores" if ex.get("executor") == "local"
+             else f"Ray {ex.get('ray')} at {ex.get('address')} ({ex.get('nodes')} node(s), {ex.get('cpus')} CPUs)")
     out = [f"# vitsq tune: {summary['model'].get('name')}", "",
            f"Objective **{summary['objective']}**, gate `{summary['gate']}`, {summary['trials']} trials "
-           f"({summary['counts']}), {summary['candidates']} candidates after pruning "
-           f"({len(summary['pruned'])} pruned), executor {summary['executor']}.", ""]
+           f"({counts}) out of {summary['candidates']} candidates after pruning ({len(summary['pruned'])} pruned); "
+           f"{where}. Speed is RTF(FP32 PyTorch) / RTF(candidate), timed interleaved in each trial's process; "
+           "quality at zero noise on the tuning split.", ""]
     if not w:
         out += ["No trial was measured.", ""]
     elif summary["passed"]:
