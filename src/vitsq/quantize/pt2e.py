@@ -383,6 +383,7 @@ class StagedVITS(nn.Module):
     """
 
     infer = VITS.infer
+    latent = VITS.latent
     speaker_embedding = VITS.speaker_embedding
     predict_durations = VITS.predict_durations
     expand = staticmethod(VITS.expand)
