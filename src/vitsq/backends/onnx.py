@@ -49,11 +49,10 @@ class OnnxSynthesizer(BaseSynthesizer):
             opts.intra_op_num_threads = threads
         self.threads = threads  # None: ONNX Runtime's default (one per physical core)
         self.session = _load_session(onnx_path, opts)
-        self._stream: dict[str, Any] | None = None
+        self._opts = opts
+        self._stream = dict(stream) if stream is not None else None
         if stream is not None:
-            self._stream = {**stream, "latent": _load_session(stream["latent_path"], opts),
-                            "step": _load_session(stream["step_path"], opts)}
-            self.streaming = "frames"
+            self.streaming = "frames"  # its sessions load on the first stream (loading costs seconds)
         self.input_names = {i.name for i in self.session.get_inputs()}
         self.output_names = [o.name for o in self.session.get_outputs()]
         missing = {"input", "input_lengths", "scales"} - self.input_names
@@ -96,6 +95,8 @@ class OnnxSynthesizer(BaseSynthesizer):
         x, lengths = pad_batch([ids])
         feed = self._feed(x, lengths, [speaker], scales)
         st = self._stream
+        if "step" not in st:
+            st["latent"], st["step"] = (_load_session(st[k], self._opts) for k in ("latent_path", "step_path"))
         empty = True
         for samples, last in stream_sentence(st["latent"], st["step"], st, feed, schedule.plan):
             empty = False
