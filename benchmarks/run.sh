@@ -28,12 +28,12 @@ ttfa() {
 case "${1:-all}" in
   all) ;;
   # the INT8 artifact is rebuilt so it carries the streaming graphs of this vitsq version
-  ttfa) $V quantize joe --recipe ort-static -o $A/joe-ort-int8 --force; ttfa; exit 0 ;;
+  ttfa) $V quantize joe --recipe ort-static --streaming -o $A/joe-ort-int8 --force; ttfa; exit 0 ;;
   *) echo "usage: $0 [all|ttfa]" >&2; exit 2 ;;
 esac
 
 # 1. artifacts: the measured presets (a recipe name means its preset)
-$V quantize joe --recipe ort-static -o $A/joe-ort-int8 --force
+$V quantize joe --recipe ort-static --streaming -o $A/joe-ort-int8 --force
 $V export joe --format executorch --recipe pt2e -o $A/joe-pte-int8 --force
 $V quantize vosk-ru-multi --recipe ort-static -o $A/vosk-ort-int8 --force
 $V export vosk-ru-multi --format executorch --recipe pt2e -o $A/vosk-pte-int8 --force

@@ -158,3 +158,11 @@ def test_a_missing_streaming_graph_is_refused(joe_fp32_dir, tmp_path):
 def test_graphs_without_the_pair_stream_by_sentence(joe_onnx):
     chunks = list(joe_onnx.stream(TEXT, **ZERO))
     assert joe_onnx.streaming == "sentences" and len(chunks) == 3
+
+
+def test_quantize_cli_streaming_flag_is_refused_outside_ort_static(tmp_path, capsys):
+    from vitsq.cli import main
+
+    assert main(["quantize", "joe", "--recipe", "eager", "--streaming", "-o", str(tmp_path / "q")]) == 2
+    assert "--streaming applies to the ort-static recipe only" in capsys.readouterr().err
+    assert not (tmp_path / "q").exists()

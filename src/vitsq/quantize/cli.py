@@ -43,6 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--noise-scale", type=float, help="calibration inference setting (default: the model's)")
     p.add_argument("--length-scale", type=float, help="calibration inference setting (default: the model's)")
     p.add_argument("--noise-w", type=float, help="calibration inference setting (default: the model's)")
+    p.add_argument("--streaming", action="store_true",
+                   help="ort-static: also write the streaming graphs, so the artifact streams chunk by chunk "
+                        "with the same INT8 samples (docs/streaming.md)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(func=cmd_quantize)
 
@@ -61,7 +64,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         calibrate_method=args.calibrate_method, calib=args.calib, calib_file=args.calib_file,
         keep_float=args.keep_float, budget=args.budget, granularity=args.granularity,
         sensitivity=args.sensitivity, seed=args.seed, noise_scale=args.noise_scale,
-        length_scale=args.length_scale, noise_w=args.noise_w)
+        length_scale=args.length_scale, noise_w=args.noise_w, streaming=args.streaming)
     # fail on a bad recipe/option or output path before loading the model
     check_options(opts)
     check_output(args.output, kind="dir", force=args.force, what="artifact folder")

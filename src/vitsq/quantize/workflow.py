@@ -45,6 +45,7 @@ class QuantizeOptions:
     noise_scale: float | None = None
     length_scale: float | None = None
     noise_w: float | None = None
+    streaming: bool = False  # ort-static: also write the streaming graphs (docs/streaming.md)
 
 
 @dataclass
@@ -89,6 +90,10 @@ def check_options(opts: QuantizeOptions) -> None:
         if names and names not in (("preset",), ("none",)):
             raise UnsupportedError("--keep-float applies to the eager, pt2e and ort-static recipes; ort-dynamic "
                                    "quantizes the weights of every Conv/MatMul (op types, not layers)")
+    if opts.streaming and cls is not OrtStaticRecipe:
+        raise UnsupportedError(f"--streaming applies to the ort-static recipe only, not {opts.recipe!r} (the PyTorch "
+                               "backend streams every eager model as it is; ExecuTorch: vitsq export --format "
+                               "executorch)")
     if opts.calibrate_method is not None and cls is not OrtStaticRecipe:
         raise UnsupportedError(f"--calibrate-method applies to the ort-static recipe only, not {opts.recipe!r}")
     if auto and opts.budget is None:
@@ -163,7 +168,7 @@ def quantize_to_dir(synth: Any, out_dir: str | Path, opts: QuantizeOptions, *, f
         synth, n=n, sentences=sentences, seed=opts.seed or 0, noise_scale=opts.noise_scale,
         length_scale=opts.length_scale, noise_w=opts.noise_w, recipe=recipe)
     if not isinstance(recipe, EagerRecipe):
-        q = quantize(synth, recipe, calibration)
+        q = quantize(synth, recipe, calibration, **({"streaming": True} if opts.streaming else {}))
         q.save(out_dir, force=force)
         return QuantizeResult(out_dir, q, q.coverage, summary=_summary(q, recipe, out_dir))
     report = plan = None
