@@ -62,8 +62,9 @@ META_KEY = "vitsq.streaming"
 #: ops that only move numbers: their outputs inherit their inputs' quantization
 _MOVERS = {"Pad", "Concat", "Slice", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Split",
            "Gather", "Expand"}
-#: step-graph op kinds that may stand for a model op (a cache concatenation is the model's Pad)
-_COUNTERPART = {"Pad": ("Pad", "Concat")}
+#: step-graph op kinds that may stand for a model op: an op that moves numbers may be any other
+#: (a cache concatenation is the model's Pad; an interleave may be written with other reshapes)
+_COUNTERPART = {op: tuple(sorted(_MOVERS)) for op in _MOVERS}
 
 
 # =========================================================================== the step graph
@@ -264,7 +265,7 @@ def _pairs(model: "onnx.ModelProto", step: "onnx.ModelProto", mv: dict[str, np.n
             raise UnsupportedError(f"cannot stream the INT8 decoder: no float value for {m.name} ({m.op_type})")
         kinds = _COUNTERPART.get(m.op_type, (m.op_type,))
         found = [s for kind in kinds for s in by_kind.get(kind, [])
-                 if _same(ref, sv[s.output[0]], padded=m.op_type == "Pad")]
+                 if _same(ref, sv[s.output[0]], padded=m.op_type in _MOVERS)]
         if not found:
             raise UnsupportedError(f"cannot stream the INT8 decoder: no node of the streaming decoder computes "
                                    f"what {m.name} ({m.op_type}) computes, so its quantization cannot be copied")
@@ -379,13 +380,34 @@ def _quantized_decoder_nodes(fp32: "onnx.ModelProto", int8: "onnx.ModelProto") -
     for n in int8.graph.node:
         if not n.name.startswith("/dec/") or n.op_type in ("QuantizeLinear", "DequantizeLinear"):
             continue
-        if n.name not in fp32_names:
-            raise UnsupportedError(f"cannot stream the INT8 decoder: {n.name} is not a node of the float export")
         reads = any(getattr(prod.get(i), "op_type", "") == "DequantizeLinear" for i in n.input)
         feeds = any(c.op_type == "QuantizeLinear" for c in cons.get(n.output[0], []))
+        if n.op_type in _MOVERS:
+            reads = False  # moving quantized numbers needs nothing; only a quantized output does
+        if (reads or feeds) and n.name not in fp32_names:
+            raise UnsupportedError(f"cannot stream the INT8 decoder: {n.name} is not a node of the float export")
         if reads or feeds:
             out.append(n)
     return out
+
+
+def _same_grid_mover(m: Any, int8: "onnx.ModelProto") -> bool:
+    """``m`` only moves numbers that were quantized with the very scale and zero point its output
+    is quantized with (a transpose of a quantized tensor calibrates to the same range): its
+    quantization changes nothing, so the step graph needs no counterpart for it."""
+    if m.op_type not in _MOVERS:
+        return False
+    from onnx import numpy_helper
+
+    prod, cons = _producers(int8.graph), _consumers(int8.graph)
+    init = {t.name: t for t in int8.graph.initializer}
+    dq = prod.get(m.input[0])
+    q = next((c for c in cons.get(m.output[0], []) if c.op_type == "QuantizeLinear"), None)
+    if dq is None or dq.op_type != "DequantizeLinear" or q is None:
+        return False
+    value = lambda name: numpy_helper.to_array(init[name]) if name in init else None  # noqa: E731
+    return all(value(a) is not None and value(b) is not None and np.array_equal(value(a), value(b))
+               and value(a).dtype == value(b).dtype for a, b in zip(dq.input[1:3], q.input[1:3]))
 
 
 def mirror_quantization(step: "onnx.ModelProto", fp32: "onnx.ModelProto", int8: "onnx.ModelProto",
@@ -401,7 +423,8 @@ def mirror_quantization(step: "onnx.ModelProto", fp32: "onnx.ModelProto", int8: 
                           & _float_names(fp32)) | {z_name} | ({g_name} if g_name else set()))
     mv = run_exposed(fp32, feed, model_names)
     fp32_out = {n.name: n.output[0] for n in fp32.graph.node}
-    wanted = [m for m in wanted if fp32_out[m.name] in mv]  # not the shape reads of a quantized tensor
+    # not the shape reads of a quantized tensor, nor a reordering requantized as it was
+    wanted = [m for m in wanted if fp32_out[m.name] in mv and not _same_grid_mover(m, int8)]
     step_feed = {"z": mv[z_name], "flush": np.zeros(1, np.int64),
                  **{f"state_{i}": s for i, s in enumerate(states)}}
     if g_name and "g" in {i.name for i in step.graph.input}:
@@ -420,10 +443,9 @@ def mirror_quantization(step: "onnx.ModelProto", fp32: "onnx.ModelProto", int8: 
             for s in pairs[m.name]:
                 mirror.quantize_output(index[s.name], nodes[index[s.name]], q.input[1], q.input[2])
     for m in wanted:
-        if m.op_type in _MOVERS:
-            continue
         for s in pairs[m.name]:
-            _mirror_inputs(mirror, m, nodes[index[s.name]], index[s.name], prod8, mv, sv, step)
+            if m.op_type not in _MOVERS and s.op_type == m.op_type:  # a mover's inputs carry their own
+                _mirror_inputs(mirror, m, nodes[index[s.name]], index[s.name], prod8, mv, sv, step)
     mirror.finish()
     log.info("step graph: %d quantized decoder nodes of model.onnx copied onto %d step nodes",
              len(wanted), sum(len(v) for v in pairs.values()))
@@ -447,6 +469,44 @@ def _mirror_inputs(mirror: _Mirror, m: Any, s: Any, idx: int, prod8: dict, mv: d
             hits = [k for k, t in enumerate(orig.input) if ref is not None and t in sv and _same(ref, sv[t], False)]
             j = hits[0] if len(hits) == 1 else i
         mirror.quantize_input(idx, s, j, dq.input[1], dq.input[2])
+
+
+def float_convs_like_model(step: "onnx.ModelProto", int8: "onnx.ModelProto") -> int:
+    """Float step convolutions whose ``model.onnx`` counterpart runs as a 2-D convolution
+    (weights ``<name>_2d`` [O, I, 1, k]: :func:`vitsq.quantize.ort.float_convs_as_2d`) become the
+    same 2-D convolution, in place: ONNX Runtime then picks the same kernel and summation order
+    for both. Matched by weight name (both graphs name weights after the model's parameters).
+    Returns the number rewritten."""
+    from onnx import helper, numpy_helper
+
+    init8 = {t.name: t for t in int8.graph.initializer}
+    as_2d = {n.input[1][: -len("_2d")]: n for n in int8.graph.node
+             if n.op_type == "Conv" and n.input[1].endswith("_2d") and n.input[1] in init8}
+    inits = {t.name for t in step.graph.initializer}
+    axes = "stream_conv2d_axis"
+    nodes, done = [], 0
+    for node in step.graph.node:
+        model = as_2d.get(node.input[1]) if node.op_type == "Conv" and node.input[1] in inits else None
+        pads = next((list(a.ints) for a in node.attribute if a.name == "pads"), [0, 0])
+        if model is None or any(pads):
+            nodes.append(node)
+            continue
+        w2 = copy.deepcopy(init8[model.input[1]])
+        if w2.name not in inits:
+            step.graph.initializer.append(w2)
+            inits.add(w2.name)
+        attrs = {a.name: helper.get_attribute_value(a) for a in model.attribute if a.name != "pads"}
+        x4, y4 = f"{node.output[0]}__2d_in", f"{node.output[0]}__2d"
+        nodes += [helper.make_node("Unsqueeze", [node.input[0], axes], [x4], name=f"{node.name}_to_2d"),
+                  helper.make_node("Conv", [x4, w2.name, *node.input[2:]], [y4], name=node.name, **attrs),
+                  helper.make_node("Squeeze", [y4, axes], [node.output[0]], name=f"{node.name}_to_1d")]
+        done += 1
+    if done:
+        step.graph.initializer.append(numpy_helper.from_array(np.array([2], dtype=np.int64), axes))
+        del step.graph.node[:]
+        step.graph.node.extend(nodes)
+        _prune(step)
+    return done
 
 
 # =========================================================================== caches kept in INT8
@@ -692,6 +752,7 @@ def write_streaming_pair(model: nn.Module, model_onnx: str | Path, out_dir: str 
     if float_onnx is not None:
         step = mirror_quantization(step, onnx.load(str(float_onnx)), proto_model, feed, initial_states(spec))
         int8_caches(step, spec["states"])
+        float_convs_like_model(step, proto_model)
     _set_meta(step, {META_KEY: json.dumps(spec)})
     step.producer_name = "vitsq"
     onnx.save(step, str(out_dir / STEP_FILE))

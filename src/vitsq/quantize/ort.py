@@ -256,6 +256,10 @@ def quantize_ort(synth: Any, recipe: Any, calibration: Any = None, *, flavor: st
         raise UnsupportedError(f"streaming graphs need the ort-static recipe, not {recipe.name}: dynamic quantization "
                                "scales each call's activations by that call's own range, so a chunk would not "
                                "compute what the whole sentence computes")
+    if streaming and not recipe.polyphase_upsampling:
+        raise UnsupportedError("streaming INT8 graphs need the recipe's polyphase_upsampling (the default): the "
+                               "transposed convolutions it replaces stay float with INT8 weights, which the "
+                               "streaming decoder does not reproduce")
     flavor = flavor or default_flavor(synth.config)
     if isinstance(recipe, OrtStaticRecipe) and calibration is None:
         from vitsq.quantize.calibration import make_calibration
