@@ -28,6 +28,8 @@ with the step node of the same kind whose output holds the same numbers. Nodes l
 (``QLinearConv`` gives each output the same integer whatever the input length: measured, 0 of
 1.3 M outputs differ). The caches between INT8 layers are then kept as INT8 states
 (:func:`int8_caches`): a quarter of the bytes, and no float round trip between INT8 layers.
+Float convolutions that ``model.onnx`` runs as 2-D convolutions run as the same 2-D
+convolutions in the step graph (:func:`float_convs_like_model`).
 Float parts are not all length-invariant in ONNX Runtime (``Conv`` on short inputs, ``Sin``/
 ``Cos`` on a tensor's last elements differ by an ulp), so every written pair is checked
 (:func:`check_pair`): streamed audio must equal ``model.onnx``'s within 1e-5 of the peak (float)
@@ -583,7 +585,7 @@ def int8_caches(proto: "onnx.ModelProto", states: list[dict]) -> int:
     cache states then INT8 (``states[i]`` gets its ``dtype`` and ``fill``). Same numbers
     (quantization is elementwise), a quarter of the bytes moved, and no float round trip
     between INT8 layers. Returns the number of concatenations rewritten."""
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
 
     g = _Graph(proto)
     k = len(states)
