@@ -350,7 +350,8 @@ class BaseSynthesizer:
 
         if self.frontend is None:
             raise InputError(f"model {self.name} has no text front-end: use synthesize_ids")
-        return sentence_pieces(validate_text(text))
+        # a front-end whose utterance is a whole line (Russian, as vosk-tts) is cut at lines only
+        return sentence_pieces(validate_text(text), lines_only=getattr(self.frontend, "utterance_per_line", False))
 
     def _piece_ids(self, piece: str) -> list[list[int]]:
         return self.frontend.text_to_ids(piece)

@@ -208,6 +208,9 @@ class RussianFrontend:
 
     language = "ru"
 
+    #: One utterance per line, as vosk-tts synthesizes (streaming cuts the text at lines only).
+    utterance_per_line = True
+
     def __init__(
         self,
         config: "VitsConfig | None" = None,

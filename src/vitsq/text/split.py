@@ -98,18 +98,19 @@ def _strip(piece: list[str]) -> list[str]:
 _PIECE_BREAK = None
 
 
-def sentence_pieces(text: str) -> list[str]:
+def sentence_pieces(text: str, lines_only: bool = False) -> list[str]:
     """``text`` cut after sentence ends (``.?!…`` then whitespace) and at line breaks, for a
     front-end to phonemize one piece at a time (streaming starts on the first sentence without
     waiting for the others). A piece with no letter or digit joins the one before it, so no text
-    is dropped; joined again, the pieces are the text up to the whitespace at the cuts."""
+    is dropped; joined again, the pieces are the text up to the whitespace at the cuts.
+    ``lines_only``: cut at line breaks only (a front-end whose utterance is a line, as vosk-tts)."""
     import re
 
     global _PIECE_BREAK
     if _PIECE_BREAK is None:
         _PIECE_BREAK = re.compile(r"(?<=[.?!\u2026])\s+|\s*\n\s*")
     pieces: list[str] = []
-    for piece in _PIECE_BREAK.split(text):
+    for piece in (re.split(r"\s*\n\s*", text) if lines_only else _PIECE_BREAK.split(text)):
         if not piece or piece.isspace():
             continue
         if pieces and not any(ch.isalnum() for ch in piece):
