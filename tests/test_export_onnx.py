@@ -222,7 +222,9 @@ def test_piper_runtime_loads_int8_voice(joe_torch, tmp_path):
     meta = {p.key: p.value for p in proto.metadata_props}
     assert json.loads(meta["vitsq.quantization"])["recipe"]["recipe"] == "ort-static"
     fp32_bytes = json.loads(meta["vitsq.quantization"])["fp32_onnx_bytes"]
-    assert voice.stat().st_size * 3.0 < fp32_bytes  # weights really stored in INT8
+    # weights really stored in INT8: the default (faithful) preset keeps the text encoder and the
+    # duration predictor FP32 (most of joe's weights; 38 of 65 MB), the fast one quantizes them
+    assert voice.stat().st_size * 1.5 < fp32_bytes
     got, ids = _piper_audio(voice, EN_TEXT)
     ref = joe_torch.synthesize_ids(ids, **ZERO).samples
     assert abs(len(got) - len(ref)) <= 0.05 * len(ref)  # durations may move by a frame here and there

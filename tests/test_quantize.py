@@ -70,9 +70,11 @@ def test_recipe_dict_round_trip_and_bad_options():
     v1 = {"recipe": "ort-static", "version": 1, "per_channel": True, "calibrate_method": "minmax",
           "op_types": None, "keep_float": [], "static_prefixes": None, "weight_only_rest": True}
     old = recipe_from_dict(v1)
-    assert old.version == 2 and old.polyphase_upsampling is False and OrtStaticRecipe().polyphase_upsampling
-    with pytest.raises(UnsupportedError, match="version 3"):
-        recipe_from_dict({**v1, "version": 3})
+    assert old.version == 3 and old.polyphase_upsampling is False and OrtStaticRecipe().polyphase_upsampling
+    assert old.float_convs_2d is False and OrtStaticRecipe().float_convs_2d  # v1/v2 predate it
+    assert recipe_from_dict({**v1, "version": 2, "polyphase_upsampling": True}).polyphase_upsampling
+    with pytest.raises(UnsupportedError, match="version 4"):
+        recipe_from_dict({**v1, "version": 4})
 
 
 def test_ort_preset_names_follow_the_decoder_shape(joe_torch):
@@ -90,7 +92,8 @@ def test_ort_preset_names_follow_the_decoder_shape(joe_torch):
     assert ort_keep_float(four)[-1] == "/dec/resblocks.11/"
     best = best_for(joe_torch, "ort-static")
     assert best.polyphase_upsampling and best.calibrate_method == "percentile"
-    assert set(best.static_prefixes) == {"/dec/", "/flow/", "/enc_p/"}
+    assert set(best.static_prefixes) == {"/dec/", "/flow/"}  # faithful: text encoder, durations float
+    assert set(best_for(joe_torch, "ort-static:fast").static_prefixes) == {"/dec/", "/flow/", "/enc_p/"}
     with pytest.raises(InputError, match="pass the model"):
         ort_keep_float(None)
 

@@ -164,12 +164,16 @@ class OrtStaticRecipe(_Recipe):
     everywhere else. ``polyphase_upsampling``: export the decoder's transposed convolutions as
     ordinary convolutions (:mod:`vitsq.models.polyphase`, same function) so that they run as
     INT8 ``QLinearConv`` -- ONNX Runtime's CPU provider has no INT8 ``ConvTranspose``.
-    Version 2 added it; version-1 recipes (made without it) read as ``False``.
+    ``float_convs_2d``: the decoder's float convolutions (those inside float islands) run as 2-D
+    convolutions, which ONNX Runtime's NCHWc kernels compute faster than its 1-D path (same
+    values up to summation order; :func:`vitsq.quantize.ort.float_convs_as_2d`).
+    Version 2 added ``polyphase_upsampling``, version 3 ``float_convs_2d``; older recipes (made
+    without them) read as ``False``.
     """
 
     name: ClassVar[str] = "ort-static"
-    VERSION: ClassVar[int] = 2
-    version: int = 2
+    VERSION: ClassVar[int] = 3
+    version: int = 3
     per_channel: bool = True
     calibrate_method: str = "minmax"
     op_types: tuple[str, ...] | None = None
@@ -177,11 +181,13 @@ class OrtStaticRecipe(_Recipe):
     static_prefixes: tuple[str, ...] | None = None
     weight_only_rest: bool = True
     polyphase_upsampling: bool = True
+    float_convs_2d: bool = True
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]):
-        if isinstance(d, dict) and d.get("version") == 1:  # v1 artifacts predate the polyphase option
-            d = {**d, "version": 2, "polyphase_upsampling": False}
+        if isinstance(d, dict) and d.get("version") in (1, 2):  # made before the options of later versions
+            d = {**d, "version": 3, "float_convs_2d": False}
+            d.setdefault("polyphase_upsampling", False)  # v1
         return super().from_dict(d)
 
     def __post_init__(self) -> None:
@@ -220,7 +226,15 @@ def recipe_from_dict(d: dict[str, Any]):
 
 
 def recipe_class(name: str) -> type:
-    """The recipe class for a name (``eager``, ``pt2e``, ``ort-static``, ``ort-dynamic``)."""
+    """The recipe class for a name (``eager``, ``pt2e``, ``ort-static``, ``ort-dynamic``; a preset
+    variant may follow, ``ort-static:fast``, see :func:`best_for`)."""
+    if isinstance(name, str) and ":" in name:
+        name, variant = name.split(":", 1)
+        if name == "ort-static":
+            _check_choice("ort-static preset variant", variant, ORT_STATIC_VARIANTS)
+        elif name in RECIPES:
+            raise UnsupportedError(f"recipe {name!r} has no preset variants (got {variant!r}); only ort-static "
+                                   f"has: {', '.join(ORT_STATIC_VARIANTS)}")
     if name not in RECIPES:
         raise UnsupportedError(f"unknown quantization recipe {name!r}: valid recipes are {', '.join(RECIPES)}")
     return RECIPES[name]
@@ -231,12 +245,24 @@ def recipe_class(name: str) -> type:
 #: ``conv_post`` (8-bit activations at waveform level put a noise floor under quiet frames) and the
 #: duration predictor (INT8 there shifts integer durations). Why: docs/quantization.md.
 EAGER_KEEP_FLOAT: tuple[str, ...] = ("dp", "dec.stage2", "dec.conv_post")
-#: Where the VITS ort-static preset runs static INT8 (decoder, flow, text encoder; the rest is
-#: weight-only INT8). Chosen one step at a time on joe by speaker similarity and speed; the preset's
-#: current numbers are in benchmarks/joe_eval_zero_noise.json and benchmarks/joe_cpu_1thread.json.
+#: Where the VITS ort-static ``fast`` preset runs static INT8 (decoder, flow, text encoder; the rest
+#: is weight-only INT8). Chosen one step at a time on joe by speaker similarity and speed.
 ORT_STATIC_PREFIXES_VITS: tuple[str, ...] = ("/dec/", "/flow/", "/enc_p/")
-#: ... and for the VITS2 (Vosk) preset: the text encoder is a small share of its time.
+#: ... and for the VITS2 (Vosk) preset and the ``faithful`` presets: decoder and flow.
 ORT_STATIC_PREFIXES_VITS2: tuple[str, ...] = ("/dec/", "/flow/")
+ORT_STATIC_PREFIXES_FAITHFUL: tuple[str, ...] = ("/dec/", "/flow/")
+#: The text encoder and the duration predictor, kept entirely float (FP32 weights too) by the
+#: ``faithful`` presets: any change there moves integer durations (on joe, weight-only INT8 of
+#: the duration predictor alone changed the durations of 40 of 40 sentences).
+ORT_DURATION_PATH: tuple[str, ...] = ("/enc_p/", "/dp/")
+#: Preset variants of the ort-static recipe (:func:`best_for`): ``faithful`` keeps the duration
+#: path and the decoder's full-rate stage float (integer durations equal FP32's), ``fast`` trades
+#: both for speed and size. Measured: docs/quantization.md ("Faithful preset").
+ORT_STATIC_VARIANTS: tuple[str, ...] = ("faithful", "fast")
+#: The variant a plain ``ort-static`` means, per architecture: VITS voices measured on joe; the
+#: VITS2 (Vosk) default stays size-first (no trained checkpoint here to measure its quality, and
+#: a float text encoder would add ~20 MB), ``ort-static:faithful`` asks for the other.
+ORT_STATIC_DEFAULT_VARIANT: dict[str, str] = {"vits": "faithful", "vits2": "fast"}
 
 
 def ort_keep_float(config: Any) -> tuple[str, ...]:
@@ -264,13 +290,36 @@ def ort_keep_float(config: Any) -> tuple[str, ...]:
     return tuple(keep)
 
 
+def ort_last_stage(config: Any) -> tuple[str, ...]:
+    """ONNX node-name prefixes of the VITS decoder's whole last (full-rate) stage, derived from
+    ``config``: the activation before its upsampling layer, the upsampling layer, every resblock
+    of the stage, the sums and average across them, the last activation and ``conv_post``. The
+    ``faithful`` preset keeps them float: INT8 anywhere in this stage costs speaker similarity
+    (joe: 0.982 with it float, 0.979 with only its upsampling INT8, 0.965 with its first two
+    resblocks INT8 too; docs/quantization.md)."""
+    if not hasattr(config, "upsample_rates"):
+        raise InputError("the ort-static preset for VITS is derived from the model's decoder: pass the model "
+                         f"or its config, not {type(config).__name__}")
+    n = len(config.upsample_rates)
+    k = len(config.resblock_kernel_sizes)
+    last = n - 1
+
+    def nth(op: str, i: int) -> str:
+        return f"/dec/{op}" if i == 0 else f"/dec/{op}_{i}"
+
+    keep = ["/dec/conv_post/", nth("LeakyRelu", n), nth("LeakyRelu", last), f"/dec/ups.{last}/", nth("Div", last)]
+    keep += [nth("Add", last * (k - 1) + j) for j in range(k - 1)]
+    keep += [f"/dec/resblocks.{b}/" for b in range(last * k, last * k + k)]
+    return tuple(keep)
+
+
 #: PT2E groups left float in VITS by default (:class:`PT2ERecipe` ``keep_float=None``): the
 #: decoder's part of :data:`EAGER_KEEP_FLOAT`, plus ``dp.flows`` (the spline flows that turn noise
 #: into log-durations: INT8 there moved durations more than the rest of the duration predictor).
 PT2E_KEEP_FLOAT: tuple[str, ...] = tuple(g for g in EAGER_KEEP_FLOAT if g.startswith("dec.")) + ("dp.flows",)
 
 
-def best_for(model: Any = None, recipe: str = "eager"):
+def best_for(model: Any = None, recipe: str = "eager", variant: str | None = None):
     """The measured best recipe of kind ``recipe`` (``eager``, ``ort-static``, ``pt2e``,
     ``ort-dynamic``) for ``model``: what a recipe *name* means everywhere (``vitsq.quantize(model,
     "ort-static")``, ``vitsq quantize --recipe``, ``vitsq export --recipe``, the demo).
@@ -279,21 +328,29 @@ def best_for(model: Any = None, recipe: str = "eager"):
     layers: the HiFi-GAN VITS decoder's last stage and ``conv_post`` for Piper/VITS voices; for
     the multi-band iSTFT VITS2 decoder only the duration predictor is kept float, since its
     last-stage equivalents were not measured on trained weights. Why: docs/quantization.md.
+
+    ``variant`` (ort-static only; also written ``"ort-static:fast"``): one of
+    :data:`ORT_STATIC_VARIANTS`. ``faithful`` keeps the text encoder and duration predictor FP32
+    (integer durations equal FP32's) and, for VITS, the decoder's full-rate stage float;
+    ``fast`` quantizes them (VITS: text encoder static, duration predictor weight-only) for speed
+    and size. ``None``: :data:`ORT_STATIC_DEFAULT_VARIANT` of the model's architecture.
     """
+    if isinstance(recipe, str) and ":" in recipe:
+        recipe, named = recipe.split(":", 1)
+        if variant is not None and variant != named:
+            raise InputError(f"preset variant given twice: {named!r} in the name and variant={variant!r}")
+        variant = named
     config = getattr(model, "config", model)
     arch = getattr(config, "arch", "vits")
+    if variant is not None and recipe != "ort-static":
+        recipe_class(recipe)  # an unknown recipe is reported as such first
+        raise UnsupportedError(f"recipe {recipe!r} has no preset variants (got {variant!r}); only ort-static "
+                               f"has: {', '.join(ORT_STATIC_VARIANTS)}")
     if recipe == "eager":
         keep = EAGER_KEEP_FLOAT if arch == "vits" else ("dp",)
         return EagerRecipe(per_channel=True, act_observer="histogram", keep_float=keep)
     if recipe == "ort-static":
-        if arch == "vits":
-            return OrtStaticRecipe(per_channel=True, calibrate_method="percentile", keep_float=ort_keep_float(config),
-                                   static_prefixes=ORT_STATIC_PREFIXES_VITS, polyphase_upsampling=True)
-        # VITS2: chosen for speed on random weights (static flow helps, a static text encoder
-        # does not), with the flow static as on joe; quality unmeasured without a trained
-        # checkpoint: run `vitsq eval` on one before shipping it.
-        return OrtStaticRecipe(per_channel=True, calibrate_method="minmax", keep_float=(),
-                               static_prefixes=ORT_STATIC_PREFIXES_VITS2, polyphase_upsampling=True)
+        return _ort_static_preset(config, arch, variant or ORT_STATIC_DEFAULT_VARIANT.get(arch, "fast"))
     if recipe == "pt2e":
         stages = PT2E_STAGES if arch == "vits" else tuple(st for st in PT2E_STAGES if st != "duration")
         return PT2ERecipe(per_channel=True, stages=stages, keep_float=PT2E_KEEP_FLOAT if arch == "vits" else (),
@@ -302,3 +359,21 @@ def best_for(model: Any = None, recipe: str = "eager"):
         # no layer choice to make (every Conv/MatMul weight INT8, activations ranged at run time)
         return OrtDynamicRecipe()
     raise UnsupportedError(f"unknown quantization recipe {recipe!r}: valid recipes are {', '.join(RECIPES)}")
+
+
+def _ort_static_preset(config: Any, arch: str, variant: str) -> OrtStaticRecipe:
+    """The ort-static preset ``variant`` for ``arch`` (see :func:`best_for`)."""
+    _check_choice("ort-static preset variant", variant, ORT_STATIC_VARIANTS)
+    if arch == "vits":
+        if variant == "faithful":
+            return OrtStaticRecipe(per_channel=True, calibrate_method="percentile",
+                                   keep_float=ORT_DURATION_PATH + ort_last_stage(config),
+                                   static_prefixes=ORT_STATIC_PREFIXES_FAITHFUL, polyphase_upsampling=True)
+        return OrtStaticRecipe(per_channel=True, calibrate_method="percentile", keep_float=ort_keep_float(config),
+                               static_prefixes=ORT_STATIC_PREFIXES_VITS, polyphase_upsampling=True)
+    # VITS2: chosen for speed on random weights (static flow helps, a static text encoder does
+    # not); quality unmeasured without a trained checkpoint: run `vitsq eval` on one before
+    # shipping it. The faithful variant keeps its duration path float as for VITS.
+    return OrtStaticRecipe(per_channel=True, calibrate_method="minmax",
+                           keep_float=ORT_DURATION_PATH if variant == "faithful" else (),
+                           static_prefixes=ORT_STATIC_PREFIXES_VITS2, polyphase_upsampling=True)
