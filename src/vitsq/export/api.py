@@ -53,6 +53,8 @@ def check_export_args(fmt: str, out: str | Path, *, recipe: Any = None, force: b
             raise InputError("--calib applies to --recipe pt2e: float (fp32) programs are not calibrated")
         return check_output(out, kind="dir", force=force, what="ExecuTorch output folder")
     name = name or "fp32"
+    # a preset variant (``ort-static:fast``) takes the options of its recipe
+    name = name.split(":", 1)[0] if isinstance(name, str) else name
     if name not in ONNX_RECIPES:
         raise InputError(f"recipe {name!r} does not apply to --format {fmt}: valid are {', '.join(ONNX_RECIPES)}")
     if name != "ort-static":

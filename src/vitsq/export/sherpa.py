@@ -75,6 +75,8 @@ def check_sherpa_args(out: str | Path, *, recipe: Any = None, force: bool = Fals
     copy, the output folder (:mod:`vitsq.outputs`). Returns the output path."""
     name = recipe if recipe is None or isinstance(recipe, str) else getattr(recipe, "name", recipe)
     name = name or "fp32"
+    # a preset variant (``ort-static:fast``) takes the options of its recipe
+    name = name.split(":", 1)[0] if isinstance(name, str) else name
     if name not in RECIPES:
         raise InputError(f"recipe {name!r} does not apply to --format sherpa: valid are {', '.join(RECIPES)}")
     if name != "ort-static":
