@@ -4,6 +4,12 @@ How the model is cut into the two programs, and why, is told in :mod:`vitsq.expo
 (which writes them); this module holds what running them needs: the file names and bounds both
 sides agree on, the host-side expansion between the programs, ExecuTorch's process-wide thread
 pool, and :class:`ExecuTorchSynthesizer`.
+
+An artifact exported with streaming programs (``flow.pte`` + ``decoder_step.pte``, see
+:mod:`vitsq.export.executorch_stream`) streams chunk by chunk (:class:`StepPrograms`):
+encoder and host expansion as for a whole sentence, the flow once, then the step methods
+``first`` / ``next`` / ``last`` on the schedule's chunks. A sentence the schedule would decode
+in one chunk runs ``decoder.pte`` itself, so it equals the non-streamed synthesis by construction.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ from __future__ import annotations
 import logging
 import weakref
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -27,6 +33,9 @@ log = logging.getLogger(__name__)
 KIND = "executorch"
 ENCODER_FILE = "encoder.pte"
 DECODER_FILE = "decoder.pte"
+FLOW_FILE = "flow.pte"  # streaming: the reverse flow, once per sentence
+STEP_FILE = "decoder_step.pte"  # streaming: the chunk-by-chunk decoder (methods first/next/last)
+STEP_METHODS = ("first", "next", "last")
 EXPORT_VERSION = 1
 MIN_TOKENS = 2  # torch.export specializes sizes 0 and 1; shorter input is padded and masked
 MIN_FRAMES = 2
@@ -94,12 +103,12 @@ def set_threadpool_size(threads: int) -> int:
     return threadpool_size()
 
 
-def run_programs(encoder: Any, decoder: Any, config: "VitsConfig", ids: Sequence[int], speaker: int, seed: int,
-                 scales: tuple[float, float, float], max_frames: int) -> np.ndarray:
-    """One sentence through program A, the host expansion and program B -> audio [S] float32.
+def encode_sentence(encoder: Any, config: "VitsConfig", ids: Sequence[int], speaker: int, seed: int,
+                    scales: tuple[float, float, float], max_frames: int) -> tuple[torch.Tensor, int, torch.Tensor]:
+    """Program A and the host expansion: ids -> (z_p [1, C, frames], frames, sid [1]).
 
-    ``encoder``/``decoder``: loaded ExecuTorch methods. Noise is drawn
-    from ``torch.Generator().manual_seed(seed)`` in :meth:`VITS.infer`'s order.
+    ``encoder``: the loaded ExecuTorch method. Noise is drawn from
+    ``torch.Generator().manual_seed(seed)`` in :meth:`VITS.infer`'s order.
     """
     from vitsq.models.vits import sample_frame_noise, sample_token_noise
 
@@ -129,6 +138,11 @@ def run_programs(encoder: Any, decoder: Any, config: "VitsConfig", ids: Sequence
         m_y = logs_y = torch.zeros(1, c, 1)
     eps = sample_frame_noise(torch.tensor([frames]), frames, c, gen)  # [1, C, frames]
     z_p = m_y + eps * torch.exp(logs_y) * noise_scale
+    return z_p.contiguous(), frames, sid
+
+
+def decode_whole(decoder: Any, z_p: torch.Tensor, frames: int, sid: torch.Tensor) -> np.ndarray:
+    """Program B on a whole sentence: z_p [1, C, frames] -> audio [frames * hop] float32."""
     y_mask = torch.ones(1, 1, frames)
     if frames < MIN_FRAMES:  # pad with masked frames; the decoder sees them as zeros
         pad = MIN_FRAMES - frames
@@ -139,21 +153,76 @@ def run_programs(encoder: Any, decoder: Any, config: "VitsConfig", ids: Sequence
     return audio[0, 0, : frames * hop].numpy().astype(np.float32, copy=True)
 
 
+def run_programs(encoder: Any, decoder: Any, config: "VitsConfig", ids: Sequence[int], speaker: int, seed: int,
+                 scales: tuple[float, float, float], max_frames: int) -> np.ndarray:
+    """One sentence through program A, the host expansion and program B -> audio [S] float32.
+
+    ``encoder``/``decoder``: loaded ExecuTorch methods. Noise is drawn
+    from ``torch.Generator().manual_seed(seed)`` in :meth:`VITS.infer`'s order.
+    """
+    z_p, frames, sid = encode_sentence(encoder, config, ids, speaker, seed, scales, max_frames)
+    return decode_whole(decoder, z_p, frames, sid)
+
+
+class StepPrograms:
+    """The loaded streaming programs: ``flow.pte`` and the methods of ``decoder_step.pte``.
+
+    ``lag_frames``: the step decoder's look-ahead (the first call brings more frames than
+    that); ``max_chunk``: most frames one call takes (a longer chunk runs as several calls).
+    """
+
+    def __init__(self, runtime: Any, directory: Path, lag_frames: int, max_chunk: int) -> None:
+        self.programs = [runtime.load_program(str(directory / FLOW_FILE)),
+                         runtime.load_program(str(directory / STEP_FILE))]
+        self.flow = self.programs[0].load_method("forward")
+        self.methods = {m: self.programs[1].load_method(m) for m in STEP_METHODS}
+        self.lag_frames = int(lag_frames)
+        self.max_chunk = int(max_chunk)
+
+    def stream(self, z_p: torch.Tensor, sid: torch.Tensor, plan: Sequence[int]) -> Iterator[np.ndarray]:
+        """z_p [1, C, sum(plan)] -> the audio of each planned chunk (``plan``: frames per chunk,
+        the first one > ``lag_frames``, at least two chunks)."""
+        frames = int(z_p.shape[-1])
+        (z,) = self.flow.execute([z_p, torch.ones(1, 1, frames), sid])  # [1, C, frames]
+        states: list[torch.Tensor] | None = None
+        pos = 0
+        for k, n in enumerate(plan):
+            pieces = []
+            while n > 0:
+                m = min(n, self.max_chunk)
+                chunk = z[:, :, pos : pos + m].contiguous()  # [1, C, m]
+                if states is None:
+                    out = self.methods["first"].execute([chunk, sid])
+                elif k == len(plan) - 1 and m == n:
+                    out = self.methods["last"].execute([chunk, sid, *states])
+                else:
+                    out = self.methods["next"].execute([chunk, sid, *states])
+                pieces.append(out[0][0, 0])
+                states = list(out[1:])
+                pos, n = pos + m, n - m
+            yield torch.cat(pieces).numpy().astype(np.float32, copy=True)
+
+
 class ExecuTorchSynthesizer(BaseSynthesizer):
     """Runs ``encoder.pte`` / ``decoder.pte`` through ``executorch.runtime`` (CPU, XNNPACK).
 
     Same noise as the torch backend for the same seed (see module docstring); a batch runs
-    item by item. Only ``device="cpu"``.
+    item by item. Only ``device="cpu"``. ``streaming``: the manifest's description of the
+    streaming programs (None: the artifact has none, and :meth:`stream` yields one chunk per
+    sentence).
     """
 
     backend = "executorch"
 
     def __init__(self, directory: str | Path, config: "VitsConfig", name: str, frontend: Any, *,
-                 max_tokens: int, max_frames: int, threads: int | None = None, **kwargs: Any) -> None:
+                 max_tokens: int, max_frames: int, threads: int | None = None,
+                 streaming: dict[str, Any] | None = None, **kwargs: Any) -> None:
         from executorch.runtime import Runtime
 
         directory = Path(directory)
         paths = [directory / ENCODER_FILE, directory / DECODER_FILE]
+        if streaming:
+            paths += [directory / FLOW_FILE, directory / STEP_FILE]
         kwargs.setdefault("artifact_paths", paths)
         super().__init__(name, config, frontend, **kwargs)
         self.directory = directory
@@ -164,22 +233,42 @@ class ExecuTorchSynthesizer(BaseSynthesizer):
             set_threadpool_size(threads)
         if self.quantization:
             _load_quantized_kernels()
+        self._step: StepPrograms | None = None
         try:
-            self._programs = [runtime.load_program(str(p)) for p in paths]
+            self._programs = [runtime.load_program(str(p)) for p in paths[:2]]
             self._encoder, self._decoder = (p.load_method("forward") for p in self._programs)
+            if streaming:
+                self._step = StepPrograms(runtime, directory, streaming["lag_frames"], streaming["max_chunk"])
+                self.streaming = "frames"
         except Exception as exc:  # the runtime raises RuntimeError/ValueError with its own codes
             raise ModelLoadError(f"executorch.runtime cannot load the programs in {directory}: {exc}") from exc
         _LIVE_SYNTHS.add(self)
 
-    def _run(self, batch: list[list[int]], speakers: list[int], scales: tuple[float, float, float],
-             seeds: list[int]) -> list[np.ndarray]:
+    def _check_tokens(self, batch: list[list[int]]) -> None:
         too_long = [len(ids) for ids in batch if len(ids) > self.max_tokens]
         if too_long:
             raise InputError(f"a sentence has {max(too_long)} symbol ids, but this ExecuTorch program takes at "
                              f"most {self.max_tokens} per sentence: split the text into shorter sentences, or "
                              f"re-export with a larger max_tokens")
+
+    def _run(self, batch: list[list[int]], speakers: list[int], scales: tuple[float, float, float],
+             seeds: list[int]) -> list[np.ndarray]:
+        self._check_tokens(batch)
         return [run_programs(self._encoder, self._decoder, self.config, ids, spk, seed, scales, self.max_frames)
                 for ids, spk, seed in zip(batch, speakers, seeds)]
+
+    def _stream_ids(self, ids, speaker, scales, seed, schedule) -> Iterator[tuple[np.ndarray, bool]]:
+        if self._step is None:
+            yield from super()._stream_ids(ids, speaker, scales, seed, schedule)
+            return
+        self._check_tokens([ids])
+        z_p, frames, sid = encode_sentence(self._encoder, self.config, ids, speaker, seed, scales, self.max_frames)
+        plan = schedule.plan(frames, self._step.lag_frames)
+        if len(plan) == 1:  # one chunk: the whole-sentence program, identical to synthesize by construction
+            yield decode_whole(self._decoder, z_p, frames, sid), True
+            return
+        for k, audio in enumerate(self._step.stream(z_p, sid, plan)):
+            yield audio, k == len(plan) - 1
 
     def describe(self) -> dict[str, Any]:
         d = super().describe()
@@ -187,6 +276,7 @@ class ExecuTorchSynthesizer(BaseSynthesizer):
         d["max_frames"] = self.max_frames
         d["device"] = "cpu"
         d["threads"] = threadpool_size()
+        d["streaming"] = self.streaming
         return d
 
 
@@ -223,7 +313,23 @@ def load_executorch_artifact(directory: str | Path, manifest: dict[str, Any], ba
     return ExecuTorchSynthesizer(
         directory, config, f"{name}-et-{recipe}", make_frontend(config),
         max_tokens=et["max_tokens"], max_frames=et["max_frames"], threads=kw.pop("threads", None),
+        streaming=_streaming_section(directory, manifest),
         label=manifest.get("label", "trained"), quantization=manifest.get("quantization"),
         extra_info={"source": manifest.get("source", {}).get("source"), "artifact": str(directory),
                     "executorch_recipe": recipe},
     )
+
+
+def _streaming_section(directory: Path, manifest: dict[str, Any]) -> dict[str, Any] | None:
+    """The manifest's streaming programs (None when the artifact has none), checked."""
+    st = manifest["executorch"].get("streaming")
+    if st is None:
+        return None
+    ok = (isinstance(st, dict) and all(isinstance(st.get(k), int) and st[k] > 0 for k in ("lag_frames", "max_chunk"))
+          and st["max_chunk"] > st["lag_frames"] and list(st.get("methods", ())) == list(STEP_METHODS)
+          and all(f in manifest.get("files", {}) for f in (FLOW_FILE, STEP_FILE)))
+    if not ok:
+        raise ModelLoadError(f"{directory}/vitsq.json: the executorch streaming section is not valid (it needs "
+                             f"lag_frames < max_chunk, methods {list(STEP_METHODS)} and the files {FLOW_FILE}, "
+                             f"{STEP_FILE}): re-export the model")
+    return st
