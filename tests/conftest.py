@@ -1,11 +1,26 @@
-"""Shared fixtures: the embedded voice loaded once per session, in both backends, and the
-evaluation's quality measures (speaker encoder, Whisper) for INT8-vs-FP32 budgets."""
+"""Shared fixtures: the embedded voice loaded once per session, in both backends, the
+evaluation's quality measures (speaker encoder, Whisper) for INT8-vs-FP32 budgets, and
+exports made by a background process while the rest of the suite runs.
+
+Threads: the suite runs torch (and OpenMP in its subprocesses) on one thread unless
+``OMP_NUM_THREADS`` says otherwise. On the 2-core test machine another process is almost always
+busy (the background exports, a test's server, other jobs); OpenMP threads that spin-wait for
+a descheduled partner made a 2-thread joe synthesis ~15x slower than 1 thread on the loaded
+2-core machine (30 s vs 2 s, ten times the CPU time).
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # before anything imports torch (see module docstring)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -19,6 +34,8 @@ def pytest_collection_modifyitems(config, items):
         for item in items:
             if "cuda" in item.keywords:
                 item.add_marker(skip)
+    # tests waiting for background exports run last, so the exports are made meanwhile
+    items.sort(key=lambda item: bool(_background_table(item)))  # stable: order kept otherwise
 
 
 @pytest.fixture(scope="session")
@@ -68,3 +85,108 @@ def quality_vs_fp32():
         return sims, wer
 
     return compare
+
+
+# --------------------------------------------------------------------------- background exports
+def _background_table(item) -> dict:
+    """The ``BACKGROUND_EXPORTS`` table of a test's module: ``{fixture name: export spec}``."""
+    return getattr(getattr(item, "module", None), "BACKGROUND_EXPORTS", None) or {}
+
+
+_EXPORT_WORKER = r"""
+import json, os, sys, threading, time, traceback
+from pathlib import Path
+root, specs, parent = Path(sys.argv[1]), json.loads(sys.argv[2]), int(sys.argv[3])
+
+def orphaned():  # pytest was killed (no finalizer ran): stop instead of exporting for nobody
+    while os.getppid() == parent:
+        time.sleep(2)
+    os._exit(1)
+
+threading.Thread(target=orphaned, daemon=True).start()
+import torch
+torch.set_num_threads(1)
+import vitsq
+from vitsq.export.executorch import export_executorch
+models = {}
+for name, spec in specs:
+    t0, c0 = time.perf_counter(), time.process_time()
+    spec = dict(spec)
+    key = (spec.pop("model"), spec.pop("config_path", None))
+    try:
+        if key not in models:
+            models[key] = vitsq.load(key[0], backend="torch", config_path=key[1])
+        export_executorch(models[key], root / name, **spec)
+    except BaseException:
+        (root / (name + ".error")).write_text(traceback.format_exc())
+    else:
+        (root / (name + ".done")).write_text("")
+    print(f"{name}: {time.perf_counter() - t0:.0f} s wall, {time.process_time() - c0:.0f} s CPU", flush=True)
+"""
+
+
+class BackgroundExports:
+    """ExecuTorch exports made by one worker process, in the order tests first need them.
+
+    Lowering to XNNPACK is single-threaded Python (minutes per program on two cores), so the
+    worker runs on the second core while the rest of the suite runs on the first; the tests that
+    use the exports run last (``pytest_collection_modifyitems``) and :meth:`path` waits for each.
+    A spec is ``export_executorch``'s keyword arguments plus ``model`` (a ``vitsq.load`` spec)
+    and optional ``config_path``; the worker calls exactly ``export_executorch``.
+    """
+
+    TIMEOUT_S = 3600  # per export, counted from the first wait: a hung worker fails, never blocks CI
+
+    def __init__(self, root: Path, specs: dict[str, dict]) -> None:
+        self.root, self.specs, self.proc = root, dict(specs), None
+        if specs:
+            self.log = open(root / "worker.log", "w")
+            self.proc = subprocess.Popen([sys.executable, "-c", _EXPORT_WORKER, str(root),
+                                          json.dumps(list(specs.items())), str(os.getpid())],
+                                         stdout=self.log, stderr=subprocess.STDOUT, cwd=root)
+
+    def path(self, name: str) -> Path:
+        """The artifact folder of export ``name``, once made; fails the test if it was not."""
+        if name not in self.specs:
+            pytest.fail(f"{name} is not a background export of the collected tests: "
+                        f"known {sorted(self.specs)}", pytrace=False)
+        deadline = time.monotonic() + self.TIMEOUT_S
+        while True:
+            exited = self.proc.poll() is not None  # before the markers: one written just before exiting counts
+            if (self.root / f"{name}.done").exists():
+                return self.root / name
+            if (self.root / f"{name}.error").exists():
+                pytest.fail(f"background export {name} failed:\n" + (self.root / f"{name}.error").read_text(),
+                            pytrace=False)
+            if exited or time.monotonic() > deadline:
+                what = f"exited with code {self.proc.returncode}" if exited else "timed out"
+                log = (self.root / "worker.log").read_text(errors="replace")[-3000:]
+                pytest.fail(f"export worker {what} before making {name}:\n{log}", pytrace=False)
+            time.sleep(0.5)
+
+    def close(self) -> None:
+        if self.proc is not None:
+            if self.proc.poll() is None:  # the session ended before every export was used (-x, ^C)
+                self.proc.terminate()
+                try:
+                    self.proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait()
+            self.log.close()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def background_exports(request, tmp_path_factory):
+    """:class:`BackgroundExports` of every ``BACKGROUND_EXPORTS`` entry (a module-level
+    ``{fixture name: export spec}`` table) that a collected test uses as a fixture; autouse so
+    the worker starts with the first test of the session, not with the first test that waits."""
+    specs: dict[str, dict] = {}
+    for item in request.session.items:
+        table = _background_table(item)
+        for name in item.fixturenames:
+            if name in table and name not in specs:
+                specs[name] = table[name]
+    exports = BackgroundExports(tmp_path_factory.mktemp("background-exports"), specs)
+    yield exports
+    exports.close()

@@ -1,9 +1,10 @@
 """ExecuTorch export: `.pte` programs run by the real `executorch.runtime` against PyTorch.
 
 The oracle is our PyTorch model (itself tested against ONNX Runtime on the original joe voice
-and against upstream golden fixtures for VITS2). Exports are done once per module: lowering to
-XNNPACK takes minutes on two cores, so the bounds are small enough that "near the maximum"
-inputs are cheap to run.
+and against upstream golden fixtures for VITS2). Lowering to XNNPACK takes minutes per program
+on two cores, so each export is made once, by ``export_executorch`` in conftest's background
+worker while the rest of the suite runs (these tests run last and wait for it), and shared by
+the tests that read it; the bounds are small enough that "near the maximum" inputs are cheap.
 """
 
 from __future__ import annotations
@@ -24,6 +25,18 @@ SHARED = Path(__file__).resolve().parents[2] / "shared"
 VOSK_FIXTURES = SHARED / "fixtures" / "vosk_vits2"
 MAX_TOKENS = 160
 MAX_FRAMES = 1024
+VOSK_MODEL = {"model": str(VOSK_FIXTURES / "tiny_G_1.pth"), "config_path": str(VOSK_FIXTURES / "tiny_config.json")}
+VOSK_INT8_MAX_TOKENS = 1024  # x the hidden size (32) > 20480: see test_vits2_tiny_int8_programs_stay_close_to_float
+
+# conftest's background worker makes these (export_executorch keyword arguments + the model spec)
+BACKGROUND_EXPORTS = {
+    "joe_et_dir": {"model": "joe", "max_tokens": MAX_TOKENS, "max_frames": MAX_FRAMES},
+    "joe_int8_dir": {"model": "joe", "recipe": "pt2e", "max_tokens": MAX_TOKENS, "max_frames": MAX_FRAMES,
+                     "calibration_sentences": 8},
+    "vosk_et_dir": {**VOSK_MODEL, "max_tokens": 64, "max_frames": 512},
+    "vosk_int8_dir": {**VOSK_MODEL, "recipe": "pt2e", "max_tokens": VOSK_INT8_MAX_TOKENS, "max_frames": 512,
+                      "calibration_sentences": 4},
+}
 
 
 def rel_err(a: np.ndarray, b: np.ndarray) -> float:
@@ -37,10 +50,23 @@ def snr_db(test: np.ndarray, ref: np.ndarray) -> float:
 
 
 @pytest.fixture(scope="module")
-def joe_et_dir(tmp_path_factory, joe_torch):
-    out = tmp_path_factory.mktemp("et") / "joe-fp32"
-    export_executorch(joe_torch, out, max_tokens=MAX_TOKENS, max_frames=MAX_FRAMES)
-    return out
+def joe_et_dir(background_exports):
+    return background_exports.path("joe_et_dir")
+
+
+@pytest.fixture(scope="module")
+def joe_int8_dir(background_exports):
+    return background_exports.path("joe_int8_dir")
+
+
+@pytest.fixture(scope="module")
+def vosk_et_dir(background_exports):
+    return background_exports.path("vosk_et_dir")
+
+
+@pytest.fixture(scope="module")
+def vosk_int8_dir(background_exports):
+    return background_exports.path("vosk_int8_dir")
 
 
 @pytest.fixture(scope="module")
@@ -188,7 +214,7 @@ def test_export_refuses_bad_requests(joe_torch, joe_onnx, tmp_path):
 
 
 # --------------------------------------------------------------------------- joe INT8 (pt2e preset)
-def test_int8_preset_is_small_and_within_quality_budget(joe_torch, joe_et_dir, tmp_path_factory, quality_vs_fp32):
+def test_int8_preset_is_small_and_within_quality_budget(joe_torch, joe_et_dir, joe_int8_dir, quality_vs_fp32):
     """The pt2e preset as `.pte` (every stage INT8 but the decoder's last stage and conv_post)
     against FP32 torch with the same seeds on held-out sentences: speaker similarity (resemblyzer)
     and Whisper transcripts stay within the quality budget, and the programs are < 0.3 x FP32.
@@ -199,8 +225,7 @@ def test_int8_preset_is_small_and_within_quality_budget(joe_torch, joe_et_dir, t
     from vitsq.evaluate.sentences import load_split
     from vitsq.quantize.recipes import PT2E_KEEP_FLOAT, PT2E_STAGES
 
-    out = export_executorch(joe_torch, tmp_path_factory.mktemp("et") / "joe-int8", recipe="pt2e",
-                            max_tokens=MAX_TOKENS, max_frames=MAX_FRAMES, calibration_sentences=8)
+    out = joe_int8_dir
     manifest = json.loads((out / "vitsq.json").read_text())
     q = manifest["quantization"]
     assert q["stages"] == list(PT2E_STAGES) and q["keep_float"] == list(PT2E_KEEP_FLOAT)
@@ -224,12 +249,12 @@ def test_int8_preset_is_small_and_within_quality_budget(joe_torch, joe_et_dir, t
 
 
 # --------------------------------------------------------------------------- Vosk VITS2 (MB-iSTFT)
-def test_vits2_tiny_exports_and_matches_torch_and_upstream(vosk_tiny, tmp_path):
+def test_vits2_tiny_exports_and_matches_torch_and_upstream(vosk_tiny, vosk_et_dir):
     """Multi-speaker VITS2 with the sub-band iSTFT + PQMF decoder, against our torch model
     (unbatched) and the upstream golden audio (row 0 of the batch, which has no frame padding)."""
     import torch
 
-    out = export_executorch(vosk_tiny, tmp_path / "vosk", max_tokens=64, max_frames=512)
+    out = vosk_et_dir
     et = vitsq.load(out, backend="executorch")
     golden = torch.load(VOSK_FIXTURES / "tiny_golden_io.pt", map_location="cpu", weights_only=False)
     for case in golden["cases"]:
@@ -253,7 +278,7 @@ def test_vits2_tiny_exports_and_matches_torch_and_upstream(vosk_tiny, tmp_path):
     assert ops["xnnpack_partitions"] > 0
 
 
-def test_vits2_tiny_int8_programs_stay_close_to_float(vosk_tiny, tmp_path):
+def test_vits2_tiny_int8_programs_stay_close_to_float(vosk_tiny, vosk_int8_dir):
     """pt2e INT8 `.pte` (XNNPACK INT8 kernels + portable q/dq) vs the float torch model.
 
     Random weights: this bounds the distance to float (SNR, log-mel), not speech quality.
@@ -266,14 +291,13 @@ def test_vits2_tiny_int8_programs_stay_close_to_float(vosk_tiny, tmp_path):
 
     from vitsq.evaluate.metrics import audio_distance
 
-    out = export_executorch(vosk_tiny, tmp_path / "vosk-int8", recipe="pt2e", max_tokens=1024, max_frames=512,
-                            calibration_sentences=4)
+    out = vosk_int8_dir
     manifest = json.loads((out / "vitsq.json").read_text())
     assert manifest["quantization"]["recipe"] == "pt2e" and manifest["executorch"]["recipe"] == "pt2e"
     assert manifest["quantization"]["stages"] == ["encoder", "flow", "decoder"]  # VITS2 preset: dp float
     et = vitsq.load(out, backend="executorch")
     method = Runtime.get().load_program(out / "encoder.pte").load_method("forward")
-    assert method.metadata.input_tensor_meta(0).sizes() == (1, 1024)  # the bound asked for, not narrowed
+    assert method.metadata.input_tensor_meta(0).sizes() == (1, VOSK_INT8_MAX_TOKENS)  # the bound, not narrowed
     long_ids = list(np.random.default_rng(0).integers(1, vosk_tiny.config.n_vocab, 150))  # > 80 tokens
     assert len(et.synthesize_ids(long_ids, speaker=1, seed=0, length_scale=0.2).samples) > 0
     golden = torch.load(VOSK_FIXTURES / "tiny_golden_io.pt", map_location="cpu", weights_only=False)
