@@ -67,7 +67,7 @@ def test_registry_loaders_are_functions_and_imports_have_no_cycles():
 
     assert all(callable(p.loader) for p in registry.PRESETS.values())
     assert all(callable(k.loader) for k in registry.ARTIFACT_LOADERS.values())
-    assert {k.backend for k in registry.ARTIFACT_LOADERS.values()} == {"torch", "onnx", "executorch"}
+    assert {k.backend for k in registry.ARTIFACT_LOADERS.values()} == {"torch", "onnx", "executorch", "sherpa"}
     models = vitsq.available_models()
     assert set(models) == {"joe", "vosk-ru-multi"} and "untrained" in models["vosk-ru-multi"]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
