@@ -1,14 +1,16 @@
 """Streaming on the ExecuTorch backend: an artifact exported with ``streaming=True`` decodes chunk
-by chunk (``flow.pte`` + the ``first``/``next``/``last`` methods of ``decoder_step.pte``) and gives
-the audio of its own ``decoder.pte`` -- FP32 within 1e-5 of each sentence's peak, INT8 (pt2e)
-within 1 LSB of 16-bit audio (measured: identical) -- at every chunk schedule, noise on (seeded).
+by chunk (the ``flow`` and ``step_first``/``step_next``/``step_last`` methods of its
+``decoder.pte``) and gives the audio of that program's ``forward`` -- FP32 within 1e-5 of each
+sentence's peak, INT8 (pt2e) within 1 LSB of 16-bit audio (measured: identical) -- at every chunk
+schedule, noise on (seeded).
 
-Lowering to XNNPACK costs minutes per program on two cores and grows with the number of graph
-nodes, not with the channel counts, so the exports here are of two small random-weight models
-made from the real configs (one encoder layer, one flow, two residual blocks per stage): a
-HiFi-GAN VITS with joe's front-end (FP32) and an MB-iSTFT VITS2 with the Vosk tiny fixture's
-front-end (INT8, the VITS2 preset: everything INT8 down to the iSTFT). joe itself is measured by
-the export's own check (README / docs).
+Lowering to XNNPACK takes time in proportion to the number of graph nodes, not to the channel
+counts, so the two exports here are of small random-weight models made from the real configs
+(one encoder layer, one flow, two one-dilation residual blocks per stage): a HiFi-GAN VITS with
+joe's front-end (FP32, about 1 CPU minute) and an MB-iSTFT VITS2 with the Vosk tiny fixture's
+front-end (INT8 decoder as in the VITS2 preset, everything INT8 down to the iSTFT; about 2.5 CPU
+minutes). joe itself is checked by every export (``streaming.check`` in its manifest: the pt2e
+preset streams bit-exactly).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import pytest
 import torch
 
 import vitsq
-from vitsq.backends.executorch import FLOW_FILE, STEP_FILE, ExecuTorchSynthesizer
+from vitsq.backends.executorch import FLOW_METHOD, STEP_METHODS, ExecuTorchSynthesizer
 from vitsq.backends.torch import TorchSynthesizer
 from vitsq.errors import InputError, ModelLoadError
 from vitsq.export.executorch import export_executorch
@@ -30,7 +32,9 @@ TEXT_EN = "Streaming starts with a short chunk. Then the chunks grow! Does it st
 TEXT_RU = "Привет, как дела?\nХорошо."
 MAX_CHUNK = 24  # small, so the default schedule's later chunks run as several calls
 SCHEDULES = [1, [3, 5, 7], None, [40], 100_000]  # 1-frame, odd sizes, default, > MAX_CHUNK, one chunk
-SMALL = {"n_layers": 1, "resblock_kernel_sizes": (3, 5), "resblock_dilation_sizes": ((1, 2), (1, 2)),
+#: one encoder layer, one flow, and per stage two residual blocks of one dilation each (of different
+#: look-aheads, so their outputs wait for each other as in the real decoders)
+SMALL = {"n_layers": 1, "resblock_kernel_sizes": (3, 5), "resblock_dilation_sizes": ((1,), (2,)),
          "n_flows": 1, "flow_wn_layers": 1, "use_sdp": False}
 
 
@@ -40,7 +44,7 @@ def _small_synth(base, name: str, **changes) -> TorchSynthesizer:
     from vitsq.models.vits import VITS
     from vitsq.models.vits2 import VITS2
 
-    config = base.config.replace(**SMALL, **changes)
+    config = base.config.replace(**{**SMALL, **changes})
     torch.manual_seed(0)
     model = (VITS2 if config.arch == "vits2" else VITS)(config).eval()
     return TorchSynthesizer(model, name, base.frontend, label="untrained (random weights)")
@@ -66,8 +70,13 @@ def fp32(fp32_dir):
 
 @pytest.fixture(scope="module")
 def int8_dir(vosk_tiny, tmp_path_factory):
+    from vitsq.quantize.recipes import PT2ERecipe
+
     small = _small_synth(vosk_tiny, "vosk-small", cond_layer_idx=0)
-    return export_executorch(small, tmp_path_factory.mktemp("et-stream") / "int8", recipe="pt2e", max_tokens=64,
+    # the decoder stage only (the VITS2 preset's decoder: all INT8, iSTFT included): the step
+    # methods mirror it; an INT8 flow is the same converted graph in the flow and forward methods
+    recipe = PT2ERecipe(per_channel=True, stages=("decoder",), keep_float=())
+    return export_executorch(small, tmp_path_factory.mktemp("et-stream") / "int8", recipe=recipe, max_tokens=64,
                              max_frames=512, calibration_sentences=2, streaming=True, max_chunk_frames=MAX_CHUNK)
 
 
@@ -108,19 +117,22 @@ def test_manifest_describes_the_streaming_programs(fp32_dir, fp32):
     et = manifest["executorch"]
     st = et["streaming"]
     assert et["export_version"] == 1  # old readers still read encoder.pte/decoder.pte
-    assert {FLOW_FILE, STEP_FILE} <= set(manifest["files"]) and st["max_chunk"] == MAX_CHUNK
-    assert st["methods"] == ["first", "next", "last"] and st["lag_frames"] == fp32._step.lag_frames
+    assert set(manifest["files"]) == {"encoder.pte", "decoder.pte"} and st["max_chunk"] == MAX_CHUNK
+    assert st["methods"] == {"flow": FLOW_METHOD, **STEP_METHODS} and st["lag_frames"] > 0
     assert st["check"]["max_diff_of_peak"] < 1e-5 and st["check"]["chunks"] >= 3
-    assert et["programs"]["decoder_step"]["xnnpack_partitions"] > 0
+    assert set(et["programs"]["decoder"]["methods"]) == {FLOW_METHOD, *STEP_METHODS.values()}
     assert fp32.describe()["streaming"] == "frames"
-    assert fp32.size_bytes() == sum(f["bytes"] for f in manifest["files"].values())
+    from executorch.runtime import Runtime
+
+    names = Runtime.get().load_program(fp32_dir / "decoder.pte").method_names
+    assert set(names) == {"forward", FLOW_METHOD, *STEP_METHODS.values()}
 
 
 # ----------------------------------------------------------------------------- INT8
 def test_int8_stream_equals_synthesize_in_16_bit_samples(int8_dir):
     q = vitsq.load(int8_dir, backend="executorch")
     manifest = json.loads((int8_dir / "vitsq.json").read_text())
-    assert manifest["quantization"]["recipe"] == "pt2e" and "decoder" in manifest["quantization"]["stages"]
+    assert manifest["quantization"]["recipe"] == "pt2e" and manifest["quantization"]["stages"] == ["decoder"]
     assert manifest["executorch"]["streaming"]["check"]["max_lsb"] <= 1
     reference = q.synthesize(TEXT_RU, speaker=1, seed=5).to_int16().astype(np.int32)
     for schedule in SCHEDULES:
@@ -137,18 +149,14 @@ def _rewrite(src, dst, edit) -> None:
 
     shutil.copytree(src, dst)
     m = json.loads((dst / "vitsq.json").read_text())
-    files = edit(m) or list(m["files"])
-    write_manifest(dst, m["kind"], config=manifest_config(m), files=files, source=m["source"],
+    edit(m)
+    write_manifest(dst, m["kind"], config=manifest_config(m), files=list(m["files"]), source=m["source"],
                    quantization=m["quantization"], executorch=m["executorch"], name=m["name"], label=m["label"])
 
 
-def test_artifact_without_streaming_programs_streams_by_sentence(fp32_dir, fp32, tmp_path):
-    def strip(m):  # what an export without streaming (or an older vitsq) wrote
-        del m["executorch"]["streaming"], m["executorch"]["programs"]["flow"]
-        del m["executorch"]["programs"]["decoder_step"]
-        for f in (FLOW_FILE, STEP_FILE):
-            (tmp_path / "old" / f).unlink()
-        return [f for f in m["files"] if f not in (FLOW_FILE, STEP_FILE)]
+def test_artifact_without_streaming_section_streams_by_sentence(fp32_dir, fp32, tmp_path):
+    def strip(m):  # the manifest of an export without streaming (or of an older vitsq)
+        del m["executorch"]["streaming"], m["executorch"]["programs"]["decoder"]["methods"]
 
     _rewrite(fp32_dir, tmp_path / "old", strip)
     old = vitsq.load(tmp_path / "old", backend="executorch")
@@ -177,3 +185,11 @@ def test_export_refuses_bad_chunk_bounds_before_any_work(small_vits, tmp_path):
     with pytest.raises(InputError, match=f"look-ahead \\({lag}\\)"):
         export_executorch(small_vits, tmp_path / "b", streaming=True, max_chunk_frames=lag)
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_export_cli_streaming_flag_is_for_executorch(tmp_path, capsys):
+    from vitsq.cli import main
+
+    assert main(["export", "joe", "--format", "onnx", "--streaming", "-o", str(tmp_path / "m.onnx")]) == 2
+    assert "--streaming applies to --format executorch" in capsys.readouterr().err
+    assert not (tmp_path / "m.onnx").exists()

@@ -5,11 +5,12 @@ How the model is cut into the two programs, and why, is told in :mod:`vitsq.expo
 sides agree on, the host-side expansion between the programs, ExecuTorch's process-wide thread
 pool, and :class:`ExecuTorchSynthesizer`.
 
-An artifact exported with streaming programs (``flow.pte`` + ``decoder_step.pte``, see
-:mod:`vitsq.export.executorch_stream`) streams chunk by chunk (:class:`StepPrograms`):
-encoder and host expansion as for a whole sentence, the flow once, then the step methods
-``first`` / ``next`` / ``last`` on the schedule's chunks. A sentence the schedule would decode
-in one chunk runs ``decoder.pte`` itself, so it equals the non-streamed synthesis by construction.
+An artifact exported with streaming methods (``decoder.pte``'s ``flow`` and ``step_first`` /
+``step_next`` / ``step_last`` beside its ``forward``, see :mod:`vitsq.export.executorch_stream`)
+streams chunk by chunk (:class:`StepPrograms`): encoder and host expansion as for a whole
+sentence, the flow once, then the step methods on the schedule's chunks. A sentence the schedule
+would decode in one chunk runs ``forward`` itself, so it equals the non-streamed synthesis by
+construction.
 """
 
 from __future__ import annotations
@@ -33,9 +34,10 @@ log = logging.getLogger(__name__)
 KIND = "executorch"
 ENCODER_FILE = "encoder.pte"
 DECODER_FILE = "decoder.pte"
-FLOW_FILE = "flow.pte"  # streaming: the reverse flow, once per sentence
-STEP_FILE = "decoder_step.pte"  # streaming: the chunk-by-chunk decoder (methods first/next/last)
-STEP_METHODS = ("first", "next", "last")
+# streaming methods of decoder.pte (beside "forward"): the reverse flow, once per sentence, and
+# the chunk-by-chunk decoder's first call, later calls and last (flushing) call
+FLOW_METHOD = "flow"
+STEP_METHODS = {"first": "step_first", "next": "step_next", "last": "step_last"}
 EXPORT_VERSION = 1
 MIN_TOKENS = 2  # torch.export specializes sizes 0 and 1; shorter input is padded and masked
 MIN_FRAMES = 2
@@ -165,17 +167,15 @@ def run_programs(encoder: Any, decoder: Any, config: "VitsConfig", ids: Sequence
 
 
 class StepPrograms:
-    """The loaded streaming programs: ``flow.pte`` and the methods of ``decoder_step.pte``.
+    """The streaming methods of a loaded ``decoder.pte`` program: the flow and the step calls.
 
     ``lag_frames``: the step decoder's look-ahead (the first call brings more frames than
     that); ``max_chunk``: most frames one call takes (a longer chunk runs as several calls).
     """
 
-    def __init__(self, runtime: Any, directory: Path, lag_frames: int, max_chunk: int) -> None:
-        self.programs = [runtime.load_program(str(directory / FLOW_FILE)),
-                         runtime.load_program(str(directory / STEP_FILE))]
-        self.flow = self.programs[0].load_method("forward")
-        self.methods = {m: self.programs[1].load_method(m) for m in STEP_METHODS}
+    def __init__(self, program: Any, lag_frames: int, max_chunk: int) -> None:
+        self.flow = program.load_method(FLOW_METHOD)
+        self.methods = {role: program.load_method(name) for role, name in STEP_METHODS.items()}
         self.lag_frames = int(lag_frames)
         self.max_chunk = int(max_chunk)
 
@@ -221,8 +221,6 @@ class ExecuTorchSynthesizer(BaseSynthesizer):
 
         directory = Path(directory)
         paths = [directory / ENCODER_FILE, directory / DECODER_FILE]
-        if streaming:
-            paths += [directory / FLOW_FILE, directory / STEP_FILE]
         kwargs.setdefault("artifact_paths", paths)
         super().__init__(name, config, frontend, **kwargs)
         self.directory = directory
@@ -233,16 +231,26 @@ class ExecuTorchSynthesizer(BaseSynthesizer):
             set_threadpool_size(threads)
         if self.quantization:
             _load_quantized_kernels()
+        self._stream_info = streaming
         self._step: StepPrograms | None = None
         try:
-            self._programs = [runtime.load_program(str(p)) for p in paths[:2]]
+            self._programs = [runtime.load_program(str(p)) for p in paths]
             self._encoder, self._decoder = (p.load_method("forward") for p in self._programs)
-            if streaming:
-                self._step = StepPrograms(runtime, directory, streaming["lag_frames"], streaming["max_chunk"])
-                self.streaming = "frames"
         except Exception as exc:  # the runtime raises RuntimeError/ValueError with its own codes
             raise ModelLoadError(f"executorch.runtime cannot load the programs in {directory}: {exc}") from exc
+        if streaming:
+            self.streaming = "frames"  # its methods load on the first stream: loading costs nothing more
         _LIVE_SYNTHS.add(self)
+
+    def _step_programs(self) -> StepPrograms:
+        if self._step is None:
+            info = self._stream_info
+            try:
+                self._step = StepPrograms(self._programs[1], info["lag_frames"], info["max_chunk"])
+            except Exception as exc:
+                raise ModelLoadError(f"executorch.runtime cannot load the streaming methods of "
+                                     f"{self.directory / DECODER_FILE}: {exc}") from exc
+        return self._step
 
     def _check_tokens(self, batch: list[list[int]]) -> None:
         too_long = [len(ids) for ids in batch if len(ids) > self.max_tokens]
@@ -258,16 +266,17 @@ class ExecuTorchSynthesizer(BaseSynthesizer):
                 for ids, spk, seed in zip(batch, speakers, seeds)]
 
     def _stream_ids(self, ids, speaker, scales, seed, schedule) -> Iterator[tuple[np.ndarray, bool]]:
-        if self._step is None:
+        if self._stream_info is None:
             yield from super()._stream_ids(ids, speaker, scales, seed, schedule)
             return
+        step = self._step_programs()
         self._check_tokens([ids])
         z_p, frames, sid = encode_sentence(self._encoder, self.config, ids, speaker, seed, scales, self.max_frames)
-        plan = schedule.plan(frames, self._step.lag_frames)
-        if len(plan) == 1:  # one chunk: the whole-sentence program, identical to synthesize by construction
+        plan = schedule.plan(frames, step.lag_frames)
+        if len(plan) == 1:  # one chunk: the whole-sentence method, identical to synthesize by construction
             yield decode_whole(self._decoder, z_p, frames, sid), True
             return
-        for k, audio in enumerate(self._step.stream(z_p, sid, plan)):
+        for k, audio in enumerate(step.stream(z_p, sid, plan)):
             yield audio, k == len(plan) - 1
 
     def describe(self) -> dict[str, Any]:
@@ -321,15 +330,14 @@ def load_executorch_artifact(directory: str | Path, manifest: dict[str, Any], ba
 
 
 def _streaming_section(directory: Path, manifest: dict[str, Any]) -> dict[str, Any] | None:
-    """The manifest's streaming programs (None when the artifact has none), checked."""
+    """The manifest's description of the streaming methods (None when the artifact has none), checked."""
     st = manifest["executorch"].get("streaming")
     if st is None:
         return None
+    methods = {"flow": FLOW_METHOD, **STEP_METHODS}
     ok = (isinstance(st, dict) and all(isinstance(st.get(k), int) and st[k] > 0 for k in ("lag_frames", "max_chunk"))
-          and st["max_chunk"] > st["lag_frames"] and list(st.get("methods", ())) == list(STEP_METHODS)
-          and all(f in manifest.get("files", {}) for f in (FLOW_FILE, STEP_FILE)))
+          and st["max_chunk"] > st["lag_frames"] and st.get("methods") == methods)
     if not ok:
         raise ModelLoadError(f"{directory}/vitsq.json: the executorch streaming section is not valid (it needs "
-                             f"lag_frames < max_chunk, methods {list(STEP_METHODS)} and the files {FLOW_FILE}, "
-                             f"{STEP_FILE}): re-export the model")
+                             f"lag_frames < max_chunk and the {DECODER_FILE} methods {methods}): re-export the model")
     return st

@@ -26,7 +26,7 @@ ONNX_KINDS = ("onnx", "vosk-dir")
 
 def check_export_args(fmt: str, out: str | Path, *, recipe: Any = None, force: bool = False,
                       calib: int | None = None, calibrate_method: str | None = None,
-                      espeak_data: bool = True) -> Path:
+                      espeak_data: bool = True, streaming: bool = False) -> Path:
     """Everything about an export that can be refused without the model: format, recipe and the
     options it takes, and the output path (:mod:`vitsq.outputs`). Returns the output path."""
     from vitsq.export.onnx import check_export_output
@@ -34,6 +34,9 @@ def check_export_args(fmt: str, out: str | Path, *, recipe: Any = None, force: b
 
     if fmt not in FORMATS:
         raise InputError(f"unknown export format {fmt!r}: valid formats are {', '.join(FORMATS)}")
+    if streaming and fmt != "executorch":
+        raise InputError("--streaming applies to --format executorch (it adds the streaming methods to "
+                         "decoder.pte)")
     if fmt == "sherpa":
         from vitsq.export.sherpa import check_sherpa_args
 
@@ -79,7 +82,7 @@ def _artifact_kind(spec: Any) -> tuple[Path, str] | None:
 
 def export(model_or_artifact: Any, format: str, out: str | Path, recipe: Any = None, force: bool = False, *,
            config_path: str | Path | None = None, calib: int | None = None,
-           calibrate_method: str | None = None, espeak_data: bool = True) -> Path:
+           calibrate_method: str | None = None, espeak_data: bool = True, streaming: bool = False) -> Path:
     """Export a model or an ONNX artifact as ``format`` into ``out``; returns the path written.
 
     ``model_or_artifact``: a model spec (name or path, loaded on the torch backend; ``config_path``
@@ -91,9 +94,11 @@ def export(model_or_artifact: Any, format: str, out: str | Path, recipe: Any = N
     written atomically; an existing one is replaced only with ``force`` (and only a vitsq output).
     An artifact exported to a format it cannot become is an UnsupportedError. ``espeak_data``
     (``sherpa`` only): False leaves the espeak-ng data folder out of the sherpa-onnx folder.
+    ``streaming`` (``executorch`` only): ``decoder.pte`` also gets the chunk-by-chunk methods
+    (:mod:`vitsq.export.executorch_stream`).
     """
     out = check_export_args(format, out, recipe=recipe, force=force, calib=calib,
-                            calibrate_method=calibrate_method, espeak_data=espeak_data)
+                            calibrate_method=calibrate_method, espeak_data=espeak_data, streaming=streaming)
     build_dir = getattr(model_or_artifact, "build_dir", None)
     art = _artifact_kind(model_or_artifact) if build_dir is None else (Path(build_dir), "onnx")
     if art is not None:
@@ -113,7 +118,7 @@ def export(model_or_artifact: Any, format: str, out: str | Path, recipe: Any = N
     if format == "executorch":
         from vitsq.export.executorch import export_executorch
 
-        kwargs: dict[str, Any] = {"force": force, "recipe": recipe}
+        kwargs: dict[str, Any] = {"force": force, "recipe": recipe, "streaming": streaming}
         if calib is not None:
             kwargs["calibration_sentences"] = calib
         return export_executorch(synth, out, **kwargs)

@@ -17,7 +17,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     from vitsq.export.api import export
 
     out = export(args.model, args.format, args.output, args.recipe, args.force, config_path=args.config,
-                 calib=args.calib, calibrate_method=args.calibrate_method, espeak_data=not args.no_espeak_data)
+                 calib=args.calib, calibrate_method=args.calibrate_method, espeak_data=not args.no_espeak_data,
+                 streaming=args.streaming)
     out = Path(out)
     if out.is_dir():
         files = sorted(p for p in out.iterdir() if p.is_file())
@@ -49,6 +50,9 @@ def register(subparsers) -> None:
                    help="onnx: model.onnx; piper: voice.onnx (+ .onnx.json); vosk-dir/executorch/sherpa: a folder")
     p.add_argument("--no-espeak-data", action="store_true",
                    help="sherpa: leave out the espeak-ng-data folder (only sherpa-onnx < 2.0 reads it)")
+    p.add_argument("--streaming", action="store_true",
+                   help="executorch: decoder.pte also gets the chunk-by-chunk methods (then synth --stream and "
+                        "bench --ttfa stream it by frames)")
     p.add_argument("--force", action="store_true",
                    help="replace an existing output that vitsq wrote (never an unrelated folder)")
     p.set_defaults(func=cmd_export)

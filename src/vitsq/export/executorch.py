@@ -64,8 +64,8 @@ from torch import nn
 from vitsq.backends.executorch import (
     DECODER_FILE,
     ENCODER_FILE,
-    FLOW_FILE,
-    STEP_FILE,
+    FLOW_METHOD,
+    STEP_METHODS,
     EXPORT_VERSION,
     KIND,
     MIN_FRAMES,
@@ -326,10 +326,11 @@ def export_executorch(synth: Any, out_dir: str | Path, recipe: Any = None, *,
     ``calibration`` (pt2e): a :class:`~vitsq.quantize.calibration.Calibration`, default the first
     ``calibration_sentences`` (default :data:`~vitsq.quantize.calibration.DEFAULT_CALIB`) sentences
     of the model language's calibration split.
-    ``streaming``: also write ``flow.pte`` + ``decoder_step.pte``
-    (:mod:`vitsq.export.executorch_stream`), whose step calls take at most ``max_chunk_frames``
-    latent frames; the streamed audio of a check sentence must equal ``decoder.pte``'s (FP32
-    within 1e-5 of the peak, INT8 within 1 LSB of 16-bit audio) or the export is refused.
+    ``streaming``: ``decoder.pte`` also gets the streaming methods (the flow and the step calls,
+    :mod:`vitsq.export.executorch_stream`; weights stored once), whose step calls take at most
+    ``max_chunk_frames`` latent frames; the streamed audio of a check sentence must equal
+    ``forward``'s (FP32 within 1e-5 of the peak, INT8 within 1 LSB of 16-bit audio) or the export
+    is refused.
     Returns ``out_dir``.
     """
     rname = _recipe_name(recipe)
@@ -384,23 +385,30 @@ def _export_programs(synth: Any, model: nn.Module, rname: str, recipe: Any, cali
         programs = {"encoder": _export(EncoderProgram(parts["encoder"]).eval(), enc_args, enc_dyn),
                     "decoder": _export(DecoderProgram(parts["decoder"]).eval(), dec_args, dec_dyn)}
         stream_info = None
-        if max_chunk is not None:
+        if max_chunk is not None:  # decoder.pte's streaming methods, beside its forward
             from vitsq.streaming.decoder import StreamingDecoder
 
-            programs["flow"] = _export(FlowProgram(parts["flow"]).eval(), dec_args, dec_dyn)
+            methods = {"forward": programs["decoder"],
+                       FLOW_METHOD: _export(FlowProgram(parts["flow"]).eval(), dec_args, dec_dyn)}
             decoder = StreamingDecoder(model)
-            programs["decoder_step"], n_states = export_step_methods(model, decoder, max_chunk, _export, mirror)
-            stream_info = streaming_info(decoder, max_chunk, n_states)
+            steps, n_states = export_step_methods(model, decoder, max_chunk, _export, mirror)
+            methods.update({STEP_METHODS[role]: ep for role, ep in steps.items()})
+            programs["decoder"] = methods
+            stream_info = streaming_info(decoder, max_chunk, n_states,
+                                         {"flow": FLOW_METHOD, **STEP_METHODS})
     log.info("torch.export of %s: %.1f s", ", ".join(programs), time.perf_counter() - t0)
     return programs, quant_info, stream_info
 
 
-_PROGRAM_IO = {
+_PROGRAM_IO = {  # (file, inputs, outputs) of each program's forward
     "encoder": (ENCODER_FILE, ["x", "x_lengths", "sid", "dp_noise", "length_scale"], ["m_p", "logs_p", "w_ceil"]),
     "decoder": (DECODER_FILE, ["z_p", "y_mask", "sid"], ["audio"]),
-    "flow": (FLOW_FILE, ["z_p", "y_mask", "sid"], ["z"]),
-    "decoder_step": (STEP_FILE, ["z", "sid", "state_0..state_{k-1} (next, last)"],
-                     ["audio", "state_0..state_{k-1} (first, next)"]),
+}
+_STREAM_IO = {  # decoder.pte's streaming methods: (inputs, outputs)
+    FLOW_METHOD: (["z_p", "y_mask", "sid"], ["z"]),
+    STEP_METHODS["first"]: (["z", "sid"], ["audio", "state_0..state_{k-1}"]),
+    STEP_METHODS["next"]: (["z", "sid", "state_0..state_{k-1}"], ["audio", "state_0..state_{k-1}"]),
+    STEP_METHODS["last"]: (["z", "sid", "state_0..state_{k-1}"], ["audio"]),
 }
 
 
@@ -417,6 +425,8 @@ def _write_programs(synth: Any, config: "VitsConfig", out: Path, programs: dict[
         buf, report = _lower(ep, name)
         (out / fname).write_bytes(buf)
         reports[name] = {"file": fname, "bytes": len(buf), **report, "inputs": inputs, "outputs": outputs}
+        if isinstance(ep, dict):
+            reports[name]["methods"] = {m: {"inputs": i, "outputs": o} for m, (i, o) in _STREAM_IO.items()}
     if stream_info is not None:
         stream_info["check"] = check_streaming(out, config, rname, max_tokens, max_frames, stream_info)
     import executorch  # noqa: F401  (version for the manifest)
@@ -506,7 +516,7 @@ def _mirror_decoder(model: nn.Module, decoder_gm: nn.Module) -> Any:
 def check_streaming(directory: Path, config: "VitsConfig", rname: str, max_tokens: int, max_frames: int,
                     info: dict[str, Any]) -> dict[str, Any]:
     """Stream a check sentence (random ids, seeded noise, chunks of 1, 5, 2 and 16 frames) through
-    the written programs and compare it with ``decoder.pte``'s whole-sentence audio; refuses the
+    the written methods and compare it with ``decoder.pte``'s whole-sentence audio; refuses the
     export (UnsupportedError) when FP32 differs by more than 1e-5 of the peak or INT8 by more
     than 1 LSB of 16-bit audio. Returns the measured differences."""
     from executorch.runtime import Runtime
@@ -516,8 +526,9 @@ def check_streaming(directory: Path, config: "VitsConfig", rname: str, max_token
 
     _load_quantized_kernels()
     runtime = Runtime.get()
-    enc, dec = (runtime.load_program(str(directory / f)).load_method("forward") for f in (ENCODER_FILE, DECODER_FILE))
-    step = StepPrograms(runtime, directory, info["lag_frames"], info["max_chunk"])
+    enc = runtime.load_program(str(directory / ENCODER_FILE)).load_method("forward")
+    program = runtime.load_program(str(directory / DECODER_FILE))
+    dec, step = program.load_method("forward"), StepPrograms(program, info["lag_frames"], info["max_chunk"])
     ids = np.random.default_rng(0).integers(1, config.n_vocab, min(max_tokens, 60)).tolist()
     speaker = min(1, config.n_speakers - 1)
     z_p, frames, sid = encode_sentence(enc, config, ids, speaker, 0, (config.noise_scale, 1.0, config.noise_w),

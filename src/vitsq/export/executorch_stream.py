@@ -1,25 +1,28 @@
-"""Streaming ExecuTorch programs: ``flow.pte`` and ``decoder_step.pte`` beside the whole-sentence pair.
+"""Streaming ExecuTorch methods: ``decoder.pte`` also holds ``flow`` and ``step_first/next/last``.
 
-``encoder.pte`` + ``decoder.pte`` (:mod:`vitsq.export.executorch`) synthesize a sentence per call.
-For streaming, an artifact exported with ``streaming=True`` also holds:
+``encoder.pte`` + ``decoder.pte`` (:mod:`vitsq.export.executorch`) synthesize a sentence per call
+(``decoder.pte``'s ``forward``: flow + decoder). For streaming, an artifact exported with
+``streaming=True`` has more methods in ``decoder.pte`` -- one program, so every weight the
+methods share (the flow's, the decoder's) is stored once, and a reader that only knows
+``forward`` reads the artifact as before:
 
-* ``flow.pte`` -- the reverse flow, once per sentence (the VITS2 flow attends over all frames):
+* ``flow`` -- the reverse flow, once per sentence (the VITS2 flow attends over all frames):
   ``z_p`` [1, C, T_y], ``y_mask`` [1, 1, T_y], ``sid`` [1] -> ``z`` [1, C, T_y] (masked), the
-  decoder input. The same flow graph (FP32, or the same INT8 stage) as inside ``decoder.pte``.
-* ``decoder_step.pte`` -- :class:`~vitsq.streaming.decoder.StreamingDecoder` as three methods of
-  one program (weights stored once), through :class:`DecoderStepProgram`:
+  decoder input, computed by the same flow graph (FP32, or the same INT8 stage) as ``forward``.
+* :class:`~vitsq.streaming.decoder.StreamingDecoder` as three methods, through
+  :class:`DecoderStepProgram`:
 
-  - ``first``: ``z`` [1, C, n], ``sid`` -> ``audio`` [1, 1, m], ``state_0`` ... ``state_{k-1}``;
-    the states before the first chunk are built inside (their *lengths* carry the start of a
-    sentence, e.g. a convolution's left zero padding), ``n`` > :attr:`lag_frames`;
-  - ``next``: ``z``, ``sid``, the states -> ``audio`` and the new states (same shapes: every
-    state has its steady length after the first call);
-  - ``last``: ``z``, ``sid``, the states -> ``audio`` (the rest of the sentence: flush).
+  - ``step_first``: ``z`` [1, C, n], ``sid`` -> ``audio`` [1, 1, m], ``state_0`` ...
+    ``state_{k-1}``; the states before the first chunk are built inside (their *lengths* carry
+    the start of a sentence, e.g. a convolution's left zero padding), ``n`` > ``lag_frames``;
+  - ``step_next``: ``z``, ``sid``, the states -> ``audio`` and the new states (same shapes:
+    every state has its steady length after the first call);
+  - ``step_last``: ``z``, ``sid``, the states -> ``audio`` (the rest of the sentence: flush).
 
   Three methods instead of one with a ``flush`` input and states of varying length: traced
   sizes of 0 or 1 (an empty pending residual, a one-frame crop, flush itself) make
   ``torch.export`` specialize or add guards, while each method here has one dynamic size, the
-  chunk length ``n`` in ``[1, max_chunk]`` (``[lag + 1, max_chunk]`` for ``first``). The
+  chunk length ``n`` in ``[1, max_chunk]`` (``[lag + 1, max_chunk]`` for ``step_first``). The
   runtime splits a longer chunk into several calls (exact: chunking is exact).
 
 INT8 (pt2e). The step program computes every INT8 operation of ``decoder.pte`` with the same
@@ -34,9 +37,8 @@ output integer comes from the same input integers and weights. A leaky ReLU betw
 layers is quantized right after it, as in the decoder graph, so XNNPACK lowers it alike.
 Every quantize node of the decoder graph must be explained by a site (an input, an output, or a
 view of an output), else the recipe is refused for streaming. The mirror is checked eagerly on a
-sentence against the converted decoder before export (:meth:`MirroredQuantization.check`), and
-the written programs are checked against ``decoder.pte`` by the export
-(:func:`vitsq.export.executorch.check_streaming`).
+sentence against the converted decoder before export (:func:`check_mirror`), and the written
+methods are checked against ``forward`` by the export (:func:`vitsq.export.executorch.check_streaming`).
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ from vitsq.errors import UnsupportedError
 
 log = logging.getLogger(__name__)
 
-STEP_METHODS = ("first", "next", "last")
+STEP_ROLES = ("first", "next", "last")  # the step methods, named step_<role> in decoder.pte
 #: Latent frames per step call the programs are planned for (a chunk of the default schedule
 #: is at most 128 frames plus the look-ahead; longer chunks run as several calls).
 DEFAULT_MAX_CHUNK = 256
@@ -64,7 +66,7 @@ QParams = tuple  # (scale, zero_point, quant_min, quant_max, dtype) of a per-ten
 
 # =========================================================================== program wrappers
 class FlowProgram(nn.Module):
-    """``flow.pte``: z_p [1, C, T_y], y_mask [1, 1, T_y], sid [1] -> z [1, C, T_y] (masked)."""
+    """Method ``flow``: z_p [1, C, T_y], y_mask [1, 1, T_y], sid [1] -> z [1, C, T_y] (masked)."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
@@ -76,7 +78,7 @@ class FlowProgram(nn.Module):
 
 
 class DecoderStepProgram(nn.Module):
-    """One method of ``decoder_step.pte`` (see module docstring).
+    """One step method of ``decoder.pte`` (see module docstring).
 
     ``first``: forward(z, sid) -> (audio, *states); ``next``: forward(z, sid, *states) ->
     (audio, *states); ``last`` (``flush``): forward(z, sid, *states) -> (audio,). ``mirror``:
@@ -86,8 +88,8 @@ class DecoderStepProgram(nn.Module):
     def __init__(self, model: nn.Module, decoder: nn.Module, method: str,
                  mirror: "MirroredQuantization | None" = None) -> None:
         super().__init__()
-        if method not in STEP_METHODS:
-            raise ValueError(f"method must be one of {STEP_METHODS}, got {method!r}")
+        if method not in STEP_ROLES:
+            raise ValueError(f"method must be one of {STEP_ROLES}, got {method!r}")
         self.model = model
         self.decoder = decoder
         self.method = method
@@ -353,8 +355,9 @@ def step_example(decoder: nn.Module, channels: int, max_chunk: int) -> tuple[tor
 
 def export_step_methods(model: nn.Module, decoder: nn.Module, max_chunk: int, export_fn: Any,
                         mirror: MirroredQuantization | None = None) -> tuple[dict[str, Any], int]:
-    """``({method: ExportedProgram}, number of states)`` of ``decoder_step.pte`` (``export_fn``:
-    the export's ``torch.export`` helper, which handles non-persistent buffers)."""
+    """``({role: ExportedProgram}, number of states)`` of the step methods, roles ``first``,
+    ``next``, ``last`` (``export_fn``: the export's ``torch.export`` helper, which handles
+    non-persistent buffers)."""
     from torch.export import Dim
 
     lag = decoder.lag_frames
@@ -365,7 +368,7 @@ def export_step_methods(model: nn.Module, decoder: nn.Module, max_chunk: int, ex
     sid = torch.zeros(1, dtype=torch.long)
     z_next = torch.randn(1, channels, min(5, max_chunk), generator=torch.Generator().manual_seed(1))
     out = {}
-    for method in STEP_METHODS:
+    for method in STEP_ROLES:
         wrapper = DecoderStepProgram(model, decoder, method, mirror).eval()
         if mirror is not None:
             mirror.register(wrapper)
@@ -379,7 +382,8 @@ def export_step_methods(model: nn.Module, decoder: nn.Module, max_chunk: int, ex
     return out, len(states)
 
 
-def streaming_info(decoder: nn.Module, max_chunk: int, n_states: int) -> dict[str, Any]:
-    """The manifest's description of the streaming programs (read by the backend)."""
+def streaming_info(decoder: nn.Module, max_chunk: int, n_states: int, methods: dict[str, str]) -> dict[str, Any]:
+    """The manifest's description of the streaming methods (read by the backend): ``methods``
+    maps the roles ``flow``, ``first``, ``next``, ``last`` to method names of ``decoder.pte``."""
     return {"lag_frames": int(decoder.lag_frames), "max_chunk": int(max_chunk), "states": int(n_states),
-            "methods": list(STEP_METHODS)}
+            "methods": dict(methods)}
