@@ -561,3 +561,28 @@ def test_quantize_into_an_existing_artifact(qmodel, vosk_tiny, tmp_path, capsys,
     assert json.loads((art / "vitsq.json").read_text())["kind"] == "onnx"
     assert vitsq.load(art, backend="onnx").synthesize("привет", speaker=1).samples.size > 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["art"]  # no temporary sibling, no lock
+
+
+def test_vits2_ort_static_keeps_the_waveform_end_float(vosk_tiny, tmp_path):
+    """The VITS2 ort-static presets leave the log-magnitude/phase conv and the PQMF synthesis
+    filter float: no QuantizeLinear reads their outputs and the PQMF conv reads a float input
+    (8 bits on the sub-band and full-band waveforms is a 48 dB noise floor)."""
+    import onnx
+
+    from vitsq.quantize.recipes import ORT_VITS2_TAIL, best_for
+    from vitsq.quantize.workflow import QuantizeOptions, quantize_to_dir
+
+    for variant in ("fast", "faithful"):
+        assert set(ORT_VITS2_TAIL) <= set(best_for(vosk_tiny, f"ort-static:{variant}").keep_float)
+    quantize_to_dir(vosk_tiny, tmp_path / "q", QuantizeOptions(recipe="ort-static"))
+    nodes = onnx.load(str(tmp_path / "q" / "model.onnx")).graph.node
+    producer = {o: n for n in nodes for o in n.output}
+    tail = [n for n in nodes if n.name.startswith(ORT_VITS2_TAIL)]
+    assert any(n.op_type == "Conv" and n.name.startswith("/dec/pqmf/") for n in tail)
+    quantized_outputs = [producer[n.input[0]].name for n in nodes
+                         if n.op_type == "QuantizeLinear" and n.input[0] in producer]
+    assert not [name for name in quantized_outputs if name.startswith(ORT_VITS2_TAIL)]
+    for conv in (n for n in tail if n.op_type == "Conv"):
+        assert all(producer[i].op_type != "DequantizeLinear" for i in conv.input if i in producer), conv.name
+    # the decoder before the tail is still INT8
+    assert any(n.op_type == "DequantizeLinear" and n.name.startswith("/dec/resblocks") for n in nodes)

@@ -255,6 +255,11 @@ ORT_STATIC_PREFIXES_FAITHFUL: tuple[str, ...] = ("/dec/", "/flow/")
 #: ``faithful`` presets: any change there moves integer durations (on joe, weight-only INT8 of
 #: the duration predictor alone changed the durations of 40 of 40 sentences).
 ORT_DURATION_PATH: tuple[str, ...] = ("/enc_p/", "/dp/")
+#: The MB-iSTFT decoder's waveform end, kept float by the VITS2 ort-static presets: the
+#: ``subband_conv_post`` output is log-magnitude (``exp`` turns 8-bit steps into ~2 % amplitude
+#: steps) and phase, and the PQMF synthesis filter's input and output are the sub-band and full-band
+#: waveforms (8 bits there is a 48 dB noise floor). Both are a few percent of the decoder's MACs.
+ORT_VITS2_TAIL: tuple[str, ...] = ("/dec/subband_conv_post/", "/dec/pqmf/")
 #: Preset variants of the ort-static recipe (:func:`best_for`): ``faithful`` keeps the duration
 #: path and the decoder's full-rate stage float (integer durations equal FP32's), ``fast`` trades
 #: both for speed and size. Measured: docs/quantization.md ("Faithful preset").
@@ -374,6 +379,6 @@ def _ort_static_preset(config: Any, arch: str, variant: str) -> OrtStaticRecipe:
     # VITS2: chosen for speed on random weights (static flow helps, a static text encoder does
     # not); quality unmeasured without a trained checkpoint: run `vitsq eval` on one before
     # shipping it. The faithful variant keeps its duration path float as for VITS.
-    return OrtStaticRecipe(per_channel=True, calibrate_method="minmax",
-                           keep_float=ORT_DURATION_PATH if variant == "faithful" else (),
+    keep = ORT_VITS2_TAIL + (ORT_DURATION_PATH if variant == "faithful" else ())
+    return OrtStaticRecipe(per_channel=True, calibrate_method="minmax", keep_float=keep,
                            static_prefixes=ORT_STATIC_PREFIXES_VITS2, polyphase_upsampling=True)

@@ -41,6 +41,7 @@ from vitsq.quantize.recipes import (
     OBSERVERS,
     ORT_CALIBRATION_METHODS,
     EagerRecipe,
+    ORT_STATIC_VARIANTS,
     OrtDynamicRecipe,
     OrtStaticRecipe,
     best_for,
@@ -442,17 +443,25 @@ def _presets(space: SearchSpace, facts: ModelFacts, model: Any, pruned: list[Pru
         if fam == "pt2e":
             pruned.append(Pruned(label, _prune_reason(_Point(fam, 0, None, None, True, None, None, 1), facts) or ""))
             continue
-        recipe = best_for(model, fam)
-        calib = None if fam == "ort-dynamic" else default_calibration_size(recipe)
+        # ort-static has two presets (faithful and fast): both are measured, so the search
+        # always places what `--recipe ort-static` and `--recipe ort-static:fast` give today
+        variants = [(label, None)]
+        if fam == "ort-static":
+            variants = [(f"{fam}:{v} preset", v) for v in ORT_STATIC_VARIANTS]
         threads = space.threads[0]
-        if calib is not None and calib > facts.calib_pool:
-            pruned.append(Pruned(label, f"calibration needs {calib} sentences but only {facts.calib_pool} lie before "
-                                        "the tuning split"))
-            continue
-        if threads > facts.max_threads:
-            pruned.append(Pruned(label, f"{threads} threads but the largest worker has {facts.max_threads} cores"))
-            continue
-        out.append(Candidate(fam, _canonical(recipe.to_dict()), calib, threads, label, "preset", None))
+        for label, variant in variants:
+            recipe = best_for(model, fam, variant)
+            calib = None if fam == "ort-dynamic" else default_calibration_size(recipe)
+            if calib is not None and calib > facts.calib_pool:
+                pruned.append(Pruned(label, f"calibration needs {calib} sentences but only {facts.calib_pool} lie "
+                                            "before the tuning split"))
+                continue
+            if threads > facts.max_threads:
+                pruned.append(Pruned(label, f"{threads} threads but the largest worker has {facts.max_threads} cores"))
+                continue
+            cand = Candidate(fam, _canonical(recipe.to_dict()), calib, threads, label, "preset", None)
+            if all(c.key != cand.key for c in out):
+                out.append(cand)
     return out
 
 
