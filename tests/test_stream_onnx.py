@@ -25,7 +25,10 @@ ZERO = {"noise_scale": 0.0, "noise_w": 0.0}
 
 @pytest.fixture(scope="module")
 def joe_fp32_dir(joe_torch, tmp_path_factory):
-    return export_onnx_dir(joe_torch, tmp_path_factory.mktemp("stream") / "joe-fp32")
+    # the public export path (`vitsq export joe --format onnx --streaming -o DIR`)
+    from vitsq.export.api import export
+
+    return export(joe_torch, "onnx", tmp_path_factory.mktemp("stream") / "joe-fp32", streaming=True)
 
 
 @pytest.fixture(scope="module")
@@ -166,3 +169,29 @@ def test_quantize_cli_streaming_flag_is_refused_outside_ort_static(tmp_path, cap
     assert main(["quantize", "joe", "--recipe", "eager", "--streaming", "-o", str(tmp_path / "q")]) == 2
     assert "--streaming applies to the ort-static recipe only" in capsys.readouterr().err
     assert not (tmp_path / "q").exists()
+
+
+def test_cli_export_streaming_folder_and_refusals(tmp_path, capsys):
+    """`vitsq export --format onnx --streaming` writes a folder that streams by frames (fp32 and
+    ort-static); formats and recipes that cannot stream are refused before loading the model."""
+    from conftest import SHARED
+    from vitsq.cli import main
+
+    tiny = SHARED / "fixtures" / "vosk_vits2"
+    model = [str(tiny / "tiny_G_1.pth"), "--config", str(tiny / "tiny_config.json")]
+    for recipe in ("fp32", "ort-static"):
+        out = tmp_path / recipe
+        assert main(["export", *model, "--format", "onnx", "--streaming", "--recipe", recipe, "-o", str(out)]) == 0
+        synth = vitsq.load(out)
+        assert synth.streaming == "frames"
+        assert bool(synth.describe()["streaming_graphs"]["quantized"]) == (recipe != "fp32")
+    capsys.readouterr()
+    bad = [(["--format", "piper"], "--streaming applies to --format onnx and executorch"),
+           (["--format", "onnx", "--recipe", "ort-dynamic"], "needs --recipe fp32 or ort-static"),
+           (["--format", "onnx", "--recipe", "int4"], "valid are fp32, ort-static, ort-dynamic")]
+    for extra, message in bad:
+        assert main(["export", *model, "--streaming", *extra, "-o", str(tmp_path / "bad")]) == 2
+        assert message in capsys.readouterr().err
+    assert main(["export", str(tmp_path / "fp32"), "--format", "onnx", "--streaming", "-o", str(tmp_path / "again")]) == 2
+    assert "export the source model with --streaming" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists() and not (tmp_path / "again").exists()

@@ -21,6 +21,9 @@ log = logging.getLogger(__name__)
 FORMATS = ("onnx", "vosk-dir", "piper", "executorch", "sherpa")
 ONNX_RECIPES = ("fp32", "ort-static", "ort-dynamic")
 EXECUTORCH_RECIPES = ("fp32", "pt2e")
+#: Formats ``--streaming`` applies to (ONNX: an artifact folder, since one file cannot carry the
+#: streaming graphs beside the whole-sentence one).
+STREAMING_FORMATS = ("onnx", "executorch")
 ONNX_KINDS = ("onnx", "vosk-dir")
 
 
@@ -34,9 +37,10 @@ def check_export_args(fmt: str, out: str | Path, *, recipe: Any = None, force: b
 
     if fmt not in FORMATS:
         raise InputError(f"unknown export format {fmt!r}: valid formats are {', '.join(FORMATS)}")
-    if streaming and fmt != "executorch":
-        raise InputError("--streaming applies to --format executorch (it adds the streaming methods to "
-                         "decoder.pte)")
+    if streaming and fmt not in STREAMING_FORMATS:
+        raise InputError(f"--streaming applies to --format {' and '.join(STREAMING_FORMATS)} (onnx: a folder with "
+                         "the streaming graphs beside model.onnx; executorch: the streaming methods in decoder.pte), "
+                         f"not to --format {fmt}")
     if fmt == "sherpa":
         from vitsq.export.sherpa import check_sherpa_args
 
@@ -65,6 +69,11 @@ def check_export_args(fmt: str, out: str | Path, *, recipe: Any = None, force: b
             if value is not None:
                 raise InputError(f"{flag} applies to --recipe ort-static only (it calibrates activation ranges); "
                                  f"the {name} export takes no calibration")
+    if streaming:
+        if name == "ort-dynamic":
+            raise UnsupportedError("--streaming needs --recipe fp32 or ort-static: ort-dynamic ranges activations "
+                                   "per call, so a chunk would not see the ranges the whole sentence sees")
+        return check_output(out, kind="dir", force=force, what="ONNX streaming artifact folder")
     return check_export_output(fmt, out, force)
 
 
@@ -94,14 +103,18 @@ def export(model_or_artifact: Any, format: str, out: str | Path, recipe: Any = N
     written atomically; an existing one is replaced only with ``force`` (and only a vitsq output).
     An artifact exported to a format it cannot become is an UnsupportedError. ``espeak_data``
     (``sherpa`` only): False leaves the espeak-ng data folder out of the sherpa-onnx folder.
-    ``streaming`` (``executorch`` only): ``decoder.pte`` also gets the chunk-by-chunk methods
-    (:mod:`vitsq.export.executorch_stream`).
+    ``streaming``: ``executorch``: ``decoder.pte`` also gets the chunk-by-chunk methods
+    (:mod:`vitsq.export.executorch_stream`); ``onnx``: ``out`` is a folder, ``model.onnx`` with
+    the streaming graphs beside it (:mod:`vitsq.export.onnx_stream`), FP32 or ort-static.
     """
     out = check_export_args(format, out, recipe=recipe, force=force, calib=calib,
                             calibrate_method=calibrate_method, espeak_data=espeak_data, streaming=streaming)
     build_dir = getattr(model_or_artifact, "build_dir", None)
     art = _artifact_kind(model_or_artifact) if build_dir is None else (Path(build_dir), "onnx")
     if art is not None:
+        if streaming:
+            raise UnsupportedError(f"{art[0]} is an existing artifact: --streaming adds graphs made from the torch "
+                                   "model, so export the source model with --streaming (and its --recipe)")
         return _export_artifact(*art, format, out, recipe, force, config_path, espeak_data=espeak_data)
     synth = model_or_artifact
     if isinstance(synth, (str, Path)):
@@ -122,6 +135,8 @@ def export(model_or_artifact: Any, format: str, out: str | Path, recipe: Any = N
         if calib is not None:
             kwargs["calibration_sentences"] = calib
         return export_executorch(synth, out, **kwargs)
+    if streaming:  # format onnx: a folder that vitsq.load streams chunk by chunk
+        return _export_onnx_streaming(synth, out, recipe, force, calib, calibrate_method)
     if (recipe or "fp32") == "fp32":
         from vitsq.export.onnx import export as export_fp32
 
@@ -129,6 +144,23 @@ def export(model_or_artifact: Any, format: str, out: str | Path, recipe: Any = N
     from vitsq.quantize.ort import export_quantized
 
     return export_quantized(synth, format, out, recipe, force=force, calib=calib, calibrate_method=calibrate_method)
+
+
+def _export_onnx_streaming(synth: Any, out: Path, recipe: Any, force: bool, calib: int | None,
+                           calibrate_method: str | None) -> Path:
+    """``--format onnx --streaming``: the ONNX artifact folder with the streaming graphs (FP32, or
+    ``vitsq quantize --recipe ort-static --streaming``'s folder for an ort-static recipe)."""
+    if (recipe or "fp32") == "fp32":
+        from vitsq.export.onnx import export_onnx_dir
+
+        return export_onnx_dir(synth, out, force=force, streaming=True)
+    from vitsq.quantize.workflow import QuantizeOptions, quantize_to_dir
+
+    if not isinstance(recipe, str):
+        raise InputError("--format onnx --streaming takes a recipe name (ort-static or ort-static:fast); for a "
+                         "recipe object use vitsq.quantize(model, recipe, streaming=True)")
+    opts = QuantizeOptions(recipe=recipe, calib=calib, calibrate_method=calibrate_method, streaming=True)
+    return Path(quantize_to_dir(synth, out, opts, force=force).out_dir)
 
 
 def _export_artifact(directory: Path, kind: str, fmt: str, out: Path, recipe: Any, force: bool,

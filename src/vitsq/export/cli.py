@@ -51,8 +51,9 @@ def register(subparsers) -> None:
     p.add_argument("--no-espeak-data", action="store_true",
                    help="sherpa: leave out the espeak-ng-data folder (only sherpa-onnx < 2.0 reads it)")
     p.add_argument("--streaming", action="store_true",
-                   help="executorch: decoder.pte also gets the chunk-by-chunk methods (then synth --stream and "
-                        "bench --ttfa stream it by frames)")
+                   help="stream chunk by chunk (synth --stream, bench --ttfa, the server): executorch: decoder.pte "
+                        "also gets the streaming methods; onnx: -o is a folder with the streaming graphs beside "
+                        "model.onnx (fp32 or ort-static)")
     p.add_argument("--force", action="store_true",
                    help="replace an existing output that vitsq wrote (never an unrelated folder)")
     p.set_defaults(func=cmd_export)
