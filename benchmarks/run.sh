@@ -9,6 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 V="${VITSQ:-.venv/bin/vitsq}"
+PY="${PYTHON:-.venv/bin/python}"
 A=out/bench
 B=benchmarks
 THREADS="${THREADS:-1}"
@@ -22,31 +23,49 @@ THREADS="${THREADS:-1}"
 ttfa() {
   local pte=()
   [ -d $A/joe-pte-int8 ] && pte=(pte-int8=$A/joe-pte-int8)  # ExecuTorch when built (step 1)
-  $V bench fp32-ort=joe@onnx fp32-torch=joe@torch ort-int8=$A/joe-ort-int8 "${pte[@]}" \
-    --ttfa --phonemes 300,190 --threads "$THREADS" --iters 12 --warmup 2 --out $B/joe_ttfa_${THREADS}thread.json --force
+  $V bench fp32-ort=joe@onnx fp32-torch=joe@torch ort-int8=$A/joe-ort-int8 ort-int8-fast=$A/joe-ort-int8-fast \
+    "${pte[@]}" --ttfa --phonemes 300,190 --threads "$THREADS" --iters 12 --warmup 2 \
+    --out $B/joe_ttfa_${THREADS}thread.json --force
+  # the peer, streaming-vits, in the same process as vitsq's variants (needs the `peers` extra)
+  if "$PY" -c "import streaming_vits" 2>/dev/null; then
+    OMP_NUM_THREADS="$THREADS" "$PY" benchmarks/peers/ttfa_streaming_vits.py --threads "$THREADS" --rounds 6 \
+      --ids 600 --int8 $A/joe-ort-int8 --int8-fast $A/joe-ort-int8-fast -o $B/joe_ttfa_peers.json --force
+  else
+    echo "skipping the streaming-vits peer run: pip install -e '.[peers]'" >&2
+  fi
+}
+ort_int8() {  # the two ort-static presets of joe, with their streaming graphs
+  $V quantize joe --recipe ort-static --streaming -o $A/joe-ort-int8 --force
+  $V quantize joe --recipe ort-static:fast --streaming -o $A/joe-ort-int8-fast --force
 }
 case "${1:-all}" in
   all) ;;
   # the INT8 artifact is rebuilt so it carries the streaming graphs of this vitsq version
-  ttfa) $V quantize joe --recipe ort-static --streaming -o $A/joe-ort-int8 --force; ttfa; exit 0 ;;
+  ttfa) ort_int8; ttfa; exit 0 ;;
   *) echo "usage: $0 [all|ttfa]" >&2; exit 2 ;;
 esac
 
 # 1. artifacts: the measured presets (a recipe name means its preset)
-$V quantize joe --recipe ort-static --streaming -o $A/joe-ort-int8 --force
-$V export joe --format executorch --recipe pt2e -o $A/joe-pte-int8 --force
+ort_int8
+$V export joe --format executorch --recipe pt2e --streaming -o $A/joe-pte-int8 --force
 $V quantize vosk-ru-multi --recipe ort-static -o $A/vosk-ort-int8 --force
 $V export vosk-ru-multi --format executorch --recipe pt2e -o $A/vosk-pte-int8 --force
 
 # 2. speed: every timed round runs each variant once, in rotating order
-$V bench fp32-ort=joe@onnx fp32-torch=joe@torch ort-int8=$A/joe-ort-int8 pte-int8=$A/joe-pte-int8 \
-  --batch 1,2,4 --threads "$THREADS" --iters 8 --warmup 2 --out $B/joe_cpu_${THREADS}thread.json --force
+$V bench fp32-ort=joe@onnx fp32-torch=joe@torch ort-int8=$A/joe-ort-int8 ort-int8-fast=$A/joe-ort-int8-fast \
+  pte-int8=$A/joe-pte-int8 --batch 1,2,4 --threads "$THREADS" --iters 8 --warmup 2 --out $B/joe_cpu_${THREADS}thread.json --force
 $V bench fp32-torch=vosk-ru-multi@torch ort-int8=$A/vosk-ort-int8 pte-int8=$A/vosk-pte-int8 \
   --batch 1,2,4,8 --threads "$THREADS" --iters 6 --warmup 2 --out $B/vosk_random_cpu_${THREADS}thread.json --force
 ttfa
+# 2c. sherpa-onnx running vitsq's Piper exports (FP32 and the size-first INT8 preset), 1 thread
+$V export joe --format sherpa -o $A/joe-sherpa-fp32 --force
+$V export joe --format sherpa --recipe ort-static:fast -o $A/joe-sherpa-int8 --force
+$V bench fp32-ort=joe@onnx sherpa-fp32=$A/joe-sherpa-fp32@sherpa sherpa-int8=$A/joe-sherpa-int8@sherpa --threads 1 --iters 30 \
+  --baseline sherpa-fp32 --out $B/joe_sherpa_1thread.json --force
 
 # 3. quality: the 235 held-out sentences, zero noise (the only noise ONNX Runtime shares)
-$V eval joe ort-int8=$A/joe-ort-int8 pte-int8=$A/joe-pte-int8 --noise-scale 0 --noise-w 0 \
+$V eval joe ort-int8=$A/joe-ort-int8 ort-int8-fast=$A/joe-ort-int8-fast pte-int8=$A/joe-pte-int8 \
+  --noise-scale 0 --noise-w 0 \
   --out $B/joe_eval_zero_noise.json --force
 
 # 4. the combined table (size, speed, WER, ΔWER, speaker similarity) the README quotes

@@ -201,6 +201,8 @@ def _peer_stream(peer: Any, utterances: list[list[int]], scales: np.ndarray) -> 
 
 
 ORT_WHOLE = "original voice, ORT (whole reply, one utterance)"
+#: vitsq's streamed variants (the last one only when ``--int8-fast`` is given).
+VITSQ_LABELS = ("fp32-onnx", "fp32-torch", "int8-ort-static", "int8-ort-static-fast")
 ORT_SENTENCES = "original voice, ORT (per sentence)"
 
 
@@ -221,7 +223,9 @@ def build_jobs(v: dict[str, Any], peers: dict[str, Any], text: str, sentences: l
     if v["fp32-onnx"] is ort:  # the original voice: its own synthesize() is already timed
         jobs.append(Job("vitsq fp32-onnx", _vitsq_stream(ort, text, knobs), ORT_SENTENCES,
                         "its own synthesize() (the original voice in ORT)", ort.streaming))
-    for label in ("fp32-onnx", "fp32-torch", "int8-ort-static"):
+    for label in VITSQ_LABELS:
+        if label not in v:
+            continue
         synth = v[label]
         if synth is ort:
             continue
@@ -282,10 +286,12 @@ def run_rounds(jobs: list[Job], rounds: int, warmup: int, sample_rate: int) -> t
 
 
 # ============================================================================ vitsq variants
-def load_variants(threads: int, int8_dir: Path | None, onnx_path: Path | None, workdir: Path) -> dict[str, Any]:
+def load_variants(threads: int, int8_dir: Path | None, onnx_path: Path | None, workdir: Path,
+                  fast_dir: Path | None = None) -> dict[str, Any]:
     """joe on PyTorch FP32, on ONNX Runtime (the original file; and ``onnx_path``, a vitsq FP32
-    ONNX export of joe, when given), and the INT8 ``ort-static`` preset (quantized here unless
-    ``int8_dir`` holds one), all on ``threads`` threads."""
+    ONNX export of joe, when given), the INT8 ``ort-static`` preset (quantized here unless
+    ``int8_dir`` holds one) and, when ``fast_dir`` is given, the ``ort-static:fast`` artifact in it,
+    all on ``threads`` threads."""
     import torch
 
     import vitsq
@@ -302,17 +308,21 @@ def load_variants(threads: int, int8_dir: Path | None, onnx_path: Path | None, w
                              f"(vitsq export joe --format onnx -o PATH)")
     if int8_dir is None:
         log.info("quantizing joe with the ort-static preset (calibration takes a few minutes)")
-        int8_dir = vitsq.quantize(fp32, "ort-static").save(workdir / "joe-ort-int8")
-    int8 = vitsq.load(int8_dir, threads=threads)
-    recipe = (int8.describe().get("quantization") or {}).get("recipe")
-    recipe = recipe.get("recipe") if isinstance(recipe, dict) else recipe  # a manifest nests the recipe record
-    if int8.backend != "onnx" or recipe != "ort-static":
-        raise InputError(f"--int8 {int8_dir}: expected an ort-static artifact (vitsq quantize joe --recipe "
-                         f"ort-static), got recipe {recipe!r} on the {int8.backend} backend")
+        int8_dir = vitsq.quantize(fp32, "ort-static", streaming=True).save(workdir / "joe-ort-int8")
+    out = {"fp32-torch": fp32, "fp32-onnx": onnx, "original-onnx": original, "length_scale": fp32.config.length_scale}
+    for label, flag, path in (("int8-ort-static", "--int8", int8_dir), ("int8-ort-static-fast", "--int8-fast", fast_dir)):
+        if path is None:
+            continue
+        int8 = vitsq.load(path, threads=threads)
+        recipe = (int8.describe().get("quantization") or {}).get("recipe")
+        recipe = recipe.get("recipe") if isinstance(recipe, dict) else recipe  # a manifest nests the recipe record
+        if int8.backend != "onnx" or recipe != "ort-static":
+            raise InputError(f"{flag} {path}: expected an ort-static artifact (vitsq quantize joe --recipe "
+                             f"ort-static), got recipe {recipe!r} on the {int8.backend} backend")
+        out[label] = int8
     if torch.get_num_threads() != threads:
         raise RuntimeError(f"PyTorch runs {torch.get_num_threads()} threads, not {threads}")
-    return {"fp32-torch": fp32, "fp32-onnx": onnx, "original-onnx": original, "int8-ort-static": int8,
-            "length_scale": fp32.config.length_scale}
+    return out
 
 
 # ============================================================================ results
@@ -434,6 +444,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=1, help="threads of every runtime (default 1)")
     ap.add_argument("--int8", type=Path, help="an ort-static artifact of joe (`vitsq quantize joe --recipe "
                                               "ort-static -o DIR`); default: quantize here")
+    ap.add_argument("--int8-fast", type=Path, help="an ort-static:fast artifact of joe (`vitsq quantize joe --recipe "
+                                                   "ort-static:fast -o DIR`), timed as one more variant")
     ap.add_argument("--fp32-onnx", type=Path, help="a vitsq FP32 ONNX export of joe (`vitsq export joe --format "
                                                    "onnx -o PATH`) as the fp32-onnx variant; default: the original "
                                                    "voice file")
@@ -452,7 +464,7 @@ def _check_args(args: argparse.Namespace) -> tuple[Path, Path]:
         value = getattr(args, name)
         if not lo <= value <= hi:
             raise InputError(f"--{name} {value} is out of range: use an integer in {lo}..{hi}")
-    for name in ("int8", "fp32_onnx", "peer_profile"):
+    for name in ("int8", "int8_fast", "fp32_onnx", "peer_profile"):
         p = getattr(args, name)
         if p is not None and not p.exists():
             raise InputError(f"--{name.replace('_', '-')} {p} does not exist")
@@ -474,11 +486,11 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     machine["versions"][PEER] = _version(PEER)
     load_start = machine.pop("load_average")
     with tempfile.TemporaryDirectory(prefix="vitsq-peers-") as tmp:
-        v = load_variants(args.threads, args.int8, args.fp32_onnx, Path(tmp))
+        v = load_variants(args.threads, args.int8, args.fp32_onnx, Path(tmp), args.int8_fast)
         peers, peer_info = load_peer(*joe_paths(), Path(tmp), args.threads, args.peer_profile)
         ort = v["original-onnx"]
         text, sentences = pick_reply(ort, args.ids)
-        for label in ("fp32-torch", "fp32-onnx", "int8-ort-static"):
+        for label in (lb for lb in VITSQ_LABELS if lb in v):
             if v[label].text_to_ids(text) != sentences:
                 raise RuntimeError(f"{label} phonemizes the reply differently from the original voice")
         whole = join_ids(sentences, ort.config.phoneme_id_map)
@@ -487,7 +499,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         orders, worst = run_rounds(jobs, args.rounds, args.warmup, ort.sample_rate)
         results = summarize(jobs, worst, ort.sample_rate)
         variants = {k: describe_sources(v[k].describe())
-                    for k in ("fp32-torch", "fp32-onnx", "original-onnx", "int8-ort-static")}
+                    for k in ("fp32-torch", "fp32-onnx", "original-onnx", *VITSQ_LABELS[2:]) if k in v}
     machine["load_average_start"], machine["load_average_end"] = load_start, _loadavg()
     return {
         "kind": "vitsq-ttfa-peers",
