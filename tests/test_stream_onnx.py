@@ -68,6 +68,7 @@ def test_fp32_artifact_holds_the_pair_beside_an_unchanged_contract(joe_fp32_dir)
     model = onnx.load(str(joe_fp32_dir / "model.onnx"), load_external_data=False)
     assert [i.name for i in model.graph.input] == ["input", "input_lengths", "scales"]  # Piper's contract
     assert [o.name for o in model.graph.output][0] == "output"
+    _assert_shares_model_weights(joe_fp32_dir)
     step = onnx.load(str(joe_fp32_dir / STEP_FILE), load_external_data=False)
     k = len(rec["states"])
     assert [i.name for i in step.graph.input] == ["z", "flush"] + [f"state_{i}" for i in range(k)]
@@ -116,10 +117,40 @@ def test_int8_step_graph_carries_model_onnx_quantization(joe_int8):
     rec = json.loads((build / "vitsq.json").read_text())["streaming"]
     assert rec["quantized"] and rec["check"]["max_lsb"] == 0
     assert sum(s["dtype"] == "uint8" for s in rec["states"]) > len(rec["states"]) // 2
+    _assert_shares_model_weights(build)
+
+
+def _assert_shares_model_weights(folder, max_extra: float | None = 0.25):
+    """The streaming graphs hold no copy of model.onnx's weights: they point into its bytes
+    (ONNX external data), so they add a small fraction to the artifact (``max_extra`` of
+    model.onnx's size for a real voice; a tiny test model is mostly graph structure)."""
+    model_bytes = (folder / "model.onnx").read_bytes()
+    weights = {t.name: t.raw_data for t in onnx.load(str(folder / "model.onnx")).graph.initializer}
+    for name in (LATENT_FILE, STEP_FILE):
+        proto = onnx.load(str(folder / name), load_external_data=False)
+        external = [t for t in proto.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+        assert external and all({e.key: e.value for e in t.external_data}["location"] == "model.onnx"
+                                for t in external), name
+    latent = onnx.load(str(folder / LATENT_FILE), load_external_data=False)
+    checked = 0
+    for t in latent.graph.initializer:  # cut out of model.onnx: the same names, the same values
+        if t.data_location == onnx.TensorProto.EXTERNAL:
+            info = {e.key: int(e.value) for e in t.external_data if e.key in ("offset", "length")}
+            assert model_bytes[info["offset"]:info["offset"] + info["length"]] == weights[t.name]
+            checked += 1
+    assert checked > 10
+    inline = sum(len(t.raw_data) for n in (LATENT_FILE, STEP_FILE)
+                 for t in onnx.load(str(folder / n), load_external_data=False).graph.initializer)
+    assert inline < 0.05 * sum(len(raw) for raw in weights.values())
+    if max_extra is not None:
+        extra = sum((folder / n).stat().st_size for n in (LATENT_FILE, STEP_FILE))
+        assert extra < max_extra * len(model_bytes), f"streaming graphs add {extra} bytes to {len(model_bytes)}"
 
 
 def test_saved_int8_artifact_streams(joe_int8, tmp_path):
-    loaded = vitsq.load(joe_int8.save(tmp_path / "int8"))
+    saved = joe_int8.save(tmp_path / "int8")
+    _assert_shares_model_weights(saved)
+    loaded = vitsq.load(saved)
     assert loaded.streaming == "frames" and loaded.describe()["streaming_graphs"]["quantized"]
     text = "Saved and loaded, it streams the same."
     np.testing.assert_array_equal(_int16(list(loaded.stream(text, schedule=[2, 9], **ZERO))),
@@ -136,12 +167,20 @@ def test_vits2_tiny_fp32_streams(vosk_tiny, tmp_path):
         assert _per_sentence_error(list(synth.stream(text, speaker=1, schedule=schedule, **ZERO)), reference) < 1e-5
 
 
-def test_vits2_tiny_int8_streams(vosk_tiny):
+def test_vits2_tiny_int8_streams(vosk_tiny, tmp_path):
+    from vitsq.export.api import export
+
     q = vitsq.quantize(vosk_tiny, "ort-static", calib=4, streaming=True)
     text = "Привет, как дела?\nХорошо."
     reference = q.synthesize(text, speaker=1, **ZERO).to_int16()
     for schedule in ([1], [2, 3]):
         np.testing.assert_array_equal(_int16(list(q.stream(text, speaker=1, schedule=schedule, **ZERO))), reference)
+    # as a vosk-tts folder: the graphs are copied and point into the folder's own model.onnx
+    folder = export(q, "vosk-dir", tmp_path / "vosk-int8")
+    _assert_shares_model_weights(folder, max_extra=None)
+    again = vitsq.load(folder)
+    assert again.streaming == "frames"
+    np.testing.assert_array_equal(_int16(list(again.stream(text, speaker=1, schedule=[3], **ZERO))), reference)
 
 
 # ----------------------------------------------------------------------------- refusals

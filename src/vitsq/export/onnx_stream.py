@@ -30,6 +30,10 @@ with the step node of the same kind whose output holds the same numbers. Nodes l
 (:func:`int8_caches`): a quarter of the bytes, and no float round trip between INT8 layers.
 Float convolutions that ``model.onnx`` runs as 2-D convolutions run as the same 2-D
 convolutions in the step graph (:func:`float_convs_like_model`).
+Both graphs store no weight of their own that ``model.onnx`` already holds: each such
+initializer is ONNX external data pointing at the same bytes *inside* ``model.onnx``
+(:func:`share_weights`), so streaming adds about 10 % to an artifact instead of doubling it, and
+``model.onnx`` stays a self-contained file for the Piper and Vosk runtimes.
 Float parts are not all length-invariant in ONNX Runtime (``Conv`` on short inputs, ``Sin``/
 ``Cos`` on a tensor's last elements differ by an ulp), so every written pair is checked
 (:func:`check_pair`): streamed audio must equal ``model.onnx``'s within 1e-5 of the peak (float)
@@ -59,6 +63,11 @@ log = logging.getLogger(__name__)
 
 LATENT_FILE = "stream_latent.onnx"
 STEP_FILE = "stream_step.onnx"
+#: the whole-sentence graph whose bytes the streaming graphs' shared weights point into
+MODEL_FILE = "model.onnx"
+#: initializers smaller than this stay inside the streaming graphs (an external reference costs
+#: about as much as the data)
+SHARED_MIN_BYTES = 64
 #: metadata_props key of the step graph (and manifest field) describing the streaming pair
 META_KEY = "vitsq.streaming"
 #: ops that only move numbers: their outputs inherit their inputs' quantization
@@ -195,7 +204,10 @@ def extract_latent(model_path: str | Path, out_path: str | Path) -> dict[str, st
     sub.ir_version = proto.ir_version
     sub.producer_name = "vitsq"
     _set_meta(sub, {META_KEY: json.dumps({"version": STREAMING_VERSION, "role": "latent", "outputs": renamed})})
-    onnx.save(sub, str(out_path))
+    if Path(out_path).parent.resolve() == Path(model_path).parent.resolve():
+        save_sharing(sub, Path(out_path), Path(model_path))  # every weight is one of model.onnx's
+    else:
+        onnx.save(sub, str(out_path))
     return renamed
 
 
@@ -727,6 +739,43 @@ def _int16(x: np.ndarray) -> np.ndarray:
     return (np.clip(x, -1.0, 1.0) * 32767.0).astype(np.int16)
 
 
+# =========================================================================== shared weights
+def share_weights(proto: "onnx.ModelProto", model_bytes: bytes, location: str = MODEL_FILE) -> int:
+    """Turn every initializer of ``proto`` (loaded with its data) whose bytes occur in
+    ``model_bytes`` (the content of the file ``location``, beside ``proto``'s file) into ONNX
+    external data at that offset. The graph then reads the weights ``model.onnx`` holds instead
+    of a copy; the tensor values are unchanged (the same bytes). Returns the bytes shared."""
+    import onnx
+    from onnx.external_data_helper import set_external_data
+
+    shared = 0
+    for t in proto.graph.initializer:
+        raw = t.raw_data
+        if t.data_location == onnx.TensorProto.EXTERNAL or len(raw) < SHARED_MIN_BYTES:
+            continue
+        offset = model_bytes.find(raw)
+        if offset < 0:  # a weight model.onnx does not hold (the step graph's own layout)
+            continue
+        del t.external_data[:]
+        set_external_data(t, location=location, offset=offset, length=len(raw))
+        t.data_location = onnx.TensorProto.EXTERNAL
+        t.ClearField("raw_data")
+        shared += len(raw)
+    return shared
+
+
+def save_sharing(proto: "onnx.ModelProto", path: Path, model_path: Path) -> int:
+    """Save ``proto`` at ``path`` with its weights shared with ``model_path`` (same folder);
+    returns the bytes shared."""
+    import onnx
+
+    if Path(model_path).parent.resolve() != Path(path).parent.resolve():
+        raise ValueError(f"{path} and {model_path} must share a folder (external data is found beside the graph)")
+    shared = share_weights(proto, Path(model_path).read_bytes(), Path(model_path).name)
+    onnx.save(proto, str(path))  # external tensors stay references: onnx writes no data for them
+    return shared
+
+
 def write_streaming_pair(model: nn.Module, model_onnx: str | Path, out_dir: str | Path, *,
                          float_onnx: str | Path | None = None) -> dict[str, Any]:
     """Write ``stream_latent.onnx`` and ``stream_step.onnx`` for ``model_onnx`` into ``out_dir``;
@@ -743,6 +792,9 @@ def write_streaming_pair(model: nn.Module, model_onnx: str | Path, out_dir: str 
     import onnx
 
     out_dir = Path(out_dir)
+    if Path(model_onnx).parent.resolve() != out_dir.resolve():
+        raise ValueError(f"the streaming graphs share {Path(model_onnx).name}'s weights, so they go in its folder, "
+                         f"not {out_dir}")
     extract_latent(model_onnx, out_dir / LATENT_FILE)
     proto_model = onnx.load(str(model_onnx))
     feed = sample_feed(proto_model, model.config)
@@ -757,7 +809,7 @@ def write_streaming_pair(model: nn.Module, model_onnx: str | Path, out_dir: str 
         float_convs_like_model(step, proto_model)
     _set_meta(step, {META_KEY: json.dumps(spec)})
     step.producer_name = "vitsq"
-    onnx.save(step, str(out_dir / STEP_FILE))
+    save_sharing(step, out_dir / STEP_FILE, Path(model_onnx))
     check = check_pair(model_onnx, out_dir / LATENT_FILE, out_dir / STEP_FILE, spec, feed)
     ok = check["max_lsb"] <= 1 if float_onnx is not None else check["max_rel"] <= 1e-5
     if not ok:
@@ -775,9 +827,14 @@ def streaming_files(record: dict[str, Any] | None) -> list[str]:
 def copy_streaming(stream: dict[str, Any], out_dir: str | Path) -> dict[str, Any]:
     """Copy an artifact's streaming graphs (``stream`` from :func:`read_streaming`) into
     ``out_dir``; returns the record for its manifest."""
-    import shutil
+    import onnx
 
     record = {k: v for k, v in stream.items() if k not in ("latent_path", "step_path", "latent", "step")}
-    shutil.copyfile(stream["latent_path"], Path(out_dir) / record["latent_file"])
-    shutil.copyfile(stream["step_path"], Path(out_dir) / record["step_file"])
+    model = Path(out_dir) / MODEL_FILE
+    if not model.is_file():
+        raise ValueError(f"copy {MODEL_FILE} into {out_dir} before its streaming graphs (they share its weights)")
+    for src, name in ((stream["latent_path"], record["latent_file"]), (stream["step_path"], record["step_file"])):
+        # loaded with the data it shares with the source model.onnx, then re-pointed at this
+        # folder's model.onnx (the same weights; offsets differ if its metadata changed)
+        save_sharing(onnx.load(str(src)), Path(out_dir) / name, model)
     return record
