@@ -63,6 +63,15 @@ $V export joe --format sherpa --recipe ort-static:fast -o $A/joe-sherpa-int8 --f
 $V bench fp32-ort=joe@onnx sherpa-fp32=$A/joe-sherpa-fp32@sherpa sherpa-int8=$A/joe-sherpa-int8@sherpa --threads 1 --iters 30 \
   --baseline sherpa-fp32 --out $B/joe_sherpa_1thread.json --force
 
+# 2d. the OpenVINO + NNCF peer (FP32 and post-training INT8 configurations) next to both ort-static
+# presets, interleaved, 1 thread (needs the `peers` extra)
+if "$PY" -c "import openvino, nncf" 2>/dev/null; then
+  OMP_NUM_THREADS=1 "$PY" benchmarks/peers/openvino_nncf.py --vitsq ort-int8=$A/joe-ort-int8 \
+    --vitsq ort-int8-fast=$A/joe-ort-int8-fast -o $B/joe_openvino_peers.json --force
+else
+  echo "skipping the OpenVINO + NNCF peer run: pip install -e '.[peers]'" >&2
+fi
+
 # 3. quality: the 235 held-out sentences, zero noise (the only noise ONNX Runtime shares)
 $V eval joe ort-int8=$A/joe-ort-int8 ort-int8-fast=$A/joe-ort-int8-fast pte-int8=$A/joe-pte-int8 \
   --noise-scale 0 --noise-w 0 \
