@@ -149,6 +149,19 @@ def test_report_tables_plots_and_self_contained_html(results, tmp_path):
     assert "<table>" in html and "<th>variant</th>" in html
 
 
+def test_eval_label_and_bench_path_of_one_variant_share_a_row(results, tmp_path):
+    """`vitsq eval joe int8=DIR` records the label, `vitsq bench int8=DIR` the path: one row."""
+    bench = json.loads((results / "bench.json").read_text())
+    for v in bench["variants"]:
+        if v["label"] == "int8":
+            v["spec"] = "out/bench/joe-int8"
+    (tmp_path / "bench.json").write_text(json.dumps(bench))
+    md = build_report([results / "eval.json", tmp_path / "bench.json"], tmp_path / "rep")["md"].read_text()
+    t1 = md.split("## Model variants")[1].split("\n\n")[1].splitlines()
+    rows = [ln for ln in t1 if ln.startswith("| int8 ")]
+    assert len(rows) == 1 and "(b=1)" in rows[0] and "[" in rows[0].split("|")[8]
+
+
 def test_bootstrap_ci_contains_point_and_is_exact_for_identical_sentences():
     p, lo, hi = bootstrap_ci([1, 0, 2, 1, 0, 3], [5, 5, 5, 5, 5, 5], n_boot=500)
     assert p == pytest.approx(7 / 30) and lo <= p <= hi and lo < hi

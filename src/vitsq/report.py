@@ -273,6 +273,9 @@ def variant_rows(inp: Inputs) -> list[dict[str, Any]]:
         for v in b.get("variants", []):
             k = _bench_key(v)
             row = index.get(k)
+            if row is None:  # eval names a variant by its label (`vitsq eval joe int8=DIR`), bench by DIR
+                k2 = _key(v.get("label"), v.get("backend"))
+                row = index.get(k2) if k2 in index and "rtf" not in index[k2] else None
             if row is None:
                 row = {"label": v["label"], "backend": v.get("backend"), "size_bytes": v.get("size_bytes"),
                        "weights": v.get("weights") or "unknown"}
