@@ -61,7 +61,7 @@ ttfa
 $V export joe --format sherpa -o $A/joe-sherpa-fp32 --force
 $V export joe --format sherpa --recipe ort-static:fast -o $A/joe-sherpa-int8 --force
 $V bench fp32-ort=joe@onnx sherpa-fp32=$A/joe-sherpa-fp32@sherpa sherpa-int8=$A/joe-sherpa-int8@sherpa --threads 1 --iters 30 \
-  --baseline sherpa-fp32 --out $B/joe_sherpa_1thread.json --force
+  --batch 1,2,4,8 --baseline sherpa-fp32 --out $B/joe_sherpa_1thread.json --force
 
 # 2d. the OpenVINO + NNCF peer (FP32 and post-training INT8 configurations) next to both ort-static
 # presets, interleaved, 1 thread (needs the `peers` extra)
