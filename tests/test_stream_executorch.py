@@ -187,9 +187,10 @@ def test_export_refuses_bad_chunk_bounds_before_any_work(small_vits, tmp_path):
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
-def test_export_cli_streaming_flag_is_for_executorch(tmp_path, capsys):
+def test_export_cli_streaming_flag_is_for_streaming_formats(tmp_path, capsys):
+    """--streaming is refused, before loading, for formats whose files cannot stream."""
     from vitsq.cli import main
 
-    assert main(["export", "joe", "--format", "onnx", "--streaming", "-o", str(tmp_path / "m.onnx")]) == 2
-    assert "--streaming applies to --format executorch" in capsys.readouterr().err
+    assert main(["export", "joe", "--format", "piper", "--streaming", "-o", str(tmp_path / "m.onnx")]) == 2
+    assert "--streaming applies to --format onnx and executorch" in capsys.readouterr().err
     assert not (tmp_path / "m.onnx").exists()
