@@ -2,9 +2,10 @@
 # Regenerate every published benchmark and evaluation table in benchmarks/ from scratch:
 # builds the INT8 artifacts it measures (under out/bench/, not committed), times them against the
 # FP32 originals in interleaved runs, evaluates quality on the held-out split, and writes the
-# combined tables the README quotes. About an hour on a 2-core CPU.
+# combined tables the README quotes. About three hours on a 2-core CPU.
 #   benchmarks/run.sh            # CPU suite
 #   benchmarks/run.sh ttfa       # only the time-to-first-audio run (step 2b and its ORT INT8 artifact; ~15 min)
+#   benchmarks/run.sh tune       # only the joe recipe search (step 5; 1-1.5 h on 2 cores)
 #   benchmarks/gpu.sh            # the GPU suite, on a machine with CUDA
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,6 +35,9 @@ ttfa() {
     echo "skipping the streaming-vits peer run: pip install -e '.[peers]'" >&2
   fi
 }
+tune() {  # 24 trials, one at a time, each timed on one thread
+  OMP_NUM_THREADS=1 $V tune joe --trials 24 --workers 1 --final-sentences 100 -o $B/tune-joe --force
+}
 ort_int8() {  # the two ort-static presets of joe, with their streaming graphs
   $V quantize joe --recipe ort-static --streaming -o $A/joe-ort-int8 --force
   $V quantize joe --recipe ort-static:fast --streaming -o $A/joe-ort-int8-fast --force
@@ -42,7 +46,8 @@ case "${1:-all}" in
   all) ;;
   # the INT8 artifact is rebuilt so it carries the streaming graphs of this vitsq version
   ttfa) ort_int8; ttfa; exit 0 ;;
-  *) echo "usage: $0 [all|ttfa]" >&2; exit 2 ;;
+  tune) tune; exit 0 ;;
+  *) echo "usage: $0 [all|ttfa|tune]" >&2; exit 2 ;;
 esac
 
 # 1. artifacts: the measured presets (a recipe name means its preset)
@@ -79,3 +84,6 @@ $V eval joe ort-int8=$A/joe-ort-int8 ort-int8-fast=$A/joe-ort-int8-fast pte-int8
 
 # 4. the combined table (size, speed, WER, ΔWER, speaker similarity) the README quotes
 $V report $B/joe_eval_zero_noise.json $B/joe_cpu_${THREADS}thread.json -o $B/joe_report --force
+
+# 5. the recipe search on joe (benchmarks/tune-joe: trials, Pareto plot, winner on held-out sentences)
+tune
