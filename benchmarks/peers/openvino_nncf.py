@@ -438,14 +438,14 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     import torch
 
     import vitsq
-    from vitsq.bench import machine_info
+    from vitsq.bench import load_average, machine_info, package_version
     from vitsq.evaluate.sentences import load_split
     from vitsq.jsonutil import command_line, describe_sources
 
     torch.set_num_threads(args.threads)  # the speaker encoder (scoring only)
     machine = machine_info()
     for dist in ("openvino", "nncf", "resemblyzer"):
-        machine["versions"][dist] = _version(dist)
+        machine["versions"][dist] = package_version(dist)
     load_start = machine.pop("load_average")
     wait_for_artifacts(args)
     ort = vitsq.load("joe", backend="onnx", threads=args.threads)
@@ -464,7 +464,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         rounds_s = time.perf_counter() - t1
     lat = latency(variants)
     qual = quality(variants, ort.sample_rate)
-    machine["load_average_start"], machine["load_average_end"] = load_start, _loadavg()
+    machine["load_average_start"], machine["load_average_end"] = load_start, load_average()
     records = []
     for v in variants:
         info = dict(v.info)
@@ -490,20 +490,6 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     }
 
 
-def _version(dist: str) -> str | None:
-    from importlib import metadata
-
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def _loadavg() -> list[float] | None:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except (AttributeError, OSError):
-        return None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -478,12 +478,12 @@ def _check_args(args: argparse.Namespace) -> tuple[Path, Path]:
 
 def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
     """Load everything, time the interleaved rounds, return the result record."""
-    from vitsq.bench import machine_info
+    from vitsq.bench import load_average, machine_info, package_version
     from vitsq.jsonutil import command_line, describe_sources
     from vitsq.registry import joe_paths
 
     machine = machine_info()
-    machine["versions"][PEER] = _version(PEER)
+    machine["versions"][PEER] = package_version(PEER)
     load_start = machine.pop("load_average")
     with tempfile.TemporaryDirectory(prefix="vitsq-peers-") as tmp:
         v = load_variants(args.threads, args.int8, args.fp32_onnx, Path(tmp), args.int8_fast)
@@ -500,7 +500,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict[str, Any]:
         results = summarize(jobs, worst, ort.sample_rate)
         variants = {k: describe_sources(v[k].describe())
                     for k in ("fp32-torch", "fp32-onnx", "original-onnx", *VITSQ_LABELS[2:]) if k in v}
-    machine["load_average_start"], machine["load_average_end"] = load_start, _loadavg()
+    machine["load_average_start"], machine["load_average_end"] = load_start, load_average()
     return {
         "kind": "vitsq-ttfa-peers",
         "created": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -532,20 +532,6 @@ def _peer_sentences_equal(phonemizer: Any, text: str, sentences: list[list[int]]
     return sum(phonemizer.ids(piece)[0] == ids for piece, ids in zip(pieces, sentences))
 
 
-def _version(dist: str) -> str | None:
-    from importlib import metadata
-
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def _loadavg() -> list[float] | None:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except (AttributeError, OSError):
-        return None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -124,7 +124,8 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _version(dist: str) -> str | None:
+def package_version(dist: str) -> str | None:
+    """The installed version of distribution ``dist`` (None when it is not installed)."""
     from importlib import metadata
 
     try:
@@ -133,7 +134,8 @@ def _version(dist: str) -> str | None:
         return None
 
 
-def _loadavg() -> list[float] | None:
+def load_average() -> list[float] | None:
+    """The 1/5/15-minute load averages (None where the OS has none)."""
     try:
         return [round(x, 2) for x in os.getloadavg()]
     except (AttributeError, OSError):
@@ -167,8 +169,8 @@ def machine_info(name: str | None = None) -> dict[str, Any]:
         "platform": platform.platform(),
         "python": platform.python_version(),
         "gpu": gpu,
-        "load_average": _loadavg(),
-        "versions": {d: _version(d) for d in ("vitsq", "torch", "numpy", "onnxruntime", "executorch")},
+        "load_average": load_average(),
+        "versions": {d: package_version(d) for d in ("vitsq", "torch", "numpy", "onnxruntime", "executorch")},
     }
 
 
@@ -780,7 +782,7 @@ def run_benchmark(
     if threads is not None:
         torch.set_num_threads(threads)
     threads_used = torch.get_num_threads()
-    load_at_start = _loadavg()
+    load_at_start = load_average()
     bar = tqdm(total=len(entries) * len(devices) * len(batches), desc="bench", unit="cell", disable=not progress)
     run = _Run(batches, warmup, iters, seed, threads_used, batching, sentences,
                loader or _default_loader(threads_used), bar)

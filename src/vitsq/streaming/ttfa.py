@@ -418,7 +418,7 @@ def run_ttfa(model: Any, variants: Sequence[Any] = (), phonemes: Sequence[int] |
     import torch
     from tqdm.auto import tqdm
 
-    from vitsq.bench import _check_counts, _check_threads, _default_loader, _entries, _loadavg, _variant_info
+    from vitsq.bench import _check_counts, _check_threads, _default_loader, _entries, _variant_info, load_average
     from vitsq.bench import machine_info
 
     counts = parse_phonemes(phonemes)
@@ -428,7 +428,7 @@ def run_ttfa(model: Any, variants: Sequence[Any] = (), phonemes: Sequence[int] |
     if threads is not None:
         torch.set_num_threads(threads)
     threads_used = torch.get_num_threads()
-    load_at_start = _loadavg()
+    load_at_start = load_average()
     st = _State(counts, seed, sentences, loader or _default_loader(threads_used))
     infos = [_variant_info(e) for e in entries]
     loaded = [x for x in (_prepare(st, e, i) for e, i in zip(entries, infos)) if x is not None]
