@@ -270,6 +270,19 @@ ORT_STATIC_VARIANTS: tuple[str, ...] = ("faithful", "fast")
 ORT_STATIC_DEFAULT_VARIANT: dict[str, str] = {"vits": "faithful", "vits2": "fast"}
 
 
+def _decoder_shape(config: Any) -> tuple[int, int]:
+    """(upsampling stages, resblocks per stage) of a VITS HiFi-GAN decoder config."""
+    if not hasattr(config, "upsample_rates"):
+        raise InputError("the ort-static preset for VITS is derived from the model's decoder: pass the model "
+                         f"or its config, not {type(config).__name__}")
+    return len(config.upsample_rates), len(config.resblock_kernel_sizes)
+
+
+def dec_op_name(op: str, i: int) -> str:
+    """``torch.onnx``'s name of the decoder's ``i``-th top-level ``op`` (``/dec/Add``, ``/dec/Add_1``, ...)."""
+    return f"/dec/{op}" if i == 0 else f"/dec/{op}_{i}"
+
+
 def ort_keep_float(config: Any) -> tuple[str, ...]:
     """ONNX node-name prefixes the VITS ort-static preset keeps float, derived from ``config``.
 
@@ -278,18 +291,10 @@ def ort_keep_float(config: Any) -> tuple[str, ...]:
     Names follow ``torch.onnx`` numbering of the decoder's top-level ops (``/dec/Add_4``: the
     fifth ``Add`` in ``dec``), one LeakyRelu and ``num_kernels - 1`` Adds and a Div per stage.
     """
-    if not hasattr(config, "upsample_rates"):
-        raise InputError("the ort-static preset for VITS is derived from the model's decoder: pass the model "
-                         f"or its config, not {type(config).__name__}")
-    n = len(config.upsample_rates)
-    k = len(config.resblock_kernel_sizes)
+    n, k = _decoder_shape(config)
     last = n - 1
-
-    def nth(op: str, i: int) -> str:
-        return f"/dec/{op}" if i == 0 else f"/dec/{op}_{i}"
-
-    keep = ["/dec/conv_post/", nth("LeakyRelu", n)]
-    keep += [nth("Add", last * (k - 1) + j) for j in range(k - 1)] + [nth("Div", last)]
+    keep = ["/dec/conv_post/", dec_op_name("LeakyRelu", n)]
+    keep += [dec_op_name("Add", last * (k - 1) + j) for j in range(k - 1)] + [dec_op_name("Div", last)]
     blocks = range(last * k, last * k + k)
     keep += [f"/dec/resblocks.{b}/Add" for b in blocks[:-1]] + [f"/dec/resblocks.{blocks[-1]}/"]
     return tuple(keep)
@@ -302,18 +307,11 @@ def ort_last_stage(config: Any) -> tuple[str, ...]:
     ``faithful`` preset keeps them float: INT8 anywhere in this stage costs speaker similarity
     (joe: 0.982 with it float, 0.979 with only its upsampling INT8, 0.965 with its first two
     resblocks INT8 too; docs/quantization.md)."""
-    if not hasattr(config, "upsample_rates"):
-        raise InputError("the ort-static preset for VITS is derived from the model's decoder: pass the model "
-                         f"or its config, not {type(config).__name__}")
-    n = len(config.upsample_rates)
-    k = len(config.resblock_kernel_sizes)
+    n, k = _decoder_shape(config)
     last = n - 1
-
-    def nth(op: str, i: int) -> str:
-        return f"/dec/{op}" if i == 0 else f"/dec/{op}_{i}"
-
-    keep = ["/dec/conv_post/", nth("LeakyRelu", n), nth("LeakyRelu", last), f"/dec/ups.{last}/", nth("Div", last)]
-    keep += [nth("Add", last * (k - 1) + j) for j in range(k - 1)]
+    keep = ["/dec/conv_post/", dec_op_name("LeakyRelu", n), dec_op_name("LeakyRelu", last), f"/dec/ups.{last}/",
+            dec_op_name("Div", last)]
+    keep += [dec_op_name("Add", last * (k - 1) + j) for j in range(k - 1)]
     keep += [f"/dec/resblocks.{b}/" for b in range(last * k, last * k + k)]
     return tuple(keep)
 

@@ -45,6 +45,7 @@ from vitsq.quantize.recipes import (
     OrtDynamicRecipe,
     OrtStaticRecipe,
     best_for,
+    dec_op_name,
     recipe_from_dict,
 )
 
@@ -201,10 +202,6 @@ def _onnx_scope(layer: str) -> str:
     return "/" + "/".join(parts) + "/"
 
 
-def _nth(op: str, i: int) -> str:
-    return f"/dec/{op}" if i == 0 else f"/dec/{op}_{i}"
-
-
 def ort_group_prefixes(group: str, layers: Sequence[str], config: Any, node_names: Sequence[str]) -> tuple[str, ...]:
     """ONNX node-name prefixes that stand for eager group ``group`` (whose layers are ``layers``)
     in the exported graph with names ``node_names``; prefixes naming no node, or naming more
@@ -223,9 +220,10 @@ def ort_group_prefixes(group: str, layers: Sequence[str], config: Any, node_name
     elif (m := re.fullmatch(r"dec\.stage(\d+)", group)) is not None:
         i = int(m.group(1))
         wanted = [f"/dec/ups.{i}/"] + [f"/dec/resblocks.{i * k + j}/" for j in range(k)]
-        wanted += [_nth("LeakyRelu", i)] + [_nth("Add", i * (k - 1) + j) for j in range(k - 1)] + [_nth("Div", i)]
+        wanted += [dec_op_name("LeakyRelu", i)] + [dec_op_name("Add", i * (k - 1) + j) for j in range(k - 1)]
+        wanted += [dec_op_name("Div", i)]
     elif group == "dec.conv_post":
-        wanted = [_onnx_scope(layer) for layer in layers] + [_nth("LeakyRelu", n_stages)]
+        wanted = [_onnx_scope(layer) for layer in layers] + [dec_op_name("LeakyRelu", n_stages)]
     else:
         wanted = [_onnx_scope(layer) for layer in layers]
     out = []
