@@ -190,3 +190,19 @@ def background_exports(request, tmp_path_factory):
     exports = BackgroundExports(tmp_path_factory.mktemp("background-exports"), specs)
     yield exports
     exports.close()
+
+
+def per_sentence_error(chunks, reference):
+    """Largest |streamed - reference| over a sentence of streamed ``chunks`` (AudioChunks),
+    relative to that sentence's peak in ``reference`` (the non-streamed samples)."""
+    import numpy as np
+
+    streamed = np.concatenate([c.samples for c in chunks])
+    assert streamed.shape == reference.shape
+    worst, start = 0.0, 0
+    for k in range(max(c.sentence for c in chunks) + 1):
+        n = sum(len(c.samples) for c in chunks if c.sentence == k)
+        ref = reference[start : start + n]
+        worst = max(worst, float(np.abs(streamed[start : start + n] - ref).max() / np.abs(ref).max()))
+        start += n
+    return worst

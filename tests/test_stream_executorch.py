@@ -23,6 +23,7 @@ import pytest
 import torch
 
 import vitsq
+from conftest import per_sentence_error
 from vitsq.backends.executorch import FLOW_METHOD, STEP_METHODS, ExecuTorchSynthesizer
 from vitsq.backends.torch import TorchSynthesizer
 from vitsq.errors import InputError, ModelLoadError
@@ -80,18 +81,6 @@ def int8_dir(vosk_tiny, tmp_path_factory):
                              max_frames=512, calibration_sentences=2, streaming=True, max_chunk_frames=MAX_CHUNK)
 
 
-def _per_sentence_error(chunks, reference: np.ndarray) -> float:
-    """Largest |streamed - reference| over a sentence, relative to that sentence's peak."""
-    streamed = np.concatenate([c.samples for c in chunks])
-    assert streamed.shape == reference.shape
-    worst, start = 0.0, 0
-    for k in range(chunks[-1].sentence + 1):
-        n = sum(len(c.samples) for c in chunks if c.sentence == k)
-        ref = reference[start : start + n]
-        worst = max(worst, float(np.abs(streamed[start : start + n] - ref).max() / np.abs(ref).max()))
-        start += n
-    return worst
-
 
 # ----------------------------------------------------------------------------- FP32
 @pytest.mark.parametrize("schedule", SCHEDULES, ids=str)
@@ -99,7 +88,7 @@ def test_fp32_stream_equals_synthesize(fp32, schedule):
     assert fp32.streaming == "frames"
     reference = fp32.synthesize(TEXT_EN, seed=3).samples
     chunks = list(fp32.stream(TEXT_EN, seed=3, schedule=schedule))
-    assert _per_sentence_error(chunks, reference) < 1e-5
+    assert per_sentence_error(chunks, reference) < 1e-5
     assert [c.sentence for c in chunks if c.sentence_end] == [0, 1, 2]
     if schedule != 100_000:
         assert len(chunks) > 6  # really chunked, not one chunk per sentence

@@ -13,6 +13,7 @@ import onnx
 import pytest
 
 import vitsq
+from conftest import per_sentence_error
 from vitsq.errors import ModelLoadError, UnsupportedError
 from vitsq.export.onnx import export_onnx_dir
 from vitsq.export.onnx_stream import LATENT_FILE, STEP_FILE
@@ -40,18 +41,6 @@ def joe_fp32(joe_fp32_dir):
 def joe_int8(joe_torch):
     return vitsq.quantize(joe_torch, "ort-static", calib=4, streaming=True)
 
-
-def _per_sentence_error(chunks, reference: np.ndarray) -> float:
-    """Largest |streamed - reference| over a sentence, relative to that sentence's peak."""
-    streamed = np.concatenate([c.samples for c in chunks])
-    assert streamed.shape == reference.shape
-    worst, start = 0.0, 0
-    for k in range(chunks[-1].sentence + 1):
-        n = sum(len(c.samples) for c in chunks if c.sentence == k)
-        ref = reference[start : start + n]
-        worst = max(worst, float(np.abs(streamed[start : start + n] - ref).max() / np.abs(ref).max()))
-        start += n
-    return worst
 
 
 def _int16(chunks) -> np.ndarray:
@@ -82,7 +71,7 @@ def test_fp32_stream_equals_synthesize(joe_fp32, schedule):
     assert joe_fp32.streaming == "frames"
     reference = joe_fp32.synthesize(TEXT, **ZERO).samples
     chunks = list(joe_fp32.stream(TEXT, schedule=schedule, **ZERO))
-    assert _per_sentence_error(chunks, reference) < 1e-5
+    assert per_sentence_error(chunks, reference) < 1e-5
     assert [c.index for c in chunks] == list(range(len(chunks)))
     assert sum(c.sentence_end for c in chunks) == 3 and chunks[-1].sentence_end
     if schedule != 100_000:
@@ -164,7 +153,7 @@ def test_vits2_tiny_fp32_streams(vosk_tiny, tmp_path):
     text = "Привет, как дела?\nХорошо."
     reference = synth.synthesize(text, speaker=1, **ZERO).samples
     for schedule in ([1], [2, 3]):
-        assert _per_sentence_error(list(synth.stream(text, speaker=1, schedule=schedule, **ZERO)), reference) < 1e-5
+        assert per_sentence_error(list(synth.stream(text, speaker=1, schedule=schedule, **ZERO)), reference) < 1e-5
 
 
 def test_vits2_tiny_int8_streams(vosk_tiny, tmp_path):

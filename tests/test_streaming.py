@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import vitsq
+from conftest import per_sentence_error
 from vitsq.errors import InputError
 from vitsq.streaming import AudioChunk, ChunkSchedule
 from vitsq.streaming.decoder import StreamingDecoder
@@ -24,24 +25,11 @@ def _joined(chunks: list[AudioChunk]) -> np.ndarray:
     return np.concatenate([c.samples for c in chunks])
 
 
-def _per_sentence_error(synth, chunks: list[AudioChunk], reference: np.ndarray) -> float:
-    """Largest |streamed - reference| over a sentence, relative to that sentence's peak."""
-    streamed = _joined(chunks)
-    assert streamed.shape == reference.shape
-    worst, start = 0.0, 0
-    for k in range(max(c.sentence for c in chunks) + 1):
-        n = sum(len(c.samples) for c in chunks if c.sentence == k)
-        ref = reference[start : start + n]
-        worst = max(worst, float(np.abs(streamed[start : start + n] - ref).max() / np.abs(ref).max()))
-        start += n
-    return worst
-
-
 @pytest.mark.parametrize("schedule", SCHEDULES, ids=str)
 def test_fp32_stream_equals_synthesize(joe, schedule):
     reference = joe.synthesize(TEXT, seed=11).samples
     chunks = list(joe.stream(TEXT, seed=11, schedule=schedule))
-    assert _per_sentence_error(joe, chunks, reference) < 1e-5
+    assert per_sentence_error(chunks, reference) < 1e-5
     assert [c.index for c in chunks] == list(range(len(chunks)))
     assert [c.offset for c in chunks] == list(np.cumsum([0] + [len(c.samples) for c in chunks[:-1]]))
     assert sum(c.sentence_end for c in chunks) == 3 and chunks[-1].sentence_end
@@ -137,7 +125,7 @@ def test_vits2_tiny_stream_equals_synthesize(vosk_tiny):
     text = "Привет, как дела?\nХорошо."
     reference = vosk_tiny.synthesize(text, speaker=1, seed=5).samples
     chunks = list(vosk_tiny.stream(text, speaker=1, seed=5, schedule=[2, 3]))
-    assert _per_sentence_error(vosk_tiny, chunks, reference) < 1e-5
+    assert per_sentence_error(chunks, reference) < 1e-5
 
 
 def test_vits2_full_config_decoder_streams_exactly():
@@ -203,7 +191,7 @@ def test_long_sentences_stream_the_flow_too(joe, monkeypatch, schedule):
     chunks = list(joe.stream(TEXT, seed=11, schedule=schedule))
     assert not calls, "the flow ran over the whole sentence"
     # the streamed flow's short convolutions round differently (oneDNN), amplified by the decoder
-    assert _per_sentence_error(joe, chunks, reference) < 5e-5
+    assert per_sentence_error(chunks, reference) < 5e-5
 
 
 def test_playback_stalls_counts_the_waits():
