@@ -532,8 +532,6 @@ def _peer_sentences_equal(phonemizer: Any, text: str, sentences: list[list[int]]
     return sum(phonemizer.ids(piece)[0] == ids for piece, ids in zip(pieces, sentences))
 
 
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
