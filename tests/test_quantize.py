@@ -70,11 +70,14 @@ def test_recipe_dict_round_trip_and_bad_options():
     v1 = {"recipe": "ort-static", "version": 1, "per_channel": True, "calibrate_method": "minmax",
           "op_types": None, "keep_float": [], "static_prefixes": None, "weight_only_rest": True}
     old = recipe_from_dict(v1)
-    assert old.version == 3 and old.polyphase_upsampling is False and OrtStaticRecipe().polyphase_upsampling
+    assert old.version == 4 and old.polyphase_upsampling is False and OrtStaticRecipe().polyphase_upsampling
     assert old.float_convs_2d is False and OrtStaticRecipe().float_convs_2d  # v1/v2 predate it
     assert recipe_from_dict({**v1, "version": 2, "polyphase_upsampling": True}).polyphase_upsampling
-    with pytest.raises(UnsupportedError, match="version 4"):
-        recipe_from_dict({**v1, "version": 4})
+    v3 = recipe_from_dict({**v1, "version": 3, "polyphase_upsampling": True, "float_convs_2d": True})
+    assert v3.float_convs_2d and not v3.float_tail_4d and not v3.text_encoder_convs_2d  # v3 predates both
+    assert OrtStaticRecipe().float_tail_4d and OrtStaticRecipe().text_encoder_convs_2d
+    with pytest.raises(UnsupportedError, match="version 5"):
+        recipe_from_dict({**v1, "version": 5})
 
 
 def test_ort_preset_names_follow_the_decoder_shape(joe_torch):
@@ -586,3 +589,119 @@ def test_vits2_ort_static_keeps_the_waveform_end_float(vosk_tiny, tmp_path):
         assert all(producer[i].op_type != "DequantizeLinear" for i in conv.input if i in producer), conv.name
     # the decoder before the tail is still INT8
     assert any(n.op_type == "DequantizeLinear" and n.name.startswith("/dec/resblocks") for n in nodes)
+
+
+def _toy_decoder_tail():
+    """A float decoder tail in the shape of joe's last stage (ONNX, node names under /dec/):
+    an INT8 input (QuantizeLinear -> DequantizeLinear), two residual units of LeakyRelu -> Conv
+    -> Add, the average of two branches (Div by 2), LeakyRelu, a 1-channel conv_post, Tanh."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    c = 16
+    inits = [numpy_helper.from_array(np.float32(0.05), "s"), numpy_helper.from_array(np.uint8(128), "z"),
+             numpy_helper.from_array(np.float32(2.0), "two")]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"], name="/dec/in_q"),
+             helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["h0"], name="/dec/in_dq")]
+    branches = []
+    for b, (k, d) in enumerate(((3, 1), (5, 2))):
+        h = "h0"
+        for u in range(2):
+            p = f"/dec/resblocks.{b}/u{u}"
+            w = numpy_helper.from_array(rng.normal(0, 0.2, (c, c, k)).astype(np.float32), f"{p}.w")
+            bias = numpy_helper.from_array(rng.normal(0, 0.1, c).astype(np.float32), f"{p}.b")
+            inits += [w, bias]
+            nodes += [helper.make_node("LeakyRelu", [h], [f"{p}/a"], name=f"{p}/LeakyRelu", alpha=0.1),
+                      helper.make_node("Conv", [f"{p}/a", w.name, bias.name], [f"{p}/c"], name=f"{p}/Conv",
+                                       kernel_shape=[k], dilations=[d], pads=[d * (k // 2)] * 2),
+                      helper.make_node("Add", [f"{p}/c", h], [f"{p}/r"], name=f"{p}/Add")]
+            h = f"{p}/r"
+        branches.append(h)
+    post = numpy_helper.from_array(rng.normal(0, 0.2, (1, c, 7)).astype(np.float32), "/dec/conv_post.w")
+    inits.append(post)
+    nodes += [helper.make_node("Add", branches, ["/dec/sum"], name="/dec/Add"),
+              helper.make_node("Div", ["/dec/sum", "two"], ["/dec/avg"], name="/dec/Div"),
+              helper.make_node("LeakyRelu", ["/dec/avg"], ["/dec/a"], name="/dec/LeakyRelu"),
+              helper.make_node("Conv", ["/dec/a", post.name], ["/dec/post"], name="/dec/conv_post/Conv",
+                               kernel_shape=[7], pads=[3, 3]),
+              helper.make_node("Tanh", ["/dec/post"], ["output"], name="/dec/Tanh")]
+    graph = helper.make_graph(nodes, "tail", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, "T"])],
+                              [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 1, "T"])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _ort_run(model, x, optimized=None):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    if optimized:
+        opts.optimized_model_filepath = str(optimized)
+    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+
+
+def test_float_tail_runs_in_blocked_layout_with_the_same_values(tmp_path):
+    """float_convs_as_2d + float_tail_as_4d compute the same audio (float summation order only),
+    every LeakyRelu/Add/Div/Tanh of the tail runs 4-D, and where ONNX Runtime has its NCHWc
+    kernels (x86) the optimized graph needs fewer layout reorders than with 2-D convolutions
+    alone (one in, one out)."""
+    import copy
+
+    import onnx
+
+    from vitsq.quantize.ort import float_convs_as_2d, float_tail_as_4d
+
+    model = _toy_decoder_tail()
+    x = np.random.default_rng(1).normal(0, 1, (1, 16, 700)).astype(np.float32)  # [B, C, T]
+    reference = _ort_run(model, x)
+    convs_2d = copy.deepcopy(model)
+    assert len(float_convs_as_2d(convs_2d, ("/dec/resblocks.",))) == 4
+    assert len(float_convs_as_2d(convs_2d)) == 1  # a second call (conv_post) shares the axes constant
+    tail = copy.deepcopy(convs_2d)
+    assert float_tail_as_4d(tail) == 5 + 5 + 1 + 1  # every LeakyRelu, Add, the Div and the Tanh
+    for out in (_ort_run(convs_2d, x, tmp_path / "a.onnx"), _ort_run(tail, x, tmp_path / "b.onnx")):
+        assert out.shape == reference.shape
+        assert np.abs(out - reference).max() <= 1e-5 * np.abs(reference).max()
+    ops = {n.name: n for n in tail.graph.node}
+    assert ops["/dec/Div"].op_type == "Conv"  # the division is a depthwise 1x1 convolution
+    assert all(n.op_type != "Squeeze" or n.output[0] == "output" for n in tail.graph.node)
+
+    def reorders(path):
+        return sum(n.op_type.startswith("Reorder") for n in onnx.load(str(path)).graph.node)
+
+    if reorders(tmp_path / "a.onnx"):  # ONNX Runtime ran its NCHWc transformer here
+        assert reorders(tmp_path / "b.onnx") <= 2 < reorders(tmp_path / "a.onnx")
+
+
+def test_float_ops_read_the_float_tensor_not_its_int8_copy():
+    """A coupling layer in QDQ form: the half passed through is quantized for the coupling conv;
+    the output Concat (float) must then read the float half, while the conv keeps its INT8 input,
+    a Mul whose output is quantized again keeps the INT8 copy (an INT8 chain ONNX Runtime fuses),
+    and a Concat reading a quantized conv's output keeps it (that float tensor would not exist)."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from vitsq.quantize.ort import float_paths_read_float
+
+    rng = np.random.default_rng(0)
+    q = lambda t: [helper.make_node("QuantizeLinear", [t, "s", "z"], [t + "_q"], name=t + "_Q"),  # noqa: E731
+                   helper.make_node("DequantizeLinear", [t + "_q", "s", "z"], [t + "_dq"], name=t + "_DQ")]
+    w = numpy_helper.from_array(rng.normal(0, 0.3, (4, 4, 1)).astype(np.float32), "w")
+    nodes = [helper.make_node("Split", ["x"], ["a", "b"], name="/flow/Split", axis=1, num_outputs=2), *q("a"),
+             helper.make_node("Conv", ["a_dq", "w"], ["c"], name="/flow/Conv"), *q("c"),
+             helper.make_node("Mul", ["a_dq", "two"], ["m"], name="/flow/Mul"), *q("m"),
+             helper.make_node("Add", ["c_dq", "m_dq"], ["h"], name="/flow/Add"),
+             helper.make_node("Sub", ["b", "h"], ["y1"], name="/flow/Sub"),
+             helper.make_node("Concat", ["a_dq", "y1", "c_dq"], ["y"], name="/flow/Concat", axis=1)]
+    inits = [w, numpy_helper.from_array(np.float32(0.02), "s"), numpy_helper.from_array(np.uint8(128), "z"),
+             numpy_helper.from_array(np.float32(2.0), "two")]
+    graph = helper.make_graph(nodes, "coupling", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 5])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 12, 5])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    assert float_paths_read_float(model, ("Conv", "Add")) == ["/flow/Concat"]
+    ops = {n.name: list(n.input) for n in model.graph.node}
+    assert ops["/flow/Concat"] == ["a", "y1", "c_dq"] and ops["/flow/Conv"][0] == ops["/flow/Mul"][0] == "a_dq"
+    x = rng.normal(0, 1, (1, 8, 5)).astype(np.float32)
+    y = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(y[:, :4], x[:, :4])  # passed through exactly, not rounded to 8 bits

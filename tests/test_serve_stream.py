@@ -14,6 +14,7 @@ import time
 import numpy as np
 import pytest
 import soundfile as sf
+from conftest import assert_same_16bit
 
 from test_serve import _running, _wait, browser  # noqa: F401 - browser: the shared Chromium fixture
 from vitsq.serve.app import STREAM_MEDIA_TYPE, create_app, load_models
@@ -111,15 +112,6 @@ def clip_of(client_or_url, result) -> np.ndarray:
     assert r.status_code == 200
     data, _ = sf.read(io.BytesIO(r.content), dtype="int16")
     return data
-
-
-def assert_same_16bit(got: np.ndarray, ref: np.ndarray) -> None:
-    """Streamed = whole clip: same length; FP32 chunk-by-chunk decoding is within 1e-5 of peak,
-    so a 16-bit sample may round one step the other way, rarely."""
-    assert len(got) == len(ref)
-    diff = np.abs(got.astype(np.int32) - ref.astype(np.int32))
-    assert diff.max() <= 1, diff.max()
-    assert (diff > 0).mean() < 0.01, (diff > 0).mean()
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,8 @@
 """Streaming on the ONNX Runtime backend: an artifact's streaming graphs (the latent graph cut out
 of model.onnx and the decoder-step graph) give the audio of model.onnx itself -- FP32 within 1e-5
-of each sentence's peak, INT8 (ort-static) in identical 16-bit samples -- at every chunk schedule.
+of each sentence's peak, INT8 (ort-static) within 1 LSB of 16-bit audio on a few samples (its
+float tail runs in ONNX Runtime's blocked layout whole, chunk by chunk with caches between the
+convolutions: same values up to float rounding) -- at every chunk schedule.
 Compared at zero noise (ONNX Runtime draws its noise unseeded)."""
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import onnx
 import pytest
 
 import vitsq
-from conftest import per_sentence_error
+from conftest import assert_same_16bit, per_sentence_error
 from vitsq.errors import ModelLoadError, UnsupportedError
 from vitsq.export.onnx import export_onnx_dir
 from vitsq.export.onnx_stream import LATENT_FILE, STEP_FILE
@@ -90,7 +92,7 @@ def test_first_chunk_is_small(joe_fp32):
 def test_int8_stream_equals_synthesize_in_16_bit_samples(joe_int8, schedule):
     assert joe_int8.streaming == "frames"
     reference = joe_int8.synthesize(TEXT, **ZERO).to_int16()
-    np.testing.assert_array_equal(_int16(list(joe_int8.stream(TEXT, schedule=schedule, **ZERO))), reference)
+    assert_same_16bit(_int16(list(joe_int8.stream(TEXT, schedule=schedule, **ZERO))), reference)
 
 
 def test_int8_step_graph_carries_model_onnx_quantization(joe_int8):
@@ -104,7 +106,7 @@ def test_int8_step_graph_carries_model_onnx_quantization(joe_int8):
     copied = {t.name.removeprefix("q8/"): t.raw_data for t in step.graph.initializer if t.name.startswith("q8/")}
     assert dec_int8 and all(copied.get(name) == raw for name, raw in dec_int8.items())
     rec = json.loads((build / "vitsq.json").read_text())["streaming"]
-    assert rec["quantized"] and rec["check"]["max_lsb"] == 0
+    assert rec["quantized"] and rec["check"]["max_lsb"] <= 1
     assert sum(s["dtype"] == "uint8" for s in rec["states"]) > len(rec["states"]) // 2
     _assert_shares_model_weights(build)
 
@@ -142,8 +144,8 @@ def test_saved_int8_artifact_streams(joe_int8, tmp_path):
     loaded = vitsq.load(saved)
     assert loaded.streaming == "frames" and loaded.describe()["streaming_graphs"]["quantized"]
     text = "Saved and loaded, it streams the same."
-    np.testing.assert_array_equal(_int16(list(loaded.stream(text, schedule=[2, 9], **ZERO))),
-                                  joe_int8.synthesize(text, **ZERO).to_int16())
+    assert_same_16bit(_int16(list(loaded.stream(text, schedule=[2, 9], **ZERO))),
+                      joe_int8.synthesize(text, **ZERO).to_int16())
 
 
 # ----------------------------------------------------------------------------- Vosk VITS2 (multi-band iSTFT)
@@ -163,13 +165,13 @@ def test_vits2_tiny_int8_streams(vosk_tiny, tmp_path):
     text = "Привет, как дела?\nХорошо."
     reference = q.synthesize(text, speaker=1, **ZERO).to_int16()
     for schedule in ([1], [2, 3]):
-        np.testing.assert_array_equal(_int16(list(q.stream(text, speaker=1, schedule=schedule, **ZERO))), reference)
+        assert_same_16bit(_int16(list(q.stream(text, speaker=1, schedule=schedule, **ZERO))), reference)
     # as a vosk-tts folder: the graphs are copied and point into the folder's own model.onnx
     folder = export(q, "vosk-dir", tmp_path / "vosk-int8")
     _assert_shares_model_weights(folder, max_extra=None)
     again = vitsq.load(folder)
     assert again.streaming == "frames"
-    np.testing.assert_array_equal(_int16(list(again.stream(text, speaker=1, schedule=[3], **ZERO))), reference)
+    assert_same_16bit(_int16(list(again.stream(text, speaker=1, schedule=[3], **ZERO))), reference)
 
 
 # ----------------------------------------------------------------------------- refusals

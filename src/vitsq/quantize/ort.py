@@ -147,9 +147,9 @@ def weight_only_int8(model: Any, skip_prefixes: Sequence[str] = ()) -> list[str]
 
 
 # =========================================================================== float islands as 2-D
-#: Where float convolutions run as 2-D (:func:`float_convs_as_2d`): the decoder only. The text
-#: encoder and duration predictor keep the FP32 graph's exact kernels (their integer durations
-#: must equal FP32's; a different summation order could move one).
+#: Where float convolutions run as 2-D (:func:`float_convs_as_2d`): the decoder, and with
+#: ``text_encoder_convs_2d`` a float text encoder (:data:`TEXT_ENCODER_PREFIXES`). The duration
+#: predictor keeps the FP32 graph's kernels: 2-D there measured no faster.
 FLOAT_CONVS_2D_PREFIXES: tuple[str, ...] = ("/dec/",)
 
 
@@ -196,13 +196,212 @@ def float_convs_as_2d(model: Any, prefixes: Sequence[str] = FLOAT_CONVS_2D_PREFI
         done.append(node.name)
         replaced.add(w.name)
     if done:
-        graph.initializer.append(numpy_helper.from_array(np.array([2], dtype=np.int64), axes))
+        if axes not in inits:  # a second call (another prefix) reuses it
+            graph.initializer.append(numpy_helper.from_array(np.array([2], dtype=np.int64), axes))
         del graph.node[:]
         graph.node.extend(nodes)
         still_read = _names_read(graph)
         for t in [t for t in graph.initializer if t.name in replaced and t.name not in still_read]:
             graph.initializer.remove(t)
     return done
+
+
+#: The text encoder's nodes. The faithful presets keep it FP32 (integer durations equal FP32's);
+#: as 2-D its convolutions compute the same values on joe (bit for bit on the sentences checked,
+#: durations guarded by tests/test_int8_faithful.py) about 5 % faster end to end.
+TEXT_ENCODER_PREFIXES: tuple[str, ...] = ("/enc_p/",)
+#: Element-wise ops the float tail runs on [B, C, 1, T] (:func:`float_tail_as_4d`).
+_TAIL_4D_OPS = ("LeakyRelu", "Add", "Div", "Tanh")
+
+
+def float_tail_as_4d(model: Any, prefixes: Sequence[str] = FLOAT_CONVS_2D_PREFIXES) -> int:
+    """Keep the float tail of the decoder in ONNX Runtime's blocked (NCHWc) layout end to end.
+
+    In place on an ``onnx.ModelProto`` already passed through :func:`float_convs_as_2d`. The tail
+    is every node under ``prefixes`` from which no ``QuantizeLinear`` is reachable: nothing after
+    it is INT8, so a float rounding difference here can never move an INT8 value. There the
+    Unsqueeze/Squeeze pairs around the 2-D convolutions go, and ``LeakyRelu``, ``Add``, ``Div``
+    by a constant and ``Tanh`` run on [B, C, 1, T] too. Why: ONNX Runtime's NCHWc transformer
+    converts convolutions, additions and ReLU/Tanh, but not a standalone ``LeakyRelu`` or
+    ``Div``; each of those, and each 3-D op between convolutions, costs a layout reorder out and
+    back in. So a ``LeakyRelu`` that does not follow a single-use convolution gets a depthwise
+    1x1 convolution with weight 1 in front (ONNX Runtime fuses it as that convolution's
+    activation: same values), a ``Div`` by a constant c becomes a depthwise 1x1 convolution with
+    weight 1/c (within an ulp), and a tensor entering the tail passes one such identity
+    convolution. 3-D tensors still read elsewhere (the graph output) get their Squeeze back.
+    Same values up to float summation order. Returns the number of nodes moved to 4-D.
+    """
+    import onnx
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    nodes = list(graph.node)
+    producer = {o: n for n in nodes for o in n.output}
+    consumers: dict[str, list[Any]] = {}
+    for n in nodes:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    inits = {t.name: t for t in graph.initializer}
+    scalars = {t.name: numpy_helper.to_array(t) for t in graph.initializer if int(np.prod(t.dims)) == 1}
+    scalars.update({n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in nodes
+                    if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"})
+    # nodes with a QuantizeLinear downstream are not part of the tail
+    feeds_int8, stack = set(), [n for n in nodes if n.op_type == "QuantizeLinear"]
+    while stack:
+        n = stack.pop()
+        if n.name in feeds_int8:
+            continue
+        feeds_int8.add(n.name)
+        stack.extend(producer[i] for i in n.input if i in producer)
+
+    def in_tail(n: Any) -> bool:
+        return any(n.name.startswith(p) for p in prefixes) and n.name not in feeds_int8
+
+    channels: dict[str, int] = {}  # 3-D tensor -> channels, found from the convolutions reading it
+
+    def channels_of(t: str, depth: int = 0) -> int | None:
+        if t in channels or depth > 8:
+            return channels.get(t)
+        for c in consumers.get(t, []):
+            found = None
+            if c.op_type == "Unsqueeze" and c.name.endswith("_to_2d"):
+                conv = next((k for k in consumers.get(c.output[0], []) if k.op_type == "Conv"), None)
+                if conv is not None and conv.input[1] in inits:
+                    group = next((a.i for a in conv.attribute if a.name == "group"), 1)
+                    found = inits[conv.input[1]].dims[1] * group
+            elif c.op_type in _TAIL_4D_OPS:
+                found = channels_of(c.output[0], depth + 1)
+            if found:
+                channels[t] = found
+                return found
+        return None
+
+    axes = "vitsq_conv2d_axis"
+    if axes not in inits:
+        graph.initializer.append(numpy_helper.from_array(np.array([2], dtype=np.int64), axes))
+    four: dict[str, str] = {}  # 3-D tensor -> its [B, C, 1, T] counterpart
+    made_by: dict[str, Any] = {}  # 4-D tensor -> the new node making it
+    virtual: set[str] = set()  # 3-D tensors no longer computed (restored below where still read)
+    squeezes: dict[str, Any] = {}
+    out: list[Any] = []
+    moved = 0
+
+    def depthwise(x4: str, y: str, c: int, weight: float, name: str) -> Any:
+        w = f"{name}_w"
+        graph.initializer.append(numpy_helper.from_array(np.full((c, 1, 1, 1), weight, np.float32), w))
+        node = helper.make_node("Conv", [x4, w], [y], name=name, group=c, kernel_shape=[1, 1])
+        out.append(node)
+        made_by[y] = node
+        return node
+
+    def as_4d(t: str) -> str:
+        if t not in four:  # a tensor entering the tail: one reshape + identity convolution
+            u = f"{t}__4d_in"
+            out.append(helper.make_node("Unsqueeze", [t, axes], [u], name=f"{t}__to_4d"))
+            four[t] = f"{t}__4d"
+            depthwise(u, four[t], channels[t], 1.0, f"{t}__enter_nchwc")
+        return four[t]
+
+    for n in nodes:
+        op, y = n.op_type, f"{n.output[0]}__4d"
+        if not in_tail(n):
+            out.append(n)
+            continue
+        if op == "Unsqueeze" and n.name.endswith("_to_2d"):
+            if n.input[0] in four:  # already 4-D: read it directly
+                for c in consumers.get(n.output[0], []):
+                    c.input[:] = [four[n.input[0]] if i == n.output[0] else i for i in c.input]
+            else:
+                four[n.input[0]] = n.output[0]
+                out.append(n)
+            continue
+        if op == "Squeeze" and n.name.endswith("_to_1d"):
+            four[n.output[0]] = n.input[0]
+            virtual.add(n.output[0])
+            squeezes[n.output[0]] = n  # put back as it was if its 3-D output is still read
+            conv = producer.get(n.input[0])
+            if conv is not None and conv.op_type == "Conv" and conv.input[1] in inits:
+                channels[n.output[0]] = inits[conv.input[1]].dims[0]
+            continue
+        if op == "LeakyRelu" and channels_of(n.input[0]):
+            x4 = as_4d(n.input[0])
+            source = made_by.get(x4) or producer.get(x4)
+            if not (source is not None and source.op_type == "Conv" and len(consumers.get(n.input[0], [])) == 1):
+                x4 = depthwise(x4, f"{n.output[0]}__4d_id", channels[n.input[0]], 1.0, f"{n.name}__nchwc").output[0]
+            out.append(helper.make_node("LeakyRelu", [x4], [y], name=n.name, alpha=_attr(n, "alpha", 0.01)))
+        elif op == "Div" and n.input[1] in scalars and channels_of(n.input[0]):
+            depthwise(as_4d(n.input[0]), y, channels[n.input[0]], 1.0 / float(scalars[n.input[1]]), n.name)
+        elif op == "Add" and any(i in four for i in n.input) and all(i in four or channels_of(i) for i in n.input):
+            out.append(helper.make_node("Add", [as_4d(i) for i in n.input], [y], name=n.name))
+        elif op == "Tanh" and n.input[0] in four:
+            out.append(helper.make_node("Tanh", [four[n.input[0]]], [y], name=n.name))
+        else:
+            out.append(n)
+            continue
+        four[n.output[0]] = y
+        virtual.add(n.output[0])
+        channels.setdefault(n.output[0], max(channels.get(i, 0) for i in n.input))
+        moved += 1
+    read = {i for n in out for i in n.input} | {o.name for o in graph.output}
+    restore = {four[t]: t for t in virtual if t in read}
+    final = []
+    for n in out:
+        final.append(n)
+        final.extend(squeezes.get(restore[o]) or helper.make_node("Squeeze", [o, axes], [restore[o]],
+                                                                  name=f"{restore[o]}__to_3d")
+                     for o in n.output if o in restore)
+    del graph.node[:]
+    graph.node.extend(final)
+    gone = virtual - set(restore.values())
+    for vi in [v for v in graph.value_info if v.name in gone]:
+        graph.value_info.remove(vi)
+    onnx.checker.check_model(model)
+    return moved
+
+
+def float_paths_read_float(model: Any, quantized_op_types: Sequence[str]) -> list[str]:
+    """Float ops that read the INT8 copy of a float tensor read the float tensor instead.
+
+    In place on an ``onnx.ModelProto`` from ``quantize_static`` (QDQ). The quantizer gives every
+    consumer of a quantized activation the ``DequantizeLinear`` output, also consumers that stay
+    float: in a VITS flow the half of the latent that a coupling layer passes through unchanged
+    is quantized for the coupling network and then concatenated *as its 8-bit copy* into the
+    output, so every flow step added 8-bit rounding to the latent itself. Rerouted: a consumer
+    whose op type is not quantized and whose outputs feed no ``QuantizeLinear`` (so it runs
+    float, not as part of an INT8 pattern ONNX Runtime fuses), reading ``DQ(Q(t))`` where ``t``
+    is made by a float op (not one that ONNX Runtime fuses into INT8, where ``t`` would not exist
+    as float). Returns the names of the rerouted nodes.
+    """
+    graph = model.graph
+    producer = {o: n for n in graph.node for o in n.output}
+    consumers: dict[str, list[Any]] = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    quantized = set(quantized_op_types) | {"QuantizeLinear", "DequantizeLinear"}
+
+    def made_float(t: str) -> bool:
+        p = producer.get(t)
+        return p is not None and p.op_type not in quantized and not any(
+            producer.get(i) is not None and producer[i].op_type == "DequantizeLinear" for i in p.input)
+
+    rerouted = []
+    for dq in [n for n in graph.node if n.op_type == "DequantizeLinear"]:
+        q = producer.get(dq.input[0])
+        if q is None or q.op_type != "QuantizeLinear" or not made_float(q.input[0]):
+            continue
+        for c in consumers.get(dq.output[0], []):
+            if c.op_type in quantized or any(k.op_type == "QuantizeLinear" for o in c.output for k in consumers.get(o, [])):
+                continue
+            c.input[:] = [q.input[0] if i == dq.output[0] else i for i in c.input]
+            rerouted.append(c.name)
+    return rerouted
+
+
+def _attr(node: Any, name: str, default: Any) -> Any:
+    from onnx import helper
+
+    return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name), default)
 
 
 def _names_read(graph: Any) -> set[str]:
@@ -295,11 +494,17 @@ def quantize_onnx_file(fp32_path: Path, out_path: Path, recipe: Any, calibration
     facts["static_scope"] = list(scope)
     facts["static_op_types"] = op_types
     facts["static_quantize_nodes"] = len(static_nodes)
+    if getattr(recipe, "float_reads_float", False):
+        facts["float_reads_float"] = len(float_paths_read_float(qproto, op_types))
     if _weight_only(recipe):
         converted = weight_only_int8(qproto, skip_prefixes=keep_float)
         facts["weight_only_nodes"] = len(converted)
     if getattr(recipe, "float_convs_2d", False):
         facts["float_convs_2d"] = len(float_convs_as_2d(qproto, FLOAT_CONVS_2D_PREFIXES))
+    if getattr(recipe, "text_encoder_convs_2d", False):
+        facts["text_encoder_convs_2d"] = len(float_convs_as_2d(qproto, TEXT_ENCODER_PREFIXES))
+    if getattr(recipe, "float_tail_4d", False):
+        facts["float_tail_4d"] = float_tail_as_4d(qproto, FLOAT_CONVS_2D_PREFIXES)
     onnx.save(qproto, str(out_path))
     return facts
 

@@ -167,13 +167,19 @@ class OrtStaticRecipe(_Recipe):
     ``float_convs_2d``: the decoder's float convolutions (those inside float islands) run as 2-D
     convolutions, which ONNX Runtime's NCHWc kernels compute faster than its 1-D path (same
     values up to summation order; :func:`vitsq.quantize.ort.float_convs_as_2d`).
-    Version 2 added ``polyphase_upsampling``, version 3 ``float_convs_2d``; older recipes (made
+    ``float_tail_4d``: the decoder's float tail (nothing INT8 after it) stays in ONNX Runtime's
+    blocked layout from end to end (:func:`vitsq.quantize.ort.float_tail_as_4d`).
+    ``text_encoder_convs_2d``: a float text encoder's convolutions run as 2-D too.
+    ``float_reads_float``: ops left float read float tensors, not their INT8 copies
+    (:func:`vitsq.quantize.ort.float_paths_read_float`; the flow's pass-through halves).
+    Version 2 added ``polyphase_upsampling``, version 3 ``float_convs_2d``, version 4
+    ``float_tail_4d``, ``text_encoder_convs_2d`` and ``float_reads_float``; older recipes (made
     without them) read as ``False``.
     """
 
     name: ClassVar[str] = "ort-static"
-    VERSION: ClassVar[int] = 3
-    version: int = 3
+    VERSION: ClassVar[int] = 4
+    version: int = 4
     per_channel: bool = True
     calibrate_method: str = "minmax"
     op_types: tuple[str, ...] | None = None
@@ -182,11 +188,17 @@ class OrtStaticRecipe(_Recipe):
     weight_only_rest: bool = True
     polyphase_upsampling: bool = True
     float_convs_2d: bool = True
+    float_tail_4d: bool = True
+    text_encoder_convs_2d: bool = True
+    float_reads_float: bool = True
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]):
-        if isinstance(d, dict) and d.get("version") in (1, 2):  # made before the options of later versions
-            d = {**d, "version": 3, "float_convs_2d": False}
+        if isinstance(d, dict) and d.get("version") in (1, 2, 3):  # made before the options of later versions
+            old = d["version"]
+            d = {**d, "version": 4, "float_tail_4d": False, "text_encoder_convs_2d": False, "float_reads_float": False}
+            if old < 3:
+                d["float_convs_2d"] = False
             d.setdefault("polyphase_upsampling", False)  # v1
         return super().from_dict(d)
 
