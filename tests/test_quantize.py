@@ -595,7 +595,6 @@ def _toy_decoder_tail():
     """A float decoder tail in the shape of joe's last stage (ONNX, node names under /dec/):
     an INT8 input (QuantizeLinear -> DequantizeLinear), two residual units of LeakyRelu -> Conv
     -> Add, the average of two branches (Div by 2), LeakyRelu, a 1-channel conv_post, Tanh."""
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
