@@ -589,6 +589,16 @@ def test_vits2_ort_static_keeps_the_waveform_end_float(vosk_tiny, tmp_path):
         assert all(producer[i].op_type != "DequantizeLinear" for i in conv.input if i in producer), conv.name
     # the decoder before the tail is still INT8
     assert any(n.op_type == "DequantizeLinear" and n.name.startswith("/dec/resblocks") for n in nodes)
+    # faithful: the float duration path reads the speaker embedding itself, not the 8-bit copy
+    # made for the flow's INT8 conditioning (before float_reads_float: /enc_p/encoder/Transpose
+    # and /dp/cond/Conv read it)
+    from vitsq.quantize.recipes import ORT_DURATION_PATH
+
+    quantize_to_dir(vosk_tiny, tmp_path / "f", QuantizeOptions(recipe="ort-static:faithful"))
+    nodes = onnx.load(str(tmp_path / "f" / "model.onnx")).graph.node
+    dq_out = {o for n in nodes if n.op_type == "DequantizeLinear" for o in n.output}
+    assert any(n.name.startswith("/flow/") and set(n.input) & dq_out for n in nodes)  # the flow is INT8
+    assert not [n.name for n in nodes if n.name.startswith(ORT_DURATION_PATH) and set(n.input) & dq_out]
 
 
 def _toy_decoder_tail():

@@ -359,7 +359,12 @@ def float_tail_as_4d(model: Any, prefixes: Sequence[str] = FLOAT_CONVS_2D_PREFIX
     return moved
 
 
-def float_paths_read_float(model: Any, quantized_op_types: Sequence[str]) -> list[str]:
+#: Data-movement ops ONNX Runtime's QDQ propagation moves quantization across: a tensor made by
+#: one of them from a dequantized input is not float-made (it may exist only as INT8).
+_QDQ_PROPAGATION_OPS = ("Transpose", "Reshape", "Squeeze", "Unsqueeze", "Slice", "Flatten", "Pad")
+
+
+def float_paths_read_float(model: Any, quantized_op_types: Sequence[str], float_prefixes: Sequence[str] = ()) -> list[str]:
     """Float ops that read the INT8 copy of a float tensor read the float tensor instead.
 
     In place on an ``onnx.ModelProto`` from ``quantize_static`` (QDQ). The quantizer gives every
@@ -369,8 +374,11 @@ def float_paths_read_float(model: Any, quantized_op_types: Sequence[str]) -> lis
     output, so every flow step added 8-bit rounding to the latent itself. Rerouted: a consumer
     whose op type is not quantized and whose outputs feed no ``QuantizeLinear`` (so it runs
     float, not as part of an INT8 pattern ONNX Runtime fuses), reading ``DQ(Q(t))`` where ``t``
-    is made by a float op (not one that ONNX Runtime fuses into INT8, where ``t`` would not exist
-    as float). Returns the names of the rerouted nodes.
+    is made by a float op (not one that ONNX Runtime fuses into INT8, nor data movement of an
+    INT8 tensor, where ``t`` may not exist as float). Nodes under ``float_prefixes`` (kept float
+    by the recipe) count as float whatever their op type: a multi-speaker model's float text
+    encoder then reads the speaker embedding itself, not the 8-bit copy made for the flow's INT8
+    conditioning. Returns the names of the rerouted nodes.
     """
     graph = model.graph
     producer = {o: n for n in graph.node for o in n.output}
@@ -382,6 +390,8 @@ def float_paths_read_float(model: Any, quantized_op_types: Sequence[str]) -> lis
 
     def made_float(t: str) -> bool:
         p = producer.get(t)
+        while p is not None and p.op_type in _QDQ_PROPAGATION_OPS:  # ONNX Runtime moves Q/DQ across these
+            p = producer.get(p.input[0])
         return p is not None and p.op_type not in quantized and not any(
             producer.get(i) is not None and producer[i].op_type == "DequantizeLinear" for i in p.input)
 
@@ -391,7 +401,8 @@ def float_paths_read_float(model: Any, quantized_op_types: Sequence[str]) -> lis
         if q is None or q.op_type != "QuantizeLinear" or not made_float(q.input[0]):
             continue
         for c in consumers.get(dq.output[0], []):
-            if c.op_type in quantized or any(k.op_type == "QuantizeLinear" for o in c.output for k in consumers.get(o, [])):
+            kept_float = c.op_type not in quantized or c.name.startswith(tuple(float_prefixes))
+            if not kept_float or any(k.op_type == "QuantizeLinear" for o in c.output for k in consumers.get(o, [])):
                 continue
             c.input[:] = [q.input[0] if i == dq.output[0] else i for i in c.input]
             rerouted.append(c.name)
@@ -495,7 +506,7 @@ def quantize_onnx_file(fp32_path: Path, out_path: Path, recipe: Any, calibration
     facts["static_op_types"] = op_types
     facts["static_quantize_nodes"] = len(static_nodes)
     if getattr(recipe, "float_reads_float", False):
-        facts["float_reads_float"] = len(float_paths_read_float(qproto, op_types))
+        facts["float_reads_float"] = len(float_paths_read_float(qproto, op_types, keep_float))
     if _weight_only(recipe):
         converted = weight_only_int8(qproto, skip_prefixes=keep_float)
         facts["weight_only_nodes"] = len(converted)
