@@ -594,8 +594,8 @@ def test_vits2_ort_static_keeps_the_waveform_end_float(vosk_tiny, tmp_path):
     # and /dp/cond/Conv read it)
     from vitsq.quantize.recipes import ORT_DURATION_PATH
 
-    quantize_to_dir(vosk_tiny, tmp_path / "f", QuantizeOptions(recipe="ort-static:faithful"))
-    nodes = onnx.load(str(tmp_path / "f" / "model.onnx")).graph.node
+    faithful = vitsq.quantize(vosk_tiny, "ort-static:faithful", calib=2)  # owns its build folder
+    nodes = onnx.load(str(faithful.build_dir / "model.onnx")).graph.node
     dq_out = {o for n in nodes if n.op_type == "DequantizeLinear" for o in n.output}
     assert any(n.name.startswith("/flow/") and set(n.input) & dq_out for n in nodes)  # the flow is INT8
     assert not [n.name for n in nodes if n.name.startswith(ORT_DURATION_PATH) and set(n.input) & dq_out]
