@@ -215,6 +215,31 @@ TEXT_ENCODER_PREFIXES: tuple[str, ...] = ("/enc_p/",)
 _TAIL_4D_OPS = ("LeakyRelu", "Add", "Div", "Tanh")
 
 
+def producers(graph: Any) -> dict[str, Any]:
+    """{tensor name: the node that makes it} of an ONNX graph."""
+    return {o: n for n in graph.node for o in n.output}
+
+
+def consumers(graph: Any) -> dict[str, list[Any]]:
+    """{tensor name: the nodes that read it} of an ONNX graph."""
+    out: dict[str, list[Any]] = {}
+    for n in graph.node:
+        for i in n.input:
+            out.setdefault(i, []).append(n)
+    return out
+
+
+def _feeding_quantize(graph: Any, producer: dict[str, Any]) -> set[str]:
+    """Names of the nodes from which a ``QuantizeLinear`` is reachable (themselves included)."""
+    found, stack = set(), [n for n in graph.node if n.op_type == "QuantizeLinear"]
+    while stack:
+        n = stack.pop()
+        if n.name not in found:
+            found.add(n.name)
+            stack.extend(producer[i] for i in n.input if i in producer)
+    return found
+
+
 def float_tail_as_4d(model: Any, prefixes: Sequence[str] = FLOAT_CONVS_2D_PREFIXES) -> int:
     """Keep the float tail of the decoder in ONNX Runtime's blocked (NCHWc) layout end to end.
 
@@ -232,132 +257,154 @@ def float_tail_as_4d(model: Any, prefixes: Sequence[str] = FLOAT_CONVS_2D_PREFIX
     convolution. 3-D tensors still read elsewhere (the graph output) get their Squeeze back.
     Same values up to float summation order. Returns the number of nodes moved to 4-D.
     """
-    import onnx
-    from onnx import helper, numpy_helper
+    return _Tail4D(model, prefixes).run()
 
-    graph = model.graph
-    nodes = list(graph.node)
-    producer = {o: n for n in nodes for o in n.output}
-    consumers: dict[str, list[Any]] = {}
-    for n in nodes:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
-    inits = {t.name: t for t in graph.initializer}
-    scalars = {t.name: numpy_helper.to_array(t) for t in graph.initializer if int(np.prod(t.dims)) == 1}
-    scalars.update({n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in nodes
-                    if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"})
-    # nodes with a QuantizeLinear downstream are not part of the tail
-    feeds_int8, stack = set(), [n for n in nodes if n.op_type == "QuantizeLinear"]
-    while stack:
-        n = stack.pop()
-        if n.name in feeds_int8:
-            continue
-        feeds_int8.add(n.name)
-        stack.extend(producer[i] for i in n.input if i in producer)
 
-    def in_tail(n: Any) -> bool:
-        return any(n.name.startswith(p) for p in prefixes) and n.name not in feeds_int8
+class _Tail4D:
+    """One pass of :func:`float_tail_as_4d` over a graph."""
 
-    channels: dict[str, int] = {}  # 3-D tensor -> channels, found from the convolutions reading it
+    AXES = "vitsq_conv2d_axis"  # as float_convs_as_2d names it
 
-    def channels_of(t: str, depth: int = 0) -> int | None:
-        if t in channels or depth > 8:
-            return channels.get(t)
-        for c in consumers.get(t, []):
+    def __init__(self, model: Any, prefixes: Sequence[str]) -> None:
+        from onnx import numpy_helper
+
+        self.model, self.graph, self.prefixes = model, model.graph, tuple(prefixes)
+        self.nodes = list(self.graph.node)
+        self.producer, self.consumers = producers(self.graph), consumers(self.graph)
+        self.inits = {t.name: t for t in self.graph.initializer}
+        self.scalars = {t.name: numpy_helper.to_array(t) for t in self.graph.initializer if int(np.prod(t.dims)) == 1}
+        self.scalars.update({n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in self.nodes
+                             if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"})
+        self.feeds_int8 = _feeding_quantize(self.graph, self.producer)  # not part of the tail
+        self.channels: dict[str, int] = {}  # 3-D tensor -> channels
+        self.four: dict[str, str] = {}  # 3-D tensor -> its [B, C, 1, T] counterpart
+        self.made_by: dict[str, Any] = {}  # 4-D tensor -> the new node making it
+        self.virtual: set[str] = set()  # 3-D tensors no longer computed (restored where still read)
+        self.squeezes: dict[str, Any] = {}  # their original Squeeze nodes
+        self.out: list[Any] = []
+
+    def channels_of(self, t: str, depth: int = 0) -> int | None:
+        """Channels of 3-D tensor ``t``, found from a 2-D convolution reading it (maybe through
+        element-wise tail ops)."""
+        if t in self.channels or depth > 8:
+            return self.channels.get(t)
+        for c in self.consumers.get(t, []):
             found = None
             if c.op_type == "Unsqueeze" and c.name.endswith("_to_2d"):
-                conv = next((k for k in consumers.get(c.output[0], []) if k.op_type == "Conv"), None)
-                if conv is not None and conv.input[1] in inits:
-                    group = next((a.i for a in conv.attribute if a.name == "group"), 1)
-                    found = inits[conv.input[1]].dims[1] * group
+                conv = next((k for k in self.consumers.get(c.output[0], []) if k.op_type == "Conv"), None)
+                if conv is not None and conv.input[1] in self.inits:
+                    found = self.inits[conv.input[1]].dims[1] * _attr(conv, "group", 1)
             elif c.op_type in _TAIL_4D_OPS:
-                found = channels_of(c.output[0], depth + 1)
+                found = self.channels_of(c.output[0], depth + 1)
             if found:
-                channels[t] = found
+                self.channels[t] = found
                 return found
         return None
 
-    axes = "vitsq_conv2d_axis"  # as float_convs_as_2d names it
-    four: dict[str, str] = {}  # 3-D tensor -> its [B, C, 1, T] counterpart
-    made_by: dict[str, Any] = {}  # 4-D tensor -> the new node making it
-    virtual: set[str] = set()  # 3-D tensors no longer computed (restored below where still read)
-    squeezes: dict[str, Any] = {}
-    out: list[Any] = []
-    moved = 0
+    def depthwise(self, x4: str, y: str, c: int, weight: float, name: str) -> Any:
+        """A depthwise 1x1 convolution ``y = weight * x4`` (ONNX Runtime runs it blocked)."""
+        from onnx import helper, numpy_helper
 
-    def depthwise(x4: str, y: str, c: int, weight: float, name: str) -> Any:
-        w = f"{name}_w"
-        graph.initializer.append(numpy_helper.from_array(np.full((c, 1, 1, 1), weight, np.float32), w))
-        node = helper.make_node("Conv", [x4, w], [y], name=name, group=c, kernel_shape=[1, 1])
-        out.append(node)
-        made_by[y] = node
+        self.graph.initializer.append(numpy_helper.from_array(np.full((c, 1, 1, 1), weight, np.float32), f"{name}_w"))
+        node = helper.make_node("Conv", [x4, f"{name}_w"], [y], name=name, group=c, kernel_shape=[1, 1])
+        self.out.append(node)
+        self.made_by[y] = node
         return node
 
-    def as_4d(t: str) -> str:
-        if t not in four:  # a tensor entering the tail: one reshape + identity convolution
-            u = f"{t}__4d_in"
-            out.append(helper.make_node("Unsqueeze", [t, axes], [u], name=f"{t}__to_4d"))
-            four[t] = f"{t}__4d"
-            depthwise(u, four[t], channels[t], 1.0, f"{t}__enter_nchwc")
-        return four[t]
+    def as_4d(self, t: str) -> str:
+        from onnx import helper
 
-    for n in nodes:
-        op, y = n.op_type, f"{n.output[0]}__4d"
-        if not in_tail(n):
-            out.append(n)
-            continue
-        if op == "Unsqueeze" and n.name.endswith("_to_2d"):
-            if n.input[0] in four:  # already 4-D: read it directly
-                for c in consumers.get(n.output[0], []):
-                    c.input[:] = [four[n.input[0]] if i == n.output[0] else i for i in c.input]
+        if t not in self.four:  # a tensor entering the tail: one reshape + identity convolution
+            self.out.append(helper.make_node("Unsqueeze", [t, self.AXES], [f"{t}__4d_in"], name=f"{t}__to_4d"))
+            self.four[t] = f"{t}__4d"
+            self.depthwise(f"{t}__4d_in", self.four[t], self.channels[t], 1.0, f"{t}__enter_nchwc")
+        return self.four[t]
+
+    def run(self) -> int:
+        moved = 0
+        for n in self.nodes:
+            if not (n.name.startswith(self.prefixes) and n.name not in self.feeds_int8):
+                self.out.append(n)
+            elif n.op_type == "Unsqueeze" and n.name.endswith("_to_2d"):
+                self.unsqueeze(n)
+            elif n.op_type == "Squeeze" and n.name.endswith("_to_1d"):
+                self.squeeze(n)
+            elif self.element_wise(n):
+                self.four[n.output[0]] = f"{n.output[0]}__4d"
+                self.virtual.add(n.output[0])
+                self.channels.setdefault(n.output[0], max(self.channels.get(i, 0) for i in n.input))
+                moved += 1
             else:
-                four[n.input[0]] = n.output[0]
-                out.append(n)
-            continue
-        if op == "Squeeze" and n.name.endswith("_to_1d"):
-            four[n.output[0]] = n.input[0]
-            virtual.add(n.output[0])
-            squeezes[n.output[0]] = n  # put back as it was if its 3-D output is still read
-            conv = producer.get(n.input[0])
-            if conv is not None and conv.op_type == "Conv" and conv.input[1] in inits:
-                channels[n.output[0]] = inits[conv.input[1]].dims[0]
-            continue
-        if op == "LeakyRelu" and channels_of(n.input[0]):
-            x4 = as_4d(n.input[0])
-            source = made_by.get(x4) or producer.get(x4)
-            if not (source is not None and source.op_type == "Conv" and len(consumers.get(n.input[0], [])) == 1):
-                x4 = depthwise(x4, f"{n.output[0]}__4d_id", channels[n.input[0]], 1.0, f"{n.name}__nchwc").output[0]
-            out.append(helper.make_node("LeakyRelu", [x4], [y], name=n.name, alpha=_attr(n, "alpha", 0.01)))
-        elif op == "Div" and n.input[1] in scalars and float(scalars[n.input[1]]) != 0 and channels_of(n.input[0]):
-            depthwise(as_4d(n.input[0]), y, channels[n.input[0]], 1.0 / float(scalars[n.input[1]]), n.name)
-        elif op == "Add" and any(i in four for i in n.input) and all(i in four or channels_of(i) for i in n.input):
-            out.append(helper.make_node("Add", [as_4d(i) for i in n.input], [y], name=n.name))
-        elif op == "Tanh" and n.input[0] in four:
-            out.append(helper.make_node("Tanh", [four[n.input[0]]], [y], name=n.name))
+                self.out.append(n)
+        self.finish()
+        return moved
+
+    def unsqueeze(self, n: Any) -> None:
+        if n.input[0] in self.four:  # already 4-D: its readers read that directly
+            for c in self.consumers.get(n.output[0], []):
+                c.input[:] = [self.four[n.input[0]] if i == n.output[0] else i for i in c.input]
         else:
-            out.append(n)
-            continue
-        four[n.output[0]] = y
-        virtual.add(n.output[0])
-        channels.setdefault(n.output[0], max(channels.get(i, 0) for i in n.input))
-        moved += 1
-    read = {i for n in out for i in n.input} | {o.name for o in graph.output}
-    restore = {four[t]: t for t in virtual if t in read}
-    final = []
-    for n in out:
-        final.append(n)
-        final.extend(squeezes.get(restore[o]) or helper.make_node("Squeeze", [o, axes], [restore[o]],
-                                                                  name=f"{restore[o]}__to_3d")
-                     for o in n.output if o in restore)
-    del graph.node[:]
-    graph.node.extend(final)
-    if axes not in inits and any(axes in n.input for n in final):
-        graph.initializer.append(numpy_helper.from_array(np.array([2], dtype=np.int64), axes))
-    gone = virtual - set(restore.values())
-    for vi in [v for v in graph.value_info if v.name in gone]:
-        graph.value_info.remove(vi)
-    onnx.checker.check_model(model)
-    return moved
+            self.four[n.input[0]] = n.output[0]
+            self.out.append(n)
+
+    def squeeze(self, n: Any) -> None:
+        self.four[n.output[0]] = n.input[0]
+        self.virtual.add(n.output[0])
+        self.squeezes[n.output[0]] = n  # put back as it was if its 3-D output is still read
+        conv = self.producer.get(n.input[0])
+        if conv is not None and conv.op_type == "Conv" and conv.input[1] in self.inits:
+            self.channels[n.output[0]] = self.inits[conv.input[1]].dims[0]
+
+    def element_wise(self, n: Any) -> bool:
+        """Emit ``n`` on [B, C, 1, T] (output ``<name>__4d``); False when it stays as it is."""
+        from onnx import helper
+
+        op, x, y = n.op_type, (n.input or [""])[0], f"{n.output[0]}__4d"
+        if op == "LeakyRelu" and self.channels_of(x):
+            x4 = self.as_4d(x)
+            source = self.made_by.get(x4) or self.producer.get(x4)
+            if not (source is not None and source.op_type == "Conv" and len(self.consumers.get(x, [])) == 1):
+                x4 = self.depthwise(x4, f"{n.output[0]}__4d_id", self.channels[x], 1.0, f"{n.name}__nchwc").output[0]
+            self.out.append(helper.make_node("LeakyRelu", [x4], [y], name=n.name, alpha=_attr(n, "alpha", 0.01)))
+        elif op == "Div" and n.input[1] in self.scalars and float(self.scalars[n.input[1]]) != 0 and self.channels_of(x):
+            self.depthwise(self.as_4d(x), y, self.channels[x], 1.0 / float(self.scalars[n.input[1]]), n.name)
+        elif op == "Add" and any(i in self.four for i in n.input) and all(i in self.four or self.channels_of(i)
+                                                                          for i in n.input):
+            self.out.append(helper.make_node("Add", [self.as_4d(i) for i in n.input], [y], name=n.name))
+        elif op == "Tanh" and x in self.four:
+            self.out.append(helper.make_node("Tanh", [self.four[x]], [y], name=n.name))
+        else:
+            return False
+        return True
+
+    def finish(self) -> None:
+        """Put the nodes in place, with a Squeeze back for every 3-D tensor still read."""
+        import onnx
+        from onnx import helper, numpy_helper
+
+        graph = self.graph
+        read = {i for n in self.out for i in n.input} | {o.name for o in graph.output}
+        restore = {self.four[t]: t for t in self.virtual if t in read}
+        final = []
+        for n in self.out:
+            final.append(n)
+            final.extend(self.squeezes.get(restore[o]) or helper.make_node("Squeeze", [o, self.AXES], [restore[o]],
+                                                                           name=f"{restore[o]}__to_3d")
+                         for o in n.output if o in restore)
+        del graph.node[:]
+        graph.node.extend(final)
+        if self.AXES not in self.inits and any(self.AXES in n.input for n in final):
+            graph.initializer.append(numpy_helper.from_array(np.array([2], dtype=np.int64), self.AXES))
+        gone = self.virtual - set(restore.values())
+        for vi in [v for v in graph.value_info if v.name in gone]:
+            graph.value_info.remove(vi)
+        onnx.checker.check_model(self.model)
+
+
+def _attr(node: Any, name: str, default: Any) -> Any:
+    from onnx import helper
+
+    return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name), default)
 
 
 #: Data-movement ops ONNX Runtime's QDQ propagation moves quantization across: a tensor made by
@@ -382,11 +429,7 @@ def float_paths_read_float(model: Any, quantized_op_types: Sequence[str], float_
     conditioning. Returns the names of the rerouted nodes.
     """
     graph = model.graph
-    producer = {o: n for n in graph.node for o in n.output}
-    consumers: dict[str, list[Any]] = {}
-    for n in graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
+    producer, readers = producers(graph), consumers(graph)
     quantized = set(quantized_op_types) | {"QuantizeLinear", "DequantizeLinear"}
 
     def made_float(t: str) -> bool:
@@ -401,19 +444,13 @@ def float_paths_read_float(model: Any, quantized_op_types: Sequence[str], float_
         q = producer.get(dq.input[0])
         if q is None or q.op_type != "QuantizeLinear" or not made_float(q.input[0]):
             continue
-        for c in consumers.get(dq.output[0], []):
+        for c in readers.get(dq.output[0], []):
             kept_float = c.op_type not in quantized or c.name.startswith(tuple(float_prefixes))
-            if not kept_float or any(k.op_type == "QuantizeLinear" for o in c.output for k in consumers.get(o, [])):
+            if not kept_float or any(k.op_type == "QuantizeLinear" for o in c.output for k in readers.get(o, [])):
                 continue
             c.input[:] = [q.input[0] if i == dq.output[0] else i for i in c.input]
             rerouted.append(c.name)
     return rerouted
-
-
-def _attr(node: Any, name: str, default: Any) -> Any:
-    from onnx import helper
-
-    return next((helper.get_attribute_value(a) for a in node.attribute if a.name == name), default)
 
 
 def _names_read(graph: Any) -> set[str]:
