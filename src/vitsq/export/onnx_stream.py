@@ -54,6 +54,7 @@ from torch import nn
 
 from vitsq.backends.onnx import STREAMING_VERSION, initial_states, stream_sentence
 from vitsq.errors import UnsupportedError
+from vitsq.onnxgraph import consumers, producers
 from vitsq.streaming.decoder import StreamingDecoder
 
 if TYPE_CHECKING:
@@ -151,10 +152,6 @@ def _set_meta(proto: Any, meta: dict[str, str]) -> None:
 
 
 # =========================================================================== the latent graph
-def _producers(graph: Any) -> dict[str, Any]:
-    return {o: n for n in graph.node for o in n.output}
-
-
 def _float_source(name: str, producers: dict[str, Any]) -> str:
     """The float tensor behind ``name`` (through a DequantizeLinear <- QuantizeLinear pair)."""
     node = producers.get(name)
@@ -167,12 +164,12 @@ def _float_source(name: str, producers: dict[str, Any]) -> str:
 def decoder_inputs(proto: "onnx.ModelProto") -> tuple[str, str | None]:
     """Names of the float tensors ``model.onnx`` feeds its decoder: z [B, C, T] (read by
     ``/dec/conv_pre/``) and g [B, gin, 1] (read by ``/dec/cond/``; None without it)."""
-    producers = _producers(proto.graph)
+    made_by = producers(proto.graph)
     found: dict[str, str] = {}
     for node in proto.graph.node:
         for scope in ("/dec/conv_pre/", "/dec/cond/"):
             if node.op_type == "Conv" and node.name.startswith(scope) and scope not in found:
-                found[scope] = _float_source(node.input[0], producers)
+                found[scope] = _float_source(node.input[0], made_by)
     if "/dec/conv_pre/" not in found:
         raise UnsupportedError("the graph has no /dec/conv_pre/ convolution: not a vitsq VITS export, so its "
                                "decoder input cannot be located for streaming")
@@ -378,17 +375,9 @@ class _Mirror:
         self.step.graph.initializer.extend(keep)
 
 
-def _consumers(graph: Any) -> dict[str, list[Any]]:
-    out: dict[str, list[Any]] = {}
-    for n in graph.node:
-        for i in n.input:
-            out.setdefault(i, []).append(n)
-    return out
-
-
 def _quantized_decoder_nodes(fp32: "onnx.ModelProto", int8: "onnx.ModelProto") -> list[Any]:
     """INT8-model nodes of the decoder that read a DequantizeLinear or feed a QuantizeLinear."""
-    prod, cons = _producers(int8.graph), _consumers(int8.graph)
+    prod, cons = producers(int8.graph), consumers(int8.graph)
     fp32_names = {n.name for n in fp32.graph.node}
     out = []
     for n in int8.graph.node:
@@ -413,7 +402,7 @@ def _same_grid_mover(m: Any, int8: "onnx.ModelProto") -> bool:
         return False
     from onnx import numpy_helper
 
-    prod, cons = _producers(int8.graph), _consumers(int8.graph)
+    prod, cons = producers(int8.graph), consumers(int8.graph)
     init = {t.name: t for t in int8.graph.initializer}
     dq = prod.get(m.input[0])
     q = next((c for c in cons.get(m.output[0], []) if c.op_type == "QuantizeLinear"), None)
@@ -450,7 +439,7 @@ def mirror_quantization(step: "onnx.ModelProto", fp32: "onnx.ModelProto", int8: 
     index = {n.name: i for i, n in enumerate(step.graph.node)}
     nodes = list(out.graph.node)
     mirror = _Mirror(out, int8)
-    prod8, cons8 = _producers(int8.graph), _consumers(int8.graph)
+    prod8, cons8 = producers(int8.graph), consumers(int8.graph)
     for m in wanted:  # outputs first: inputs then see what each tensor already carries
         q = next((c for c in cons8.get(m.output[0], []) if c.op_type == "QuantizeLinear"), None)
         if q is not None:
@@ -531,8 +520,8 @@ class _Graph:
         from onnx import numpy_helper
 
         self.proto = proto
-        self.prod = _producers(proto.graph)
-        self.cons = _consumers(proto.graph)
+        self.prod = producers(proto.graph)
+        self.cons = consumers(proto.graph)
         self.init = {t.name: numpy_helper.to_array(t) for t in proto.graph.initializer}
         self.outputs = {o.name: i for i, o in enumerate(proto.graph.output)}
         self.inputs = {o.name: i for i, o in enumerate(proto.graph.input)}
@@ -662,7 +651,7 @@ def _shape_reads(proto: "onnx.ModelProto") -> None:
     """A Shape of a dequantized tensor reads the INT8 tensor (same shape): a DequantizeLinear
     that only fed sizes is then not run at all. (Not further back: a float tensor read by
     anything but its QuantizeLinear keeps ONNX Runtime from fusing its producer into INT8.)"""
-    prod = _producers(proto.graph)
+    prod = producers(proto.graph)
     for n in proto.graph.node:
         src = prod.get(n.input[0]) if n.op_type == "Shape" else None
         if src is not None and src.op_type == "DequantizeLinear":

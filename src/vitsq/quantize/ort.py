@@ -37,6 +37,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from vitsq.errors import InputError, UnsupportedError
+from vitsq.onnxgraph import consumers, producers
 from vitsq.quantize.recipes import OrtDynamicRecipe, OrtStaticRecipe
 
 log = logging.getLogger(__name__)
@@ -213,20 +214,6 @@ def float_convs_as_2d(model: Any, prefixes: Sequence[str] = FLOAT_CONVS_2D_PREFI
 TEXT_ENCODER_PREFIXES: tuple[str, ...] = ("/enc_p/",)
 #: Element-wise ops the float tail runs on [B, C, 1, T] (:func:`float_tail_as_4d`).
 _TAIL_4D_OPS = ("LeakyRelu", "Add", "Div", "Tanh")
-
-
-def producers(graph: Any) -> dict[str, Any]:
-    """{tensor name: the node that makes it} of an ONNX graph."""
-    return {o: n for n in graph.node for o in n.output}
-
-
-def consumers(graph: Any) -> dict[str, list[Any]]:
-    """{tensor name: the nodes that read it} of an ONNX graph."""
-    out: dict[str, list[Any]] = {}
-    for n in graph.node:
-        for i in n.input:
-            out.setdefault(i, []).append(n)
-    return out
 
 
 def _feeding_quantize(graph: Any, producer: dict[str, Any]) -> set[str]:
