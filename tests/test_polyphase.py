@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from vitsq.models.polyphase import PolyphaseConvTranspose1d, with_polyphase_upsampling
+from vitsq.models.polyphase import PolyphaseConvTranspose1d, PolyphasePQMFSynthesis, with_polyphase_upsampling
 
 # (in, out, kernel, stride, padding, output_padding): the HiFi-GAN layers of joe and Vosk, and
 # odd cases (kernel not a multiple of the stride, stride 1, padding past the kernel's reach)
@@ -37,6 +37,22 @@ def test_equals_conv_transpose(case):
     assert checked >= 2
 
 
+@pytest.mark.parametrize("subbands", [4, 3, 2])
+def test_pqmf_equals_upsampler_and_filter(subbands):
+    """The sub-band-rate PQMF gives the zero-stuffed full-rate filter's samples, at every length
+    (the first and last samples read the zero padding of both forms)."""
+    from vitsq.models.vits2 import PQMFSynthesis
+
+    pqmf = PQMFSynthesis(subbands)
+    poly = PolyphasePQMFSynthesis(pqmf)
+    assert poly.weight.shape[-1] <= -(-pqmf.filters.shape[-1] // subbands) + 1
+    for n in (1, 2, 7, 64):
+        x = torch.randn(2, subbands, n, generator=torch.Generator().manual_seed(n))
+        ref, got = pqmf(x), poly(x)
+        assert got.shape == ref.shape == (2, 1, subbands * n)
+        assert (got - ref).abs().max() <= 1e-6 * ref.abs().max()
+
+
 def test_refuses_what_it_does_not_implement():
     with pytest.raises(ValueError, match="groups=1"):
         PolyphaseConvTranspose1d(nn.ConvTranspose1d(4, 4, 4, 2, groups=2))
@@ -54,6 +70,7 @@ def test_model_copy_and_onnx_export_match(vosk_tiny, tmp_path):
     poly = with_polyphase_upsampling(model)
     assert all(isinstance(u, nn.ConvTranspose1d) for u in model.dec.ups)
     assert all(isinstance(u, PolyphaseConvTranspose1d) for u in poly.dec.ups)
+    assert isinstance(poly.dec.pqmf, PolyphasePQMFSynthesis) and not isinstance(model.dec.pqmf, PolyphasePQMFSynthesis)
     z = torch.randn(1, model.config.inter_channels, 23, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         ref, _ = model.dec(z)
@@ -64,7 +81,7 @@ def test_model_copy_and_onnx_export_match(vosk_tiny, tmp_path):
 
     path = export_onnx(model, tmp_path / "poly.onnx", polyphase_upsampling=True)
     proto = onnx.load(str(path))
-    assert not [n.name for n in proto.graph.node if n.op_type == "ConvTranspose" and n.name.startswith("/dec/ups")]
+    assert not [n.name for n in proto.graph.node if n.op_type == "ConvTranspose" and n.name.startswith(("/dec/ups", "/dec/pqmf"))]
     plain = export_onnx(model, tmp_path / "plain.onnx")
     ids = np.array([[3, 5, 7, 9, 11, 13, 2, 4]], dtype=np.int64)
     feed = {"input": ids, "input_lengths": np.array([8], dtype=np.int64),

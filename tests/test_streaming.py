@@ -137,6 +137,23 @@ def test_vits2_full_config_decoder_streams_exactly():
     assert (streamed - whole).abs().max() < 1e-5 * whole.abs().max()
 
 
+@pytest.mark.parametrize("schedule", [1, [5, 2, 9], 100_000], ids=str)
+def test_vits2_polyphase_decoder_streams_exactly(vosk_tiny, schedule):
+    """The export-time copy (polyphase upsampling and PQMF) streams as the whole run."""
+    from vitsq.models.polyphase import PolyphasePQMFSynthesis, with_polyphase_upsampling
+
+    model = with_polyphase_upsampling(vosk_tiny.model)
+    assert isinstance(model.dec.pqmf, PolyphasePQMFSynthesis)
+    z = torch.randn(1, model.config.inter_channels, 61, generator=torch.Generator().manual_seed(4))
+    with torch.inference_mode():
+        whole, _ = model.vocode(z, None)
+        plain, _ = vosk_tiny.model.vocode(z, None)
+        streamed = _decode_in_chunks(model, z, schedule)
+    assert streamed.shape == whole.shape == plain.shape
+    assert (streamed - whole).abs().max() < 1e-5 * whole.abs().max()
+    assert (whole - plain).abs().max() < 1e-5 * plain.abs().max()
+
+
 def test_polyphase_decoder_streams_exactly(joe):
     from vitsq.models.polyphase import with_polyphase_upsampling
 

@@ -215,6 +215,33 @@ def test_same_generator_same_noise(tiny, golden):
     assert a.shape != c.shape or not torch.allclose(a, c)
 
 
+@pytest.mark.parametrize("window", [4, 1])
+def test_banded_relative_attention_equals_upstream_formulation(window):
+    """The band form of the relative terms (VITS2's text encoder and flows) gives upstream's
+    [T, 2T-1] form's outputs: sequences shorter and longer than the window, padded batch items."""
+    from vitsq.models.modules import MultiHeadAttention
+
+    torch.manual_seed(0)
+    ref = MultiHeadAttention(16, 16, 2, window).eval()
+    band = MultiHeadAttention(16, 16, 2, window, banded=True).eval()
+    band.load_state_dict(ref.state_dict())
+    for t in (1, 2, window + 1, 2 * window + 2, 37):
+        x = torch.randn(2, 16, t)
+        mask = torch.ones(2, 1, t)
+        mask[1, :, t - t // 3 :] = 0
+        attn_mask = mask.unsqueeze(2) * mask.unsqueeze(-1)
+        with torch.no_grad():
+            want, got = ref(x, attn_mask), band(x, attn_mask)
+        assert (got - want).abs().max() <= 1e-6 * want.abs().max()
+
+
+def test_vits2_attention_is_banded(tiny):
+    from vitsq.models.modules import MultiHeadAttention
+
+    attn = [m for m in tiny[0].modules() if isinstance(m, MultiHeadAttention)]
+    assert attn and all(m.banded for m in attn)
+
+
 def test_istft_equals_torch_istft():
     ist = InverseSTFT(16, 4)
     g = torch.Generator().manual_seed(0)

@@ -9,8 +9,12 @@ but no INT8 ``ConvTranspose``, so HiFi-GAN's upsampling layers ran in float unti
 way: 6 % of the Vosk decoder's multiply-adds, but 14 % of its ONNX Runtime INT8 run time, and
 22 % of joe's (profiled, 1 thread).
 
+The multi-band decoder's PQMF synthesis (a zero-stuffing upsampler and a full-rate filter) gets
+the same treatment (:class:`PolyphasePQMFSynthesis`): its filter then runs at the sub-band rate.
+
 The rewrite is an export-time copy (:func:`with_polyphase_upsampling`); the model, its parameter
-names and its state dict are untouched. Exactness is tested against ``ConvTranspose1d``.
+names and its state dict are untouched. Exactness is tested against ``ConvTranspose1d`` and the
+PQMF module.
 """
 
 from __future__ import annotations
@@ -82,17 +86,64 @@ class PolyphaseConvTranspose1d(nn.Module):
         return y[:, :, : y.shape[-1] - self.crop] if self.crop else y
 
 
+class PolyphasePQMFSynthesis(nn.Module):
+    """:class:`~vitsq.models.vits2.PQMFSynthesis` (zero-stuffing upsampler, then the synthesis
+    filter at the full rate) computed at the sub-band rate.
+
+    Output sample ``n = q*S + p`` only meets the stuffed samples that are not zero: it is
+    ``S * sum_k sum_j h_k[j*S + pad - p] * x_k[q + j]``. So one ``Conv1d`` of ``S`` phases
+    (output channels) over the ``S`` sub-bands with ``~(taps + 1) / S`` taps, interleaved in
+    time, gives the same signal: a quarter of the multiply-adds at 4 sub-bands, and no
+    full-rate buffer of zeros. ``weight`` [S phases, S sub-bands, L taps].
+    """
+
+    def __init__(self, pqmf: nn.Module) -> None:
+        super().__init__()
+        filters = pqmf.filters.detach()[0]  # [S, taps + 1]
+        s, n_coef = filters.shape
+        if int(pqmf.subbands) != s:
+            raise ValueError(f"PQMF with {pqmf.subbands} sub-bands but {s} filters")
+        pad = int(pqmf.pad)
+        # phase p reads offset j of the sub-band signals with coefficient index t = j*S + pad - p
+        j_lo = min(math.ceil((p - pad) / s) for p in range(s))
+        j_hi = max(math.floor((n_coef - 1 - pad + p) / s) for p in range(s))
+        weight = torch.zeros(s, s, j_hi - j_lo + 1, dtype=filters.dtype)  # [phase, sub-band, tap]
+        for p in range(s):
+            for j in range(j_lo, j_hi + 1):
+                t = j * s + pad - p
+                if 0 <= t < n_coef:
+                    weight[p, :, j - j_lo] = s * filters[:, t]  # the upsampler's gain S
+        self.subbands = s
+        self.pad_left, self.pad_right = -j_lo, j_hi
+        self.register_buffer("weight", weight, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, S, L]
+        y = F.conv1d(F.pad(x, [self.pad_left, self.pad_right]), self.weight)  # [B, S phases, L]
+        return self.interleave(y)
+
+    @staticmethod
+    def interleave(y: torch.Tensor) -> torch.Tensor:
+        """Phases [B, S, L] -> signal [B, 1, L*S] (sample q*S + p is phase p at q)."""
+        b, s, n = y.shape
+        return y.transpose(1, 2).reshape(b, 1, n * s)
+
+
 def with_polyphase_upsampling(model: nn.Module) -> nn.Module:
-    """A deep copy of ``model`` whose decoder upsampling layers (``dec.ups.*``) are polyphase.
+    """A deep copy of ``model`` whose decoder upsampling layers (``dec.ups.*``) are polyphase,
+    and so is a multi-band decoder's PQMF synthesis (``dec.pqmf``).
 
     Node names keep their prefix (``/dec/ups.2/conv/Conv`` in ONNX), so keep-float lists that
-    name ``dec.ups.2`` still apply. Returns the copy; ``model`` is unchanged.
+    name ``dec.ups.2`` or ``dec.pqmf`` still apply. Returns the copy; ``model`` is unchanged.
     """
     out = copy.deepcopy(model)
-    ups = getattr(getattr(out, "dec", None), "ups", None)
+    dec = getattr(out, "dec", None)
+    ups = getattr(dec, "ups", None)
     if ups is None:
         raise ValueError(f"{type(model).__name__} has no dec.ups upsampling layers to rewrite")
     for i, layer in enumerate(ups):
         if isinstance(layer, nn.ConvTranspose1d):
             ups[i] = PolyphaseConvTranspose1d(layer)
+    pqmf = getattr(dec, "pqmf", None)
+    if pqmf is not None and not isinstance(pqmf, PolyphasePQMFSynthesis):
+        dec.pqmf = PolyphasePQMFSynthesis(pqmf)
     return out

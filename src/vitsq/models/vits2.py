@@ -194,7 +194,7 @@ class VITS2(VITS):
         enc_gin = c.gin_channels if c.use_spk_conditioned_encoder else 0
         self.enc_p = TextEncoder(c.n_vocab, c.inter_channels, c.hidden_channels, c.filter_channels,
                                  c.n_heads, c.n_layers, c.kernel_size, gin_channels=enc_gin,
-                                 cond_layer_idx=c.cond_layer_idx)
+                                 cond_layer_idx=c.cond_layer_idx, banded=True)  # the same sums, O(T*w)
         self.dec = MultiBandISTFTGenerator(c)
         # transformer_flow_type "pre_conv2": coupling layers with a residual pre-transformer
         self.flow = ResidualCouplingBlock(c.inter_channels, c.hidden_channels, c.flow_kernel_size, 1,

@@ -24,6 +24,7 @@ from torch import nn
 
 from vitsq.errors import UnsupportedError
 from vitsq.models.modules import LRELU_SLOPE, ResBlock1, ResBlock2
+from vitsq.models.polyphase import PolyphasePQMFSynthesis
 from vitsq.streaming.ops import States, StreamConv, StreamConvTranspose, add_aligned, align, stream_upsampler
 
 
@@ -146,9 +147,15 @@ class StreamingDecoder(nn.Module):
             self.envelope = StreamConvTranspose(lambda w: F.conv_transpose1d(w, ist.window_sq, stride=ist.hop),
                                                 ist.n_fft, ist.hop, ist.n_fft // 2, 1, 1)
             pq = dec.pqmf
-            self.pqmf_up = StreamConvTranspose(lambda s: F.conv_transpose1d(s, pq.updown, stride=pq.subbands),
-                                               pq.subbands, pq.subbands, 0, pq.subbands, pq.subbands)
-            self.pqmf = StreamConv(lambda s: F.conv1d(s, pq.filters), int(pq.filters.shape[-1]), pq.pad, pq.subbands)
+            if isinstance(pq, PolyphasePQMFSynthesis):  # one convolution at the sub-band rate, interleaved
+                self.pqmf_up = None
+                self.pqmf = StreamConv(lambda s: F.conv1d(s, pq.weight), int(pq.weight.shape[-1]), pq.pad_left,
+                                       pq.subbands)
+            else:  # zero-stuffing upsampler, then the filter at the full rate
+                self.pqmf_up = StreamConvTranspose(lambda s: F.conv_transpose1d(s, pq.updown, stride=pq.subbands),
+                                                   pq.subbands, pq.subbands, 0, pq.subbands, pq.subbands)
+                self.pqmf = StreamConv(lambda s: F.conv1d(s, pq.filters), int(pq.filters.shape[-1]), pq.pad,
+                                       pq.subbands)
         self.upsample = math.prod(int(u) for u in dec.upsample_rates)
         self.in_channels = int(getattr(dec.conv_pre, "module", dec.conv_pre).in_channels)
 
@@ -165,7 +172,8 @@ class StreamingDecoder(nn.Module):
             lag += (up.padding + max(b.lag for b in st.blocks)) / rate
         lag += self.post.lag / rate
         if self.kind == "mb_istft":
-            lag += (1 + self.istft.padding / self.hop) / rate + self.pqmf.lag / (rate * self.hop * self.subbands)
+            pqmf_rate = rate * self.hop * (1 if self.pqmf_up is None else self.subbands)
+            lag += (1 + self.istft.padding / self.hop) / rate + self.pqmf.lag / pqmf_rate
         return math.ceil(lag) + 1
 
     # ------------------------------------------------------------------ states
@@ -182,7 +190,8 @@ class StreamingDecoder(nn.Module):
         out += self.post.init(x)
         out += self.istft.init(x.new_zeros(b * self.subbands, 1, 0))
         out += self.envelope.init(x.new_zeros(1, 1, 0))
-        out += self.pqmf_up.init(x)
+        if self.pqmf_up is not None:
+            out += self.pqmf_up.init(x)
         return out + self.pqmf.init(x)
 
     # ------------------------------------------------------------------ one chunk
@@ -219,6 +228,10 @@ class StreamingDecoder(nn.Module):
         env, st = self.envelope.step(spec.new_ones(1, 1, t), cur.take(2), flush)
         cur.put(st)
         y = (y / env).reshape(b, self.subbands, -1)  # [B, S, L]
+        if self.pqmf_up is None:
+            y, st = self.pqmf.step(y, cur.take(1), flush)  # [B, S phases, L]
+            cur.put(st)
+            return PolyphasePQMFSynthesis.interleave(y)
         y, st = self.pqmf_up.step(y, cur.take(2), flush)
         cur.put(st)
         y, st = self.pqmf.step(y, cur.take(1), flush)
