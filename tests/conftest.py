@@ -24,6 +24,10 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # before anything imports torch (
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
+VOSK_FIXTURES = SHARED / "fixtures" / "vosk_vits2"
+#: the tiny upstream Vosk VITS2 checkpoint of the golden fixtures, as a ``vitsq.load`` spec (and
+#: as the ``model``/``config_path`` of a background export spec)
+VOSK_TINY = {"model": str(VOSK_FIXTURES / "tiny_G_1.pth"), "config_path": str(VOSK_FIXTURES / "tiny_config.json")}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -50,10 +54,9 @@ def vosk_tiny():
     """The tiny upstream Vosk VITS2 checkpoint of the golden fixtures (../shared), in torch."""
     import vitsq
 
-    fixtures = SHARED / "fixtures" / "vosk_vits2"
-    ckpt = fixtures / "tiny_G_1.pth"
+    ckpt = Path(VOSK_TINY["model"])
     assert ckpt.is_file(), f"golden fixture missing: {ckpt} (copy ../shared/fixtures beside the repo)"
-    return vitsq.load(ckpt, config_path=fixtures / "tiny_config.json")
+    return vitsq.load(ckpt, config_path=VOSK_TINY["config_path"])
 
 
 @pytest.fixture(scope="session")
@@ -93,6 +96,28 @@ def _background_table(item) -> dict:
     return getattr(getattr(item, "module", None), "BACKGROUND_EXPORTS", None) or {}
 
 
+def _tuples(value):
+    """``value`` with its lists (and lists in its tuples) made tuples: a config change as JSON gives it."""
+    return tuple(_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+def random_weight_synth(base, name: str, config: dict):
+    """A torch synthesizer named ``name`` of a random-weight model (``torch.manual_seed(0)``;
+    ``VITS2`` or ``VITS`` as the config's ``arch`` says) of ``base``'s config with the ``config``
+    changes, with ``base``'s front-end. The background worker makes one for a ``random_weights``
+    spec."""
+    import torch
+
+    from vitsq.backends.torch import TorchSynthesizer
+    from vitsq.models.vits import VITS
+    from vitsq.models.vits2 import VITS2
+
+    cfg = base.config.replace(**{k: _tuples(v) for k, v in config.items()})
+    torch.manual_seed(0)
+    model = (VITS2 if cfg.arch == "vits2" else VITS)(cfg).eval()
+    return TorchSynthesizer(model, name, base.frontend, label="untrained (random weights)")
+
+
 _EXPORT_WORKER = r"""
 import json, os, sys, threading, time, traceback
 from pathlib import Path
@@ -108,15 +133,27 @@ import torch
 torch.set_num_threads(1)
 import vitsq
 from vitsq.export.executorch import export_executorch
+from vitsq.quantize.recipes import recipe_from_dict
+from conftest import random_weight_synth  # the tests folder is on PYTHONPATH
 models = {}
+
+def synth(model, config_path=None, random_weights=None):  # made once per distinct triple
+    key = json.dumps([model, config_path, random_weights], sort_keys=True)
+    if key not in models:
+        if random_weights is None:
+            models[key] = vitsq.load(model, backend="torch", config_path=config_path)
+        else:
+            models[key] = random_weight_synth(synth(model, config_path), **random_weights)
+    return models[key]
+
 for name, spec in specs:
     t0, c0 = time.perf_counter(), time.process_time()
     spec = dict(spec)
-    key = (spec.pop("model"), spec.pop("config_path", None))
     try:
-        if key not in models:
-            models[key] = vitsq.load(key[0], backend="torch", config_path=key[1])
-        export_executorch(models[key], root / name, **spec)
+        model = synth(spec.pop("model"), spec.pop("config_path", None), spec.pop("random_weights", None))
+        if isinstance(spec.get("recipe"), dict):
+            spec["recipe"] = recipe_from_dict(spec["recipe"])
+        export_executorch(model, root / name, **spec)
     except BaseException:
         (root / (name + ".error")).write_text(traceback.format_exc())
     else:
@@ -131,8 +168,12 @@ class BackgroundExports:
     Lowering to XNNPACK is single-threaded Python (minutes per program on two cores), so the
     worker runs on the second core while the rest of the suite runs on the first; the tests that
     use the exports run last (``pytest_collection_modifyitems``) and :meth:`path` waits for each.
-    A spec is ``export_executorch``'s keyword arguments plus ``model`` (a ``vitsq.load`` spec)
-    and optional ``config_path``; the worker calls exactly ``export_executorch``.
+    A spec (JSON-ready: it goes to the worker as JSON) is ``export_executorch``'s keyword
+    arguments plus ``model`` (a ``vitsq.load`` spec), optional ``config_path``, and optional
+    ``random_weights``: ``{"name": ..., "config": {config changes}}`` exports
+    :func:`random_weight_synth` of the loaded model instead of the model itself. A ``recipe`` may
+    be a name or a recipe's ``to_dict()`` (the worker rebuilds it with ``recipe_from_dict``).
+    The worker calls exactly ``export_executorch``, loading each model once.
     """
 
     TIMEOUT_S = 3600  # per export, counted from the first wait: a hung worker fails, never blocks CI
@@ -141,9 +182,12 @@ class BackgroundExports:
         self.root, self.specs, self.proc = root, dict(specs), None
         if specs:
             self.log = open(root / "worker.log", "w")
+            tests = str(Path(__file__).resolve().parent)
+            path = os.pathsep.join(p for p in (tests, os.environ.get("PYTHONPATH")) if p)
             self.proc = subprocess.Popen([sys.executable, "-c", _EXPORT_WORKER, str(root),
                                           json.dumps(list(specs.items())), str(os.getpid())],
-                                         stdout=self.log, stderr=subprocess.STDOUT, cwd=root)
+                                         stdout=self.log, stderr=subprocess.STDOUT, cwd=root,
+                                         env={**os.environ, "PYTHONPATH": path})
 
     def path(self, name: str) -> Path:
         """The artifact folder of export ``name``, once made; fails the test if it was not."""
@@ -185,8 +229,10 @@ def background_exports(request, tmp_path_factory):
     for item in request.session.items:
         table = _background_table(item)
         for name in item.fixturenames:
-            if name in table and name not in specs:
-                specs[name] = table[name]
+            if name in table:
+                if specs.setdefault(name, table[name]) != table[name]:
+                    raise pytest.UsageError(f"two BACKGROUND_EXPORTS tables define {name} differently: "
+                                            "rename one fixture")
     exports = BackgroundExports(tmp_path_factory.mktemp("background-exports"), specs)
     yield exports
     exports.close()

@@ -9,8 +9,9 @@ counts, so the two exports here are of small random-weight models made from the 
 (one encoder layer, one flow, two one-dilation residual blocks per stage): a HiFi-GAN VITS with
 joe's front-end (FP32, about 1 CPU minute) and an MB-iSTFT VITS2 with the Vosk tiny fixture's
 front-end (INT8 decoder as in the VITS2 preset, everything INT8 down to the iSTFT; about 2.5 CPU
-minutes). joe itself is checked by every export (``streaming.check`` in its manifest: the pt2e
-preset streams bit-exactly).
+minutes). conftest's background worker makes both (``BACKGROUND_EXPORTS``) while the rest of the
+suite runs; these tests run last and wait for them. joe itself is checked by every export
+(``streaming.check`` in its manifest: the pt2e preset streams bit-exactly).
 """
 
 from __future__ import annotations
@@ -20,14 +21,13 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
 
 import vitsq
-from conftest import per_sentence_error
+from conftest import VOSK_TINY, per_sentence_error, random_weight_synth
 from vitsq.backends.executorch import FLOW_METHOD, STEP_METHODS, ExecuTorchSynthesizer
-from vitsq.backends.torch import TorchSynthesizer
 from vitsq.errors import InputError, ModelLoadError
 from vitsq.export.executorch import export_executorch
+from vitsq.quantize.recipes import PT2ERecipe
 
 TEXT_EN = "Streaming starts with a short chunk. Then the chunks grow! Does it still sound the same?"
 TEXT_RU = "Привет, как дела?\nХорошо."
@@ -37,49 +37,43 @@ SCHEDULES = [1, [3, 5, 7], None, [40], 100_000]  # 1-frame, odd sizes, default, 
 #: look-aheads, so their outputs wait for each other as in the real decoders)
 SMALL = {"n_layers": 1, "resblock_kernel_sizes": (3, 5), "resblock_dilation_sizes": ((1,), (2,)),
          "n_flows": 1, "flow_wn_layers": 1, "use_sdp": False}
+#: joe's config made small: the random-weight HiFi-GAN VITS of the FP32 export
+JOE_SMALL = {"name": "joe-small", "config": {
+    **SMALL, "inter_channels": 16, "hidden_channels": 32, "filter_channels": 64, "upsample_rates": (8, 8),
+    "upsample_kernel_sizes": (16, 16), "upsample_initial_channel": 32, "hop_length": 64}}
 
-
-def _small_synth(base, name: str, **changes) -> TorchSynthesizer:
-    """A random-weight model of ``base``'s config made small (see module docstring), with
-    ``base``'s front-end."""
-    from vitsq.models.vits import VITS
-    from vitsq.models.vits2 import VITS2
-
-    config = base.config.replace(**{**SMALL, **changes})
-    torch.manual_seed(0)
-    model = (VITS2 if config.arch == "vits2" else VITS)(config).eval()
-    return TorchSynthesizer(model, name, base.frontend, label="untrained (random weights)")
+# conftest's background worker makes these (export_executorch keyword arguments + the model spec)
+BACKGROUND_EXPORTS = {
+    "stream_fp32_dir": {"model": "joe", "random_weights": JOE_SMALL, "max_tokens": 160, "max_frames": 512,
+                 "streaming": True, "max_chunk_frames": MAX_CHUNK},
+    # the decoder stage only (the VITS2 preset's decoder: all INT8, iSTFT included): the step
+    # methods mirror it; an INT8 flow is the same converted graph in the flow and forward methods
+    "stream_int8_dir": {**VOSK_TINY, "random_weights": {"name": "vosk-small", "config": {**SMALL, "cond_layer_idx": 0}},
+                 "recipe": PT2ERecipe(per_channel=True, stages=("decoder",), keep_float=()).to_dict(),
+                 "max_tokens": 64, "max_frames": 512, "calibration_sentences": 2, "streaming": True,
+                 "max_chunk_frames": MAX_CHUNK},
+}
 
 
 @pytest.fixture(scope="module")
 def small_vits(joe_torch):
-    return _small_synth(joe_torch, "joe-small", inter_channels=16, hidden_channels=32, filter_channels=64,
-                        upsample_rates=(8, 8), upsample_kernel_sizes=(16, 16), upsample_initial_channel=32,
-                        hop_length=64)
+    """The model of the FP32 export, in this process (cheap: it is the export that costs)."""
+    return random_weight_synth(joe_torch, **JOE_SMALL)
 
 
 @pytest.fixture(scope="module")
-def fp32_dir(small_vits, tmp_path_factory):
-    return export_executorch(small_vits, tmp_path_factory.mktemp("et-stream") / "fp32", max_tokens=160,
-                             max_frames=512, streaming=True, max_chunk_frames=MAX_CHUNK)
+def stream_fp32_dir(background_exports):
+    return background_exports.path("stream_fp32_dir")
 
 
 @pytest.fixture(scope="module")
-def fp32(fp32_dir):
-    return vitsq.load(fp32_dir, backend="executorch")
+def fp32(stream_fp32_dir):
+    return vitsq.load(stream_fp32_dir, backend="executorch")
 
 
 @pytest.fixture(scope="module")
-def int8_dir(vosk_tiny, tmp_path_factory):
-    from vitsq.quantize.recipes import PT2ERecipe
-
-    small = _small_synth(vosk_tiny, "vosk-small", cond_layer_idx=0)
-    # the decoder stage only (the VITS2 preset's decoder: all INT8, iSTFT included): the step
-    # methods mirror it; an INT8 flow is the same converted graph in the flow and forward methods
-    recipe = PT2ERecipe(per_channel=True, stages=("decoder",), keep_float=())
-    return export_executorch(small, tmp_path_factory.mktemp("et-stream") / "int8", recipe=recipe, max_tokens=64,
-                             max_frames=512, calibration_sentences=2, streaming=True, max_chunk_frames=MAX_CHUNK)
-
+def stream_int8_dir(background_exports):
+    return background_exports.path("stream_int8_dir")
 
 
 # ----------------------------------------------------------------------------- FP32
@@ -101,8 +95,8 @@ def test_fp32_first_chunk_is_small(fp32):
     assert chunks[0].ready_seconds < chunks[-1].ready_seconds
 
 
-def test_manifest_describes_the_streaming_programs(fp32_dir, fp32):
-    manifest = json.loads((fp32_dir / "vitsq.json").read_text())
+def test_manifest_describes_the_streaming_programs(stream_fp32_dir, fp32):
+    manifest = json.loads((stream_fp32_dir / "vitsq.json").read_text())
     et = manifest["executorch"]
     st = et["streaming"]
     assert et["export_version"] == 1  # old readers still read encoder.pte/decoder.pte
@@ -113,14 +107,14 @@ def test_manifest_describes_the_streaming_programs(fp32_dir, fp32):
     assert fp32.describe()["streaming"] == "frames"
     from executorch.runtime import Runtime
 
-    names = Runtime.get().load_program(fp32_dir / "decoder.pte").method_names
+    names = Runtime.get().load_program(stream_fp32_dir / "decoder.pte").method_names
     assert set(names) == {"forward", FLOW_METHOD, *STEP_METHODS.values()}
 
 
 # ----------------------------------------------------------------------------- INT8
-def test_int8_stream_equals_synthesize_in_16_bit_samples(int8_dir):
-    q = vitsq.load(int8_dir, backend="executorch")
-    manifest = json.loads((int8_dir / "vitsq.json").read_text())
+def test_int8_stream_equals_synthesize_in_16_bit_samples(stream_int8_dir):
+    q = vitsq.load(stream_int8_dir, backend="executorch")
+    manifest = json.loads((stream_int8_dir / "vitsq.json").read_text())
     assert manifest["quantization"]["recipe"] == "pt2e" and manifest["quantization"]["stages"] == ["decoder"]
     assert manifest["executorch"]["streaming"]["check"]["max_lsb"] <= 1
     reference = q.synthesize(TEXT_RU, speaker=1, seed=5).to_int16().astype(np.int32)
@@ -143,11 +137,11 @@ def _rewrite(src, dst, edit) -> None:
                    quantization=m["quantization"], executorch=m["executorch"], name=m["name"], label=m["label"])
 
 
-def test_artifact_without_streaming_section_streams_by_sentence(fp32_dir, fp32, tmp_path):
+def test_artifact_without_streaming_section_streams_by_sentence(stream_fp32_dir, fp32, tmp_path):
     def strip(m):  # the manifest of an export without streaming (or of an older vitsq)
         del m["executorch"]["streaming"], m["executorch"]["programs"]["decoder"]["methods"]
 
-    _rewrite(fp32_dir, tmp_path / "old", strip)
+    _rewrite(stream_fp32_dir, tmp_path / "old", strip)
     old = vitsq.load(tmp_path / "old", backend="executorch")
     assert isinstance(old, ExecuTorchSynthesizer) and old.streaming == "sentences"
     chunks = list(old.stream(TEXT_EN, seed=3, schedule=1))
@@ -155,12 +149,12 @@ def test_artifact_without_streaming_section_streams_by_sentence(fp32_dir, fp32, 
     np.testing.assert_array_equal(np.concatenate([c.samples for c in chunks]), fp32.synthesize(TEXT_EN, seed=3).samples)
 
 
-def test_bad_streaming_section_is_refused(fp32_dir, tmp_path):
+def test_bad_streaming_section_is_refused(stream_fp32_dir, tmp_path):
     def bad(m):
         st = m["executorch"]["streaming"]
         st["max_chunk"] = st["lag_frames"]
 
-    _rewrite(fp32_dir, tmp_path / "bad", bad)
+    _rewrite(stream_fp32_dir, tmp_path / "bad", bad)
     with pytest.raises(ModelLoadError, match="streaming section"):
         vitsq.load(tmp_path / "bad", backend="executorch")
 
