@@ -81,6 +81,9 @@ fi
 $V eval joe ort-int8=$A/joe-ort-int8 ort-int8-fast=$A/joe-ort-int8-fast pte-int8=$A/joe-pte-int8 \
   --noise-scale 0 --noise-w 0 \
   --out $B/joe_eval_zero_noise.json --force
+# 3b. what the measurement resolves: the same FP32 voice in ONNX Runtime (the original Piper file:
+# other kernels, other float rounding) against FP32 PyTorch, measured the same way
+$V eval joe fp32-ort=joe@onnx --noise-scale 0 --noise-w 0 --out $B/joe_eval_fp32_ort_zero_noise.json --force
 
 # 4. the combined table (size, speed, WER, ΔWER, speaker similarity) the README quotes
 $V report $B/joe_eval_zero_noise.json $B/joe_cpu_${THREADS}thread.json -o $B/joe_report --force

@@ -7,7 +7,6 @@ output must be byte-identical and no temporary sibling or lock may remain.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys

@@ -189,7 +189,7 @@ def test_eager_int8_close_to_fp32_and_broken_engine_is_not(joe_torch, calib, qmo
     assert not np.array_equal(ref, out)  # it really is quantized
     # The same recipe on x86 with the numerics probe off keeps the broken INT8 ConvTranspose1d.
     recipe = EagerRecipe(engine="x86", keep_float=KEEP)
-    from vitsq.quantize.eager import calibrate, compute_coverage, convert_subset, resolve_keep_float
+    from vitsq.quantize.eager import calibrate, convert_subset, resolve_keep_float
 
     prepared = prepare_all(joe_torch.model, recipe, resolve_keep_float(joe_torch.model, KEEP), probe=False)
     calibrate(prepared, make_calibration(joe_torch, n=1), progress=False)
