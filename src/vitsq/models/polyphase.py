@@ -104,6 +104,7 @@ class PolyphasePQMFSynthesis(nn.Module):
         if int(pqmf.subbands) != s:
             raise ValueError(f"PQMF with {pqmf.subbands} sub-bands but {s} filters")
         pad = int(pqmf.pad)
+        gain = float(pqmf.updown[0, 0, 0])  # what the zero-stuffing upsampler multiplies by
         # phase p reads offset j of the sub-band signals with coefficient index t = j*S + pad - p
         j_lo = min(math.ceil((p - pad) / s) for p in range(s))
         j_hi = max(math.floor((n_coef - 1 - pad + p) / s) for p in range(s))
@@ -112,7 +113,7 @@ class PolyphasePQMFSynthesis(nn.Module):
             for j in range(j_lo, j_hi + 1):
                 t = j * s + pad - p
                 if 0 <= t < n_coef:
-                    weight[p, :, j - j_lo] = s * filters[:, t]  # the upsampler's gain S
+                    weight[p, :, j - j_lo] = gain * filters[:, t]
         self.subbands = s
         self.pad_left, self.pad_right = -j_lo, j_hi
         self.register_buffer("weight", weight, persistent=False)
