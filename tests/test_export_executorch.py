@@ -11,21 +11,18 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 import vitsq
+from conftest import VOSK_FIXTURES, VOSK_TINY
 from vitsq.errors import InputError, ModelLoadError, UnsupportedError
 from vitsq.backends.executorch import ExecuTorchSynthesizer
 from vitsq.export.executorch import export_executorch
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-VOSK_FIXTURES = SHARED / "fixtures" / "vosk_vits2"
 MAX_TOKENS = 160
 MAX_FRAMES = 1024
-VOSK_MODEL = {"model": str(VOSK_FIXTURES / "tiny_G_1.pth"), "config_path": str(VOSK_FIXTURES / "tiny_config.json")}
 VOSK_INT8_MAX_TOKENS = 1024  # x the hidden size (32) > 20480: see test_vits2_tiny_int8_programs_stay_close_to_float
 
 # conftest's background worker makes these (export_executorch keyword arguments + the model spec)
@@ -33,8 +30,8 @@ BACKGROUND_EXPORTS = {
     "joe_et_dir": {"model": "joe", "max_tokens": MAX_TOKENS, "max_frames": MAX_FRAMES},
     "joe_int8_dir": {"model": "joe", "recipe": "pt2e", "max_tokens": MAX_TOKENS, "max_frames": MAX_FRAMES,
                      "calibration_sentences": 8},
-    "vosk_et_dir": {**VOSK_MODEL, "max_tokens": 64, "max_frames": 512},
-    "vosk_int8_dir": {**VOSK_MODEL, "recipe": "pt2e", "max_tokens": VOSK_INT8_MAX_TOKENS, "max_frames": 512,
+    "vosk_et_dir": {**VOSK_TINY, "max_tokens": 64, "max_frames": 512},
+    "vosk_int8_dir": {**VOSK_TINY, "recipe": "pt2e", "max_tokens": VOSK_INT8_MAX_TOKENS, "max_frames": 512,
                       "calibration_sentences": 4},
 }
 

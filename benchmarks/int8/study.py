@@ -187,6 +187,33 @@ def _prefix(node: str, depth: int) -> str:
     return "/" + "/".join(parts[:depth]) if len(parts) > 1 else "(root)"
 
 
+def kernel_times(events: list[dict], warmup_runs: int, depth: int) -> dict[str, Any]:
+    """Kernel time (microseconds) of an ONNX Runtime profile after its first ``warmup_runs``
+    runs, summed per op type (``by_op``; ``op_calls`` counts them), per node prefix of ``depth``
+    components (``by_prefix``), per node (``by_node``) and per op type and top-level block
+    (``by_op_and_block``); ``model_run_us``: the counted runs' wall time."""
+    runs = sorted((e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"),
+                  key=lambda e: e["ts"])
+    cutoff = runs[warmup_runs - 1]["ts"] + runs[warmup_runs - 1]["dur"] if warmup_runs else -1
+    out: dict[str, Any] = {key: defaultdict(float) for key in ("by_op", "by_prefix", "by_node", "by_op_and_block")}
+    out["op_calls"], out["model_run_us"] = defaultdict(int), 0.0
+    for e in events:
+        if e.get("ts", 0) <= cutoff:
+            continue
+        if e.get("cat") == "Session" and e.get("name") == "model_run":
+            out["model_run_us"] += e["dur"]
+        if e.get("cat") != "Node" or not e["name"].endswith("_kernel_time"):
+            continue
+        node = e["name"][: -len("_kernel_time")]
+        op = e.get("args", {}).get("op_name", "?")
+        out["by_op"][op] += e["dur"]
+        out["op_calls"][op] += 1
+        out["by_prefix"][_prefix(node, depth)] += e["dur"]
+        out["by_node"][node] += e["dur"]
+        out["by_op_and_block"][f"{op} {_prefix(node, 1)}"] += e["dur"]
+    return out
+
+
 def profile(name: str, folder: Path, n: int, depth: int, repeats: int) -> dict[str, Any]:
     import tempfile
 
@@ -202,28 +229,9 @@ def profile(name: str, folder: Path, n: int, depth: int, repeats: int) -> dict[s
             for ids in pieces:
                 sess.run(["output"], _feed(ids, scales))
         events = json.loads(Path(sess.end_profiling()).read_text())
-    runs = sorted((e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"),
-                  key=lambda e: e["ts"])
-    cutoff = runs[len(pieces) - 1]["ts"] + runs[len(pieces) - 1]["dur"]
-    events = [e for e in events if e.get("ts", 0) > cutoff]
-    by_op: dict[str, float] = defaultdict(float)
-    by_prefix: dict[str, float] = defaultdict(float)
-    by_node: dict[str, float] = defaultdict(float)
-    by_op_prefix: dict[str, float] = defaultdict(float)
-    count_op: dict[str, int] = defaultdict(int)
-    total_run = 0.0
-    for e in events:
-        if e.get("cat") == "Session" and e.get("name") == "model_run":
-            total_run += e["dur"]
-        if e.get("cat") != "Node" or not e["name"].endswith("_kernel_time"):
-            continue
-        node = e["name"][: -len("_kernel_time")]
-        op = e.get("args", {}).get("op_name", "?")
-        by_op[op] += e["dur"]
-        count_op[op] += 1
-        by_prefix[_prefix(node, depth)] += e["dur"]
-        by_node[node] += e["dur"]
-        by_op_prefix[f"{op} {_prefix(node, 1)}"] += e["dur"]
+    k = kernel_times(events, len(pieces), depth)
+    by_op, by_prefix, by_node, by_op_prefix = k["by_op"], k["by_prefix"], k["by_node"], k["by_op_and_block"]
+    count_op, total_run = k["op_calls"], k["model_run_us"]
     total = sum(by_op.values())
 
     def table(d: dict[str, float], k: int = 40) -> list[tuple[str, float, float]]:

@@ -19,10 +19,10 @@ import argparse
 import json
 import tempfile
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+from study import _session, kernel_times  # beside this script (run as a script, its folder is on the path)
 
 SPEAKER = 5
 
@@ -39,39 +39,18 @@ def _feeds(path: str) -> list[dict[str, np.ndarray]]:
              "scales": scales, "sid": np.array([SPEAKER], np.int64)} for ids in pieces]
 
 
-def _session(path: str, profile_prefix: str | None = None):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = opts.inter_op_num_threads = 1
-    if profile_prefix:
-        opts.enable_profiling = True
-        opts.profile_file_prefix = profile_prefix
-    return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
-
-
 def profile(path: str, depth: int, repeats: int, nodes: str | None, top: int) -> None:
     feeds = _feeds(path)
     with tempfile.TemporaryDirectory() as tmp:
-        sess = _session(path, str(Path(tmp) / "prof"))
+        sess = _session(path, profile_prefix=str(Path(tmp) / "prof"))
         for _ in range(1 + repeats):  # the first pass warms up: not counted
             for f in feeds:
                 sess.run(["output"], f)
         events = json.loads(Path(sess.end_profiling()).read_text())
-    runs = sorted((e for e in events if e.get("name") == "model_run"), key=lambda e: e["ts"])
-    cutoff = runs[len(feeds) - 1]["ts"] + runs[len(feeds) - 1]["dur"]
-    tables: dict[str, dict[str, float]] = {k: defaultdict(float) for k in ("op", "prefix", "op+block", "node")}
-    for e in events:
-        if e.get("ts", 0) <= cutoff or e.get("cat") != "Node" or not e["name"].endswith("_kernel_time"):
-            continue
-        node, op = e["name"][: -len("_kernel_time")], e["args"].get("op_name", "?")
-        parts = [p for p in node.split("/") if p]
-        tables["op"][op] += e["dur"]
-        tables["prefix"]["/" + "/".join(parts[:depth]) if len(parts) > 1 else "(root)"] += e["dur"]
-        tables["op+block"][f"{op} " + ("/" + parts[0] if len(parts) > 1 else "(root)")] += e["dur"]
-        if nodes and node.startswith(nodes):
-            tables["node"][node] += e["dur"]
-    total = sum(tables["op"].values())
+    k = kernel_times(events, len(feeds), depth)
+    tables = {"op": k["by_op"], "prefix": k["by_prefix"], "op+block": k["by_op_and_block"],
+              "node": {n: us for n, us in k["by_node"].items() if nodes and n.startswith(nodes)}}
+    total = sum(k["by_op"].values())
     print(f"kernel time {total / 1e3 / repeats:.1f} ms per pass over {len(feeds)} sentences")
     for name, table in tables.items():
         if table:
