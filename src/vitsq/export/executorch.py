@@ -74,6 +74,7 @@ from vitsq.backends.executorch import (
 )
 from vitsq.errors import InputError, UnsupportedError
 from vitsq.export.executorch_stream import DEFAULT_MAX_CHUNK
+from vitsq.models.layout2d import decode_2d, with_2d_layout
 
 if TYPE_CHECKING:
     from vitsq.models.config import VitsConfig
@@ -83,6 +84,10 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_TOKENS = 400  # symbol ids per sentence (Piper/Vosk sentences with blanks: ~50-300)
 DEFAULT_MAX_FRAMES = 2048  # decoder frames per sentence: 23.8 s at 22.05 kHz / hop 256
 RECIPES = (None, "fp32", "pt2e")
+#: The decoder program's layout (quantize/pt2e.py's ``DecoderStage``): 2-D convolutions on
+#: [B, C, 1, T], so XNNPACK transposes into channels-last once, not around every convolution
+#: (joe, INT8 preset: transposes were about a sixth of the decoder program's time).
+DECODER_LAYOUT = "2d"
 
 
 # =========================================================================== program wrappers
@@ -107,15 +112,23 @@ class EncoderProgram(nn.Module):
 
 
 class DecoderProgram(nn.Module):
-    """Program B: z_p [1, C, T_y], y_mask [1, 1, T_y], sid [1] -> audio [1, 1, T_y * hop]."""
+    """Program B: z_p [1, C, T_y], y_mask [1, 1, T_y], sid [1] -> audio [1, 1, T_y * hop].
+
+    A float decoder runs in the 2-D layout (:mod:`vitsq.models.layout2d`), as the INT8 decoder
+    stage does (:data:`DECODER_LAYOUT`): XNNPACK then keeps it channels-last from end to end.
+    """
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
+        stages = getattr(model, "stages", {})
+        self.dec2d = None if "decoder" in stages else with_2d_layout(getattr(model, "base", model).dec)
 
     def forward(self, z_p: torch.Tensor, y_mask: torch.Tensor, sid: torch.Tensor) -> torch.Tensor:
         g = self.model.speaker_embedding(sid, 1)
         z = self.model.flow_reverse(z_p, y_mask, g)  # [1, C, T_y]
+        if self.dec2d is not None:
+            return decode_2d(self.dec2d, z * y_mask, g)  # [1, 1, T_y * hop]
         audio, _ = self.model.vocode(z * y_mask, g)  # [1, 1, T_y * hop]
         return audio
 
@@ -437,6 +450,7 @@ def _write_programs(synth: Any, config: "VitsConfig", out: Path, programs: dict[
         "executorch_version": version("executorch"),
         "torch_version": torch.__version__,
         "delegate": "XnnpackBackend",
+        "decoder_layout": DECODER_LAYOUT,
         "max_tokens": int(max_tokens),
         "max_frames": int(max_frames),
         "min_tokens": MIN_TOKENS,
@@ -471,7 +485,7 @@ def _quantize_pt2e(synth: Any, model: nn.Module, recipe: Any, calibration: Any, 
     if calibration is None:
         calibration = make_calibration(synth, n=n_calib)
     t0 = time.perf_counter()
-    programs = quantize_stages(model, recipe, calibration, progress=False)
+    programs = quantize_stages(model, recipe, calibration, progress=False, decoder_layout=DECODER_LAYOUT)
 
     def staged(names: tuple[str, ...]) -> StagedVITS:
         # only the stages a program runs: the converted stage graphs hold their INT8 weights as

@@ -112,10 +112,17 @@ class DecoderStepProgram(nn.Module):
 _Q = "quantize_per_tensor"
 _DQ = "dequantize_per_tensor"
 _DQC = "dequantize_per_channel"
-_SITE_OPS = {"conv1d": "conv", "conv_transpose1d": "conv", "mul": "mul"}
+#: (a decoder program in the 2-D layout, models/layout2d.py, has the 2-D ops: their weights
+#: [O, I, 1, k] / [I, O, 1, k] are the 1-D layers' with a unit axis, dropped when read)
+_SITE_OPS = {"conv1d": "conv", "conv_transpose1d": "conv", "conv2d": "conv", "conv_transpose2d": "conv", "mul": "mul"}
 #: ops that only move or pad numbers: a quantize node after them quantizes their source's values
 _MOVERS = {"reshape", "view", "slice", "select", "permute", "unsqueeze", "squeeze", "pad", "cat", "clone",
            "contiguous", "flatten", "transpose", "expand", _Q, _DQ}
+
+
+def _as_1d(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """A 2-D layer's weight shape [O, I, 1, k] as its 1-D layer's [O, I, k]."""
+    return shape[:2] + shape[3:] if len(shape) == 4 and shape[2] == 1 else shape
 
 
 def _op(node: "torch.fx.Node") -> str:
@@ -199,10 +206,12 @@ class MirroredQuantization:
         site = Site(kind, inputs, output, leaky=leaky)
         if kind == "conv":
             w = node.args[1]
-            site.shape = tuple(w.meta["val"].shape) if "val" in w.meta else ()
+            site.shape = _as_1d(tuple(w.meta["val"].shape)) if "val" in w.meta else ()
             if isinstance(w, torch.fx.Node) and _op(w) == _DQC:
                 key = f"w{len(self.weights)}"
                 tensors = [getattr(gm, a.target) if isinstance(a, torch.fx.Node) else a for a in w.args[:3]]
+                if tensors[0].dim() == 4:  # a 2-D layer of the 2-D layout; the channel axis (0 or 1) is unchanged
+                    tensors[0] = tensors[0].squeeze(2)
                 self.weights[key] = (*tensors, *w.args[3:7])
                 site.weight = key
                 site.shape = tuple(tensors[0].shape)

@@ -679,6 +679,9 @@ class HiFiGANUpsampler(nn.Module):
 class Generator(HiFiGANUpsampler):
     """HiFi-GAN generator: latent frames [B, C, T] -> waveform [B, 1, T * hop]."""
 
+    #: its tail is one convolution and tanh: it runs on [B, C, 1, T] as well (models/layout2d.py)
+    tail_runs_2d = True
+
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.conv_post = nn.Conv1d(self.out_channels, 1, 7, 1, padding=3, bias=False)
@@ -688,4 +691,8 @@ class Generator(HiFiGANUpsampler):
         """``mask`` [B, 1, T] (optional): padded frames of a batch; their audio is zero and never
         reaches the valid samples, so each item equals its unbatched run."""
         x, mask = self.upsample(x, g, mask)
+        return self.tail(x, mask)
+
+    def tail(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Upsampled features [B, ch, T'] -> waveform [B, 1, T']."""
         return apply_mask(torch.tanh(self.conv_post(x)), mask)

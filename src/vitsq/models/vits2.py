@@ -158,6 +158,11 @@ class MultiBandISTFTGenerator(HiFiGANUpsampler):
         and its padding is zero.
         """
         x, mask = self.upsample(x, mask=mask)  # [B, ch, T * prod(upsample_rates)], leaky-relu'd
+        return self.tail(x, mask)
+
+    def tail(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Upsampled features [B, ch, T'] (+ mask [B, 1, T']) -> (audio, sub-band signals), as
+        :meth:`forward` returns them."""
         x = F.pad(x, [1, 0], mode="reflect")  # one more frame so the iSTFT output fills T * hop
         frame_mask = None if mask is None else F.pad(mask, [1, 0], value=1.0)  # [B, 1, T']
         x = self.subband_conv_post(x)  # [B, S * (n_fft + 2), T']

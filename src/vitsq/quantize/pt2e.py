@@ -93,24 +93,45 @@ class FlowStage(nn.Module):
 
 
 class DecoderStage(nn.Module):
-    """Waveform decoder: z [1, C, T_y] (+ g) -> audio [1, 1, T_y * hop] (first output only)."""
+    """Waveform decoder: z [1, C, T_y] (+ g) -> audio [1, 1, T_y * hop] (first output only).
 
-    def __init__(self, model: VITS) -> None:
+    ``layout="2d"``: the decoder runs as a :func:`~vitsq.models.layout2d.with_2d_layout` copy (on
+    [B, C, 1, T], what XNNPACK runs without a layout transpose around every convolution; module
+    names unchanged); the stage's inputs and outputs are the same.
+    """
+
+    def __init__(self, model: VITS, layout: str = "1d") -> None:
         super().__init__()
-        self.dec = model.dec
+        if layout not in DECODER_LAYOUTS:
+            raise ValueError(f"decoder layout {layout!r}: valid are {', '.join(DECODER_LAYOUTS)}")
+        self.layout = layout
+        if layout == "2d":
+            from vitsq.models.layout2d import with_2d_layout
+
+            self.dec = with_2d_layout(model.dec)
+        else:
+            self.dec = model.dec
 
     def forward(self, z: torch.Tensor, g: torch.Tensor | None = None) -> torch.Tensor:
+        if self.layout == "2d":
+            from vitsq.models.layout2d import decode_2d
+
+            return decode_2d(self.dec, z, g)
         out = self.dec(z, g=g)
         return out[0] if isinstance(out, tuple) else out  # MB-iSTFT returns (audio, sub-bands)
 
 
+#: How the decoder stage computes: on [B, C, T] as the model does, or on [B, C, 1, T] (2-D convolutions)
+DECODER_LAYOUTS = ("1d", "2d")
 STAGE_CLASSES = {"encoder": EncoderStage, "duration": DurationStage, "flow": FlowStage, "decoder": DecoderStage}
 STAGE_PREFIX = {"encoder": "enc_p", "duration": "dp", "flow": "flow", "decoder": "dec"}
 
 
-def stage_modules(model: VITS, stages: tuple[str, ...] = PT2E_STAGES) -> dict[str, nn.Module]:
-    """Float wrapper modules (sharing the model's weights) for ``stages``."""
-    return {s: STAGE_CLASSES[s](model).eval() for s in stages}
+def stage_modules(model: VITS, stages: tuple[str, ...] = PT2E_STAGES,
+                  decoder_layout: str = "1d") -> dict[str, nn.Module]:
+    """Float wrapper modules for ``stages`` (sharing the model's weights; a 2-D decoder copies them)."""
+    return {s: (DecoderStage(model, decoder_layout) if s == "decoder" else STAGE_CLASSES[s](model)).eval()
+            for s in stages}
 
 
 def _speaker_input(model: VITS, stage: str) -> bool:
@@ -326,12 +347,14 @@ def _quantizer(recipe: PT2ERecipe, model: VITS | None = None):
     return _FilteredQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=recipe.per_channel))
 
 
-def quantize_stages(model: VITS, recipe: PT2ERecipe, calibration: Any, progress: bool = True) -> dict[str, Any]:
+def quantize_stages(model: VITS, recipe: PT2ERecipe, calibration: Any, progress: bool = True,
+                    decoder_layout: str = "1d") -> dict[str, Any]:
     """Quantized ``ExportedProgram`` per stage in ``recipe.stages`` (dynamic length axis kept).
 
     This is the function the ExecuTorch export calls. ``calibration``: a
     :class:`~vitsq.quantize.calibration.Calibration`; each stage is calibrated on the inputs it
-    sees during real FP32 inference of those sentences.
+    sees during real FP32 inference of those sentences. ``decoder_layout``: see
+    :class:`DecoderStage` (the ExecuTorch export uses ``"2d"``).
     """
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
     from tqdm.auto import tqdm
@@ -342,7 +365,7 @@ def quantize_stages(model: VITS, recipe: PT2ERecipe, calibration: Any, progress:
     recipe = resolve_recipe(model, recipe)
     captured = capture_stage_inputs(model, calibration, recipe.stages)
     programs = {}
-    for stage, module in stage_modules(model, recipe.stages).items():
+    for stage, module in stage_modules(model, recipe.stages, decoder_layout).items():
         with _quiet():
             ep = export_stage(module, model, stage)
             quantizer = _quantizer(recipe, model)
