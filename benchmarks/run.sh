@@ -58,7 +58,7 @@ $V export vosk-ru-multi --format executorch --recipe pt2e -o $A/vosk-pte-int8 --
 
 # 2. speed: every timed round runs each variant once, in rotating order
 $V bench fp32-ort=joe@onnx fp32-torch=joe@torch ort-int8=$A/joe-ort-int8 ort-int8-fast=$A/joe-ort-int8-fast \
-  pte-int8=$A/joe-pte-int8 --batch 1,2,4 --threads "$THREADS" --iters 20 --warmup 2 --out $B/joe_cpu_${THREADS}thread.json --force
+  pte-int8=$A/joe-pte-int8 --batch 1,2,4 --threads "$THREADS" --iters 40 --warmup 2 --out $B/joe_cpu_${THREADS}thread.json --force
 $V bench fp32-torch=vosk-ru-multi@torch ort-int8=$A/vosk-ort-int8 pte-int8=$A/vosk-pte-int8 \
   --batch 1,2,4,8 --threads "$THREADS" --iters 12 --warmup 2 --out $B/vosk_random_cpu_${THREADS}thread.json --force
 ttfa
