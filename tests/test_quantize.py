@@ -714,3 +714,27 @@ def test_float_ops_read_the_float_tensor_not_its_int8_copy():
     x = rng.normal(0, 1, (1, 8, 5)).astype(np.float32)
     y = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     np.testing.assert_array_equal(y[:, :4], x[:, :4])  # passed through exactly, not rounded to 8 bits
+
+
+def test_pt2e_decoder_in_2d_layout_keeps_the_same_layers_float(joe_torch):
+    """The ExecuTorch export's decoder stage (2-D layout, models/layout2d.py): every convolution
+    is 2-D, the preset's keep-float names still select the same layers (the tail float, the rest
+    INT8), and its output is the 1-D stage's up to rounding."""
+    from vitsq.quantize.pt2e import _module_path, example_inputs, quantize_stages
+
+    cal = make_calibration(joe_torch, n=1)
+    recipe = PT2ERecipe(stages=("decoder",))
+    progs = {lay: quantize_stages(joe_torch.model, recipe, cal, progress=False, decoder_layout=lay)["decoder"]
+             for lay in ("1d", "2d")}
+    convs = {_module_path(n): (str(n.target), str(getattr(n.args[1], "target", n.args[1])))
+             for n in progs["2d"].graph.nodes if n.op == "call_function" and "conv" in str(n.target)}
+    assert convs and all("conv2d" in op or "conv_transpose2d" in op for op, _ in convs.values()), convs
+    tail = {p for p in convs if p.startswith(("dec.ups.2", "dec.resblocks.6", "dec.resblocks.7",
+                                              "dec.resblocks.8", "dec.conv_post"))}
+    int8 = {p for p, (_, w) in convs.items() if "dequantize" in w}
+    assert len(tail) == 8 and not (int8 & tail) and int8 == set(convs) - tail, convs
+    z = torch.randn(1, joe_torch.config.inter_channels, 30, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        a, b = (progs[lay].module()(z) for lay in ("1d", "2d"))
+    assert a.shape == b.shape and float((a - b).abs().max()) <= 0.02 * float(a.abs().max())
+    assert example_inputs(joe_torch.model, "decoder")[0].dim() == 3  # the stage's interface is unchanged

@@ -44,9 +44,12 @@ def conv_as_2d(layer: nn.Module) -> nn.Module:
     return out.train(layer.training)
 
 
-def _convert(module: nn.Module) -> None:
-    """Replace every 1-D convolution under ``module`` (in place) by :func:`conv_as_2d`."""
+def _convert(module: nn.Module, names: tuple[str, ...] | None = None) -> None:
+    """Replace every 1-D convolution under ``module`` (in place; only under its children
+    ``names`` when given) by :func:`conv_as_2d`."""
     for name, child in module.named_children():
+        if names is not None and name not in names:
+            continue
         new = conv_as_2d(child)
         if new is not child:
             setattr(module, name, new)
@@ -63,12 +66,8 @@ def with_2d_layout(dec: nn.Module) -> nn.Module:
     if not hasattr(dec, "upsample") or not hasattr(dec, "tail"):
         raise ValueError(f"{type(dec).__name__} is not a HiFi-GAN-family decoder (no upsample/tail)")
     out = copy.deepcopy(dec)
-    for name in ("conv_pre", "cond", "ups", "resblocks"):
-        if hasattr(out, name):
-            setattr(out, name, conv_as_2d(getattr(out, name)))
-            _convert(getattr(out, name))
-    if getattr(dec, "tail_runs_2d", False):
-        out.conv_post = conv_as_2d(out.conv_post)
+    names = ("conv_pre", "cond", "ups", "resblocks") + (("conv_post",) if getattr(dec, "tail_runs_2d", False) else ())
+    _convert(out, names)
     return out
 
 

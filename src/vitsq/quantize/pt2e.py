@@ -41,6 +41,7 @@ from torch import nn
 
 from vitsq.errors import ModelLoadError, UnsupportedError
 from vitsq.models.vits import VITS
+from vitsq.models.layout2d import decode_2d, with_2d_layout
 from vitsq.backends.torch import TorchSynthesizer
 from vitsq.quantize.artifact import PT2E_KIND, QuantizedModel, check_torch_backend, quant_info
 from vitsq.quantize.recipes import PT2E_STAGES, PT2ERecipe
@@ -105,17 +106,10 @@ class DecoderStage(nn.Module):
         if layout not in DECODER_LAYOUTS:
             raise ValueError(f"decoder layout {layout!r}: valid are {', '.join(DECODER_LAYOUTS)}")
         self.layout = layout
-        if layout == "2d":
-            from vitsq.models.layout2d import with_2d_layout
-
-            self.dec = with_2d_layout(model.dec)
-        else:
-            self.dec = model.dec
+        self.dec = with_2d_layout(model.dec) if layout == "2d" else model.dec
 
     def forward(self, z: torch.Tensor, g: torch.Tensor | None = None) -> torch.Tensor:
         if self.layout == "2d":
-            from vitsq.models.layout2d import decode_2d
-
             return decode_2d(self.dec, z, g)
         out = self.dec(z, g=g)
         return out[0] if isinstance(out, tuple) else out  # MB-iSTFT returns (audio, sub-bands)
