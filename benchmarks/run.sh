@@ -53,12 +53,14 @@ esac
 # 1. artifacts: the measured presets (a recipe name means its preset)
 ort_int8
 $V export joe --format executorch --recipe pt2e --streaming -o $A/joe-pte-int8 --force
+$V export joe --format executorch --recipe pt2e:fast --streaming -o $A/joe-pte-int8-fast --force
 $V quantize vosk-ru-multi --recipe ort-static -o $A/vosk-ort-int8 --force
 $V export vosk-ru-multi --format executorch --recipe pt2e -o $A/vosk-pte-int8 --force
 
 # 2. speed: every timed round runs each variant once, in rotating order
 $V bench fp32-ort=joe@onnx fp32-torch=joe@torch ort-int8=$A/joe-ort-int8 ort-int8-fast=$A/joe-ort-int8-fast \
-  pte-int8=$A/joe-pte-int8 --batch 1,2,4 --threads "$THREADS" --iters 40 --warmup 2 --out $B/joe_cpu_${THREADS}thread.json --force
+  pte-int8=$A/joe-pte-int8 pte-int8-fast=$A/joe-pte-int8-fast --batch 1,2,4 --threads "$THREADS" --iters 40 \
+  --warmup 2 --out $B/joe_cpu_${THREADS}thread.json --force
 $V bench fp32-torch=vosk-ru-multi@torch ort-int8=$A/vosk-ort-int8 pte-int8=$A/vosk-pte-int8 \
   --batch 1,2,4,8 --threads "$THREADS" --iters 12 --warmup 2 --out $B/vosk_random_cpu_${THREADS}thread.json --force
 ttfa
@@ -79,7 +81,7 @@ fi
 
 # 3. quality: the 235 held-out sentences, zero noise (the only noise ONNX Runtime shares)
 $V eval joe ort-int8=$A/joe-ort-int8 ort-int8-fast=$A/joe-ort-int8-fast pte-int8=$A/joe-pte-int8 \
-  --noise-scale 0 --noise-w 0 \
+  pte-int8-fast=$A/joe-pte-int8-fast --noise-scale 0 --noise-w 0 \
   --out $B/joe_eval_zero_noise.json --force
 # 3b. what the measurement resolves: the same FP32 voice in ONNX Runtime (the original Piper file:
 # other kernels, other float rounding) against FP32 PyTorch, measured the same way

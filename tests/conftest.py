@@ -60,6 +60,24 @@ def vosk_tiny():
 
 
 @pytest.fixture(scope="session")
+def fp32_durations(joe_torch):
+    """``durations(ids) -> [T] int``: FP32 PyTorch's integer frames per symbol for one sentence at
+    zero noise and the voice's length scale, what a faithful INT8 preset must reproduce exactly."""
+    import torch
+
+    m, length_scale = joe_torch.model, joe_torch.resolve().length_scale
+
+    def durations(ids):
+        x, xl = torch.tensor([list(ids)]), torch.tensor([len(ids)])  # [1, T], [1]
+        with torch.inference_mode():
+            h, m_p, _, x_mask = m.encode(x, xl, None)
+            w = m.predict_durations(h, x_mask, None, torch.zeros_like(m_p[:, :2]), length_scale)  # [1, 1, T]
+        return w.reshape(-1).numpy()
+
+    return durations
+
+
+@pytest.fixture(scope="session")
 def joe_onnx():
     import vitsq
 

@@ -37,20 +37,7 @@ def _durations_and_audio(session, ids, length_scale):
     return durations.reshape(-1), audio.reshape(-1)[: int(n[0])]  # [T], [S]
 
 
-def _fp32(joe_torch, ids, length_scale):
-    """FP32 PyTorch durations [T] and audio [S] of one sentence, zero noise."""
-    import torch
-
-    m = joe_torch.model
-    x, xl = torch.tensor([ids]), torch.tensor([len(ids)])  # [1, T], [1]
-    with torch.inference_mode():
-        h, m_p, _, x_mask = m.encode(x, xl, None)
-        w = m.predict_durations(h, x_mask, None, torch.zeros_like(m_p[:, :2]), length_scale)  # [1, 1, T]
-        out = m.infer(x, xl, None, noise_scale=0.0, length_scale=length_scale, noise_w=0.0)
-    return w.reshape(-1).numpy(), out.audio[0, 0, : int(out.audio_lengths[0])].numpy()
-
-
-def test_faithful_preset_keeps_durations_exact_and_the_voice(joe_torch, faithful):
+def test_faithful_preset_keeps_durations_exact_and_the_voice(joe_torch, faithful, fp32_durations):
     """Held-out sentences, zero noise: every integer duration equals FP32's; speaker similarity
     (resemblyzer) to FP32 PyTorch stays high, on the split's worst sentence too. Measured with
     this 4-sentence calibration: 0.996 0.988 0.989 0.978, the worst sentence 0.986 (0.953 with
@@ -82,9 +69,9 @@ def test_faithful_preset_keeps_durations_exact_and_the_voice(joe_torch, faithful
     encoder, sims, symbols = SpeakerEncoder(), [], 0
     for text in texts:
         (ids,) = joe_torch.text_to_ids(text)
-        want, ref = _fp32(joe_torch, ids, length_scale)
+        ref = joe_torch.synthesize_ids(ids, noise_scale=0.0, noise_w=0.0).samples
         got, audio = _durations_and_audio(session, ids, length_scale)
-        np.testing.assert_array_equal(got, want, err_msg=text)
+        np.testing.assert_array_equal(got, fp32_durations(ids), err_msg=text)
         symbols += len(ids)
         assert len(audio) == len(ref)
         sims.append(cosine_similarity(encoder.embed(ref, joe_torch.sample_rate),
@@ -107,5 +94,27 @@ def test_preset_variants_name_the_recipe(joe_torch):
     assert "/dec/ups.2/" in faithful.keep_float and "/dec/ups.2/" not in fast.keep_float
     with pytest.raises(UnsupportedError, match="valid choices are faithful, fast"):
         best_for(joe_torch, "ort-static:tiny")
-    with pytest.raises(UnsupportedError, match="only ort-static has"):
+    with pytest.raises(UnsupportedError, match="ort-static and pt2e have: faithful, fast"):
         best_for(joe_torch, "eager", variant="fast")
+
+
+def test_pt2e_preset_variants(joe_torch):
+    """``pt2e`` = faithful for VITS voices (text encoder and duration predictor left out of the
+    INT8 stages, the decoder's tail float), ``pt2e:fast`` quantizes them too (the duration
+    predictor's spline flows float); the VITS2 default stays the fast one."""
+    from vitsq.errors import UnsupportedError
+    from vitsq.quantize.pt2e import resolve_recipe
+    from vitsq.quantize.recipes import PT2E_KEEP_FLOAT, PT2E_STAGES, PT2ERecipe, best_for, recipe_class
+
+    faithful, fast = best_for(joe_torch, "pt2e"), best_for(joe_torch, "pt2e:fast")
+    assert faithful == best_for(joe_torch, "pt2e", variant="faithful") == resolve_recipe(joe_torch.model, PT2ERecipe())
+    assert faithful.stages == ("flow", "decoder") and faithful.keep_float == ("dec.stage2", "dec.conv_post")
+    assert fast.stages == PT2E_STAGES and fast.keep_float == PT2E_KEEP_FLOAT
+    # explicit stages with the duration predictor keep its spline flows float, as the fast preset
+    assert resolve_recipe(joe_torch.model, PT2ERecipe(stages=("duration",))).keep_float == PT2E_KEEP_FLOAT
+    vosk = vitsq.load("vosk-ru-multi").model
+    assert best_for(vosk, "pt2e").stages == ("encoder", "flow", "decoder")
+    assert best_for(vosk, "pt2e:faithful").stages == ("flow", "decoder")
+    assert recipe_class("pt2e:fast") is PT2ERecipe
+    with pytest.raises(UnsupportedError, match="pt2e preset variant 'tiny'.*valid choices are faithful, fast"):
+        recipe_class("pt2e:tiny")

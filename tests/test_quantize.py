@@ -102,13 +102,14 @@ def test_ort_preset_names_follow_the_decoder_shape(joe_torch):
 
 
 def test_pt2e_preset_resolves_per_architecture(joe_torch):
-    """``PT2ERecipe()`` leaves stages/keep_float to the measured preset: every stage for VITS
-    (decoder tail float), the duration predictor float for VITS2; explicit values are kept."""
+    """``PT2ERecipe()`` leaves stages/keep_float to the measured default preset: for VITS the
+    faithful one (flow and decoder INT8, decoder tail float), for VITS2 the fast one (duration
+    predictor float); explicit values are kept."""
     from vitsq.quantize.pt2e import resolve_recipe
-    from vitsq.quantize.recipes import PT2E_KEEP_FLOAT, PT2E_STAGES
 
     r = resolve_recipe(joe_torch.model, PT2ERecipe())
-    assert r.stages == PT2E_STAGES and r.keep_float == PT2E_KEEP_FLOAT and not r.quantize_adds
+    assert r.stages == ("flow", "decoder") and r.keep_float == ("dec.stage2", "dec.conv_post")
+    assert not r.quantize_adds
     vosk = vitsq.load("vosk-ru-multi").model
     r2 = resolve_recipe(vosk, PT2ERecipe())
     assert r2.stages == ("encoder", "flow", "decoder") and r2.keep_float == ()
@@ -352,7 +353,7 @@ def test_pt2e_keep_float_decoder_tail_float_and_within_budget(joe_torch):
     from vitsq.quantize.pt2e import _module_path
     from vitsq.quantize.recipes import PT2E_KEEP_FLOAT, best_for
 
-    assert best_for(joe_torch, "pt2e").keep_float == PT2E_KEEP_FLOAT == ("dec.stage2", "dec.conv_post", "dp.flows")
+    assert best_for(joe_torch, "pt2e:fast").keep_float == PT2E_KEEP_FLOAT == ("dec.stage2", "dec.conv_post", "dp.flows")
     cal = make_calibration(joe_torch, n=2)
     ref = joe_torch.synthesize(TEXT, seed=3).samples
     dist = {}
@@ -370,7 +371,7 @@ def test_pt2e_keep_float_decoder_tail_float_and_within_budget(joe_torch):
         adds = [n for n in ep.graph.nodes if n.target in (torch.ops.aten.add.Tensor, torch.ops.aten.div.Tensor)
                 and any("quantize" in str(getattr(u, "target", "")) for u in n.users)]
         if label == "preset":
-            assert q.synth.quantization["keep_float"] == list(PT2E_KEEP_FLOAT)
+            assert q.synth.quantization["keep_float"] == ["dec.stage2", "dec.conv_post"]  # no dp stage: no dp.flows
             assert not (int8 & tail) and int8 == set(convs) - tail, convs
             assert not adds
         else:

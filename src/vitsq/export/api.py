@@ -53,9 +53,14 @@ def check_export_args(fmt: str, out: str | Path, *, recipe: Any = None, force: b
         if calibrate_method is not None:
             raise InputError("--calibrate-method applies to the ort-static recipe, not to ExecuTorch (pt2e uses "
                              "min/max observers)")
+        if isinstance(name, str) and name.startswith("pt2e:"):
+            from vitsq.quantize.recipes import recipe_class
+
+            recipe_class(name)  # pt2e:faithful / pt2e:fast; any other variant is refused, naming these
+            name = "pt2e"
         if name not in (None, *EXECUTORCH_RECIPES):
             raise UnsupportedError(f"ExecuTorch export recipe {name!r} is not supported: valid are fp32 (float) "
-                                   "and pt2e (INT8)")
+                                   "and pt2e (INT8; pt2e:faithful, the default for VITS voices, or pt2e:fast)")
         if calib is not None and (name or "fp32") == "fp32":
             raise InputError("--calib applies to --recipe pt2e: float (fp32) programs are not calibrated")
         return check_output(out, kind="dir", force=force, what="ExecuTorch output folder")

@@ -42,7 +42,8 @@ def register(subparsers) -> None:
     p.add_argument("--format", required=True, choices=list(FORMATS))
     p.add_argument("--recipe", default=None,
                    help="onnx formats: fp32 (default), ort-static, ort-dynamic; executorch: fp32 (default), pt2e; "
-                        "a recipe name means the measured preset for the model's family")
+                        "a recipe name means the measured preset for the model's family (ort-static and pt2e: "
+                        "faithful for VITS voices; :fast or :faithful picks one)")
     p.add_argument("--calib", type=int, default=None, help="calibration sentences (ort-static, executorch pt2e; default 16, 32 for percentile/entropy ranges)")
     p.add_argument("--calibrate-method", default=None, choices=["minmax", "entropy", "percentile"],
                    help="ort-static activation range method")

@@ -16,7 +16,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("model", help="model spec: joe, vosk-ru-multi, a .onnx voice, G_*.pth, a model folder")
     p.add_argument("--recipe", required=True,
                    help=f"one of: {', '.join(RECIPES)}; each means the measured preset for the model's family "
-                        "(vitsq.quantize.recipes.best_for), changed only by the options given; or a `vitsq tune` "
+                        "(vitsq.quantize.recipes.best_for; ort-static and pt2e take :faithful or :fast), changed "
+                        "only by the options given; or a `vitsq tune` "
                         "output's DIR/best, rebuilt exactly (docs/tune.md)")
     p.add_argument("-o", "--output", required=True, type=Path, help="artifact folder to write")
     p.add_argument("--force", action="store_true",

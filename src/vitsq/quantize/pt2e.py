@@ -218,11 +218,12 @@ def resolve_recipe(model: VITS, recipe: PT2ERecipe) -> PT2ERecipe:
     ``model``'s architecture (:func:`vitsq.quantize.recipes.best_for`)."""
     if recipe.stages is not None and recipe.keep_float is not None:
         return recipe
-    from vitsq.quantize.recipes import best_for
+    from vitsq.quantize.recipes import best_for, pt2e_keep_float
 
-    best = best_for(model, "pt2e")
-    return recipe.replace(stages=best.stages if recipe.stages is None else recipe.stages,
-                          keep_float=best.keep_float if recipe.keep_float is None else recipe.keep_float)
+    stages = best_for(model, "pt2e").stages if recipe.stages is None else recipe.stages
+    keep = (pt2e_keep_float(getattr(model.config, "arch", "vits"), stages) if recipe.keep_float is None
+            else recipe.keep_float)
+    return recipe.replace(stages=stages, keep_float=keep)
 
 
 def float_scopes(model: VITS, keep_float: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:

@@ -116,16 +116,16 @@ class PT2ERecipe(_Recipe):
     Only the stages with static shapes are exported and quantized (``stages``, a subset of
     ``encoder``, ``duration``, ``flow``, ``decoder``; the token/frame axis is dynamic); the
     rounding of durations and the data-dependent expansion stay float eager code, as does every
-    stage left out. ``None`` = the measured preset for the model's architecture (every stage for
-    VITS; VITS2 keeps its duration predictor float, as its eager preset does). See
-    :mod:`vitsq.quantize.pt2e`.
+    stage left out. ``None`` = the stages of the architecture's default preset variant
+    (:func:`best_for`: flow and decoder for VITS, whose ``faithful`` preset keeps the duration
+    path float; VITS2's ``fast`` preset adds the text encoder). See :mod:`vitsq.quantize.pt2e`.
 
     ``keep_float``: layer names, module prefixes or sensitivity group names (as for
     :class:`EagerRecipe`: ``dec.stage2``, ``dec.conv_post``, ``flow``) whose nodes are left
     unannotated, hence float; a decoder stage group also keeps float the decoder's own ops after
     it (the sums/averages of its residual blocks, the activations feeding the next layer).
-    ``None`` = the measured preset for the model's architecture (:data:`PT2E_KEEP_FLOAT` for
-    VITS, nothing for the VITS2 MB-iSTFT decoder); artifacts store the resolved value.
+    ``None`` = the presets' choice for the quantized stages (:func:`pt2e_keep_float`);
+    artifacts store the resolved value.
     ``quantize_adds``: let the quantizer put INT8 activations on ``add``/``div`` (residual sums);
     off by default, since on joe they cost log-mel L1 0.48 -> 0.30 with the tail float.
     """
@@ -239,17 +239,23 @@ def recipe_from_dict(d: dict[str, Any]):
 
 def recipe_class(name: str) -> type:
     """The recipe class for a name (``eager``, ``pt2e``, ``ort-static``, ``ort-dynamic``; a preset
-    variant may follow, ``ort-static:fast``, see :func:`best_for`)."""
+    variant may follow, ``ort-static:fast``, ``pt2e:fast``, see :func:`best_for`)."""
     if isinstance(name, str) and ":" in name:
         name, variant = name.split(":", 1)
-        if name == "ort-static":
-            _check_choice("ort-static preset variant", variant, ORT_STATIC_VARIANTS)
-        elif name in RECIPES:
-            raise UnsupportedError(f"recipe {name!r} has no preset variants (got {variant!r}); only ort-static "
-                                   f"has: {', '.join(ORT_STATIC_VARIANTS)}")
+        _check_variant(name, variant)
     if name not in RECIPES:
         raise UnsupportedError(f"unknown quantization recipe {name!r}: valid recipes are {', '.join(RECIPES)}")
     return RECIPES[name]
+
+
+def _check_variant(recipe: str, variant: str) -> None:
+    """Refuse a preset variant that ``recipe`` does not have, naming those it has."""
+    if recipe in PRESET_VARIANTS:
+        _check_choice(f"{recipe} preset variant", variant, PRESET_VARIANTS[recipe])
+    elif recipe in RECIPES:
+        with_variants = " and ".join(PRESET_VARIANTS)
+        raise UnsupportedError(f"recipe {recipe!r} has no preset variants (got {variant!r}); {with_variants} "
+                               f"have: {', '.join(ORT_STATIC_VARIANTS)}")
 
 
 # ============================================================================ presets
@@ -272,13 +278,15 @@ ORT_DURATION_PATH: tuple[str, ...] = ("/enc_p/", "/dp/")
 #: steps) and phase, and the PQMF synthesis filter's input and output are the sub-band and full-band
 #: waveforms (8 bits there is a 48 dB noise floor). Both are a few percent of the decoder's MACs.
 ORT_VITS2_TAIL: tuple[str, ...] = ("/dec/subband_conv_post/", "/dec/pqmf/")
-#: Preset variants of the ort-static recipe (:func:`best_for`): ``faithful`` keeps the duration
-#: path and the decoder's full-rate stage float (integer durations equal FP32's), ``fast`` trades
-#: both for speed and size. Measured: docs/quantization.md ("Faithful preset").
+#: Preset variants of the ort-static and pt2e recipes (:func:`best_for`): ``faithful`` keeps the
+#: duration path (text encoder and duration predictor) float, so integer durations equal FP32's, and
+#: for ort-static also the decoder's whole full-rate stage; ``fast`` trades them for speed and size.
+#: Measured: docs/quantization.md ("Faithful preset").
 ORT_STATIC_VARIANTS: tuple[str, ...] = ("faithful", "fast")
-#: The variant a plain ``ort-static`` means, per architecture: VITS voices measured on joe; the
-#: VITS2 (Vosk) default stays size-first (no trained checkpoint here to measure its quality, and
-#: a float text encoder would add ~20 MB), ``ort-static:faithful`` asks for the other.
+PRESET_VARIANTS: dict[str, tuple[str, ...]] = {"ort-static": ORT_STATIC_VARIANTS, "pt2e": ORT_STATIC_VARIANTS}
+#: The variant a plain recipe name means, per architecture: VITS voices measured on joe (faithful);
+#: the VITS2 (Vosk) default stays size-first (no trained checkpoint here to measure its quality, and
+#: a float text encoder would add ~20 MB), ``ort-static:faithful`` / ``pt2e:faithful`` ask for the other.
 ORT_STATIC_DEFAULT_VARIANT: dict[str, str] = {"vits": "faithful", "vits2": "fast"}
 
 
@@ -344,11 +352,12 @@ def best_for(model: Any = None, recipe: str = "eager", variant: str | None = Non
     the multi-band iSTFT VITS2 decoder only the duration predictor is kept float, since its
     last-stage equivalents were not measured on trained weights. Why: docs/quantization.md.
 
-    ``variant`` (ort-static only; also written ``"ort-static:fast"``): one of
-    :data:`ORT_STATIC_VARIANTS`. ``faithful`` keeps the text encoder and duration predictor FP32
-    (integer durations equal FP32's) and, for VITS, the decoder's full-rate stage float;
-    ``fast`` quantizes them (VITS: text encoder static, duration predictor weight-only) for speed
-    and size. ``None``: :data:`ORT_STATIC_DEFAULT_VARIANT` of the model's architecture.
+    ``variant`` (ort-static and pt2e; also written ``"ort-static:fast"``, ``"pt2e:fast"``): one
+    of :data:`ORT_STATIC_VARIANTS`. ``faithful`` keeps the text encoder and duration predictor
+    FP32 (integer durations equal FP32's) and, for VITS ort-static, the decoder's full-rate stage
+    float; ``fast`` quantizes them (VITS ort-static: text encoder static, duration predictor
+    weight-only; pt2e: both INT8 except the duration predictor's spline flows) for speed and
+    size. ``None``: :data:`ORT_STATIC_DEFAULT_VARIANT` of the model's architecture.
     """
     if isinstance(recipe, str) and ":" in recipe:
         recipe, named = recipe.split(":", 1)
@@ -357,23 +366,45 @@ def best_for(model: Any = None, recipe: str = "eager", variant: str | None = Non
         variant = named
     config = getattr(model, "config", model)
     arch = getattr(config, "arch", "vits")
-    if variant is not None and recipe != "ort-static":
+    if variant is not None:
         recipe_class(recipe)  # an unknown recipe is reported as such first
-        raise UnsupportedError(f"recipe {recipe!r} has no preset variants (got {variant!r}); only ort-static "
-                               f"has: {', '.join(ORT_STATIC_VARIANTS)}")
+        _check_variant(recipe, variant)
+    variant = variant or ORT_STATIC_DEFAULT_VARIANT.get(arch, "fast")
     if recipe == "eager":
         keep = EAGER_KEEP_FLOAT if arch == "vits" else ("dp",)
         return EagerRecipe(per_channel=True, act_observer="histogram", keep_float=keep)
     if recipe == "ort-static":
-        return _ort_static_preset(config, arch, variant or ORT_STATIC_DEFAULT_VARIANT.get(arch, "fast"))
+        return _ort_static_preset(config, arch, variant)
     if recipe == "pt2e":
-        stages = PT2E_STAGES if arch == "vits" else tuple(st for st in PT2E_STAGES if st != "duration")
-        return PT2ERecipe(per_channel=True, stages=stages, keep_float=PT2E_KEEP_FLOAT if arch == "vits" else (),
-                          quantize_adds=False)
+        return _pt2e_preset(arch, variant)
     if recipe == "ort-dynamic":
         # no layer choice to make (every Conv/MatMul weight INT8, activations ranged at run time)
         return OrtDynamicRecipe()
     raise UnsupportedError(f"unknown quantization recipe {recipe!r}: valid recipes are {', '.join(RECIPES)}")
+
+
+def _pt2e_preset(arch: str, variant: str) -> PT2ERecipe:
+    """The pt2e preset ``variant`` for ``arch`` (see :func:`best_for`). ``faithful`` leaves the
+    text encoder and duration predictor out of the quantized stages (they run FP32 in the
+    programs, so durations equal FP32's); ``fast`` quantizes the text encoder too, and for VITS
+    the duration predictor except its spline flows (VITS2 keeps its duration predictor float in
+    both, as its eager preset does)."""
+    if variant == "faithful":
+        stages: tuple[str, ...] = ("flow", "decoder")
+    elif arch == "vits":
+        stages = PT2E_STAGES
+    else:
+        stages = tuple(st for st in PT2E_STAGES if st != "duration")
+    return PT2ERecipe(per_channel=True, stages=stages, keep_float=pt2e_keep_float(arch, stages), quantize_adds=False)
+
+
+def pt2e_keep_float(arch: str, stages: tuple[str, ...]) -> tuple[str, ...]:
+    """The pt2e presets' float groups for ``arch`` when ``stages`` are quantized: for VITS the
+    decoder's last stage and ``conv_post``, and the duration predictor's spline flows when the
+    duration predictor is a quantized stage; nothing for the VITS2 MB-iSTFT decoder."""
+    if arch != "vits":
+        return ()
+    return tuple(g for g in PT2E_KEEP_FLOAT if g.startswith("dec.") or "duration" in stages)
 
 
 def _ort_static_preset(config: Any, arch: str, variant: str) -> OrtStaticRecipe:
