@@ -283,11 +283,12 @@ ORT_VITS2_TAIL: tuple[str, ...] = ("/dec/subband_conv_post/", "/dec/pqmf/")
 #: for ort-static also the decoder's whole full-rate stage; ``fast`` trades them for speed and size.
 #: Measured: docs/quantization.md ("Faithful preset").
 ORT_STATIC_VARIANTS: tuple[str, ...] = ("faithful", "fast")
+#: The recipes that have preset variants, and theirs.
 PRESET_VARIANTS: dict[str, tuple[str, ...]] = {"ort-static": ORT_STATIC_VARIANTS, "pt2e": ORT_STATIC_VARIANTS}
 #: The variant a plain recipe name means, per architecture: VITS voices measured on joe (faithful);
 #: the VITS2 (Vosk) default stays size-first (no trained checkpoint here to measure its quality, and
 #: a float text encoder would add ~20 MB), ``ort-static:faithful`` / ``pt2e:faithful`` ask for the other.
-ORT_STATIC_DEFAULT_VARIANT: dict[str, str] = {"vits": "faithful", "vits2": "fast"}
+DEFAULT_VARIANT: dict[str, str] = {"vits": "faithful", "vits2": "fast"}
 
 
 def _decoder_shape(config: Any) -> tuple[int, int]:
@@ -357,7 +358,7 @@ def best_for(model: Any = None, recipe: str = "eager", variant: str | None = Non
     FP32 (integer durations equal FP32's) and, for VITS ort-static, the decoder's full-rate stage
     float; ``fast`` quantizes them (VITS ort-static: text encoder static, duration predictor
     weight-only; pt2e: both INT8 except the duration predictor's spline flows) for speed and
-    size. ``None``: :data:`ORT_STATIC_DEFAULT_VARIANT` of the model's architecture.
+    size. ``None``: :data:`DEFAULT_VARIANT` of the model's architecture.
     """
     if isinstance(recipe, str) and ":" in recipe:
         recipe, named = recipe.split(":", 1)
@@ -369,7 +370,7 @@ def best_for(model: Any = None, recipe: str = "eager", variant: str | None = Non
     if variant is not None:
         recipe_class(recipe)  # an unknown recipe is reported as such first
         _check_variant(recipe, variant)
-    variant = variant or ORT_STATIC_DEFAULT_VARIANT.get(arch, "fast")
+    variant = variant or DEFAULT_VARIANT.get(arch, "fast")
     if recipe == "eager":
         keep = EAGER_KEEP_FLOAT if arch == "vits" else ("dp",)
         return EagerRecipe(per_channel=True, act_observer="histogram", keep_float=keep)
