@@ -291,9 +291,11 @@ def atomic_output(path: str | Path, *, kind: Kind = "file", suffixes: Sequence[s
             check_output(path, kind=kind, suffixes=suffixes, force=force, what=what)
             ext = "".join(path.suffixes[-2:]) if kind == "file" else ""
             tmp = path.parent / f".{path.name}{_TMP}{os.getpid()}-{secrets.token_hex(4)}{ext}"
-            if kind == "dir":
-                tmp.mkdir()
             try:
+                # made inside the try: an interrupt (SIGTERM -> KeyboardInterrupt) arriving right
+                # after the folder exists must still remove it
+                if kind == "dir":
+                    tmp.mkdir()
                 yield tmp
                 if kind == "file" and not tmp.is_file():
                     raise RuntimeError(f"nothing was written for {path}")
